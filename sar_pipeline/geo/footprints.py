@@ -1,0 +1,47 @@
+"""Footprints of rasters and tiles: the ground polygon a pixel grid covers."""
+
+from __future__ import annotations
+
+from affine import Affine
+from pyproj import CRS, Transformer
+from shapely.geometry import Polygon
+from shapely.ops import transform as shapely_transform
+
+WGS84 = CRS.from_epsg(4326)
+
+
+def grid_footprint(transform: Affine | tuple, shape: tuple[int, int]) -> Polygon:
+    """The polygon (in the grid's CRS) covered by a ``shape = (rows, cols)`` grid.
+
+    Corners are taken in pixel-corner convention, so rotated and flipped transforms work; the
+    ring is returned counter-clockwise (oriented) whatever the transform's handedness.
+    """
+    t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
+    rows, cols = shape
+    corners = [t * (0, 0), t * (cols, 0), t * (cols, rows), t * (0, rows)]
+    poly = Polygon(corners)
+    return poly if poly.exterior.is_ccw else Polygon(corners[::-1])
+
+
+def to_wgs84(geometry, crs: str | CRS, densify: int = 8):
+    """Reproject a geometry from ``crs`` to WGS84 (lon, lat), densifying edges so curves follow."""
+    src = CRS.from_user_input(crs)
+    if src == WGS84:
+        return geometry
+    if densify and hasattr(geometry, "segmentize"):
+        length = geometry.length
+        if length > 0:
+            geometry = geometry.segmentize(length / (4 * densify))
+    tr = Transformer.from_crs(src, WGS84, always_xy=True)
+    return shapely_transform(tr.transform, geometry)
+
+
+def area_m2(geometry, crs: str | CRS) -> float:
+    """Area in square metres: planar for projected CRSs in metres, geodesic otherwise."""
+    c = CRS.from_user_input(crs)
+    if c.is_projected and c.axis_info and c.axis_info[0].unit_name in ("metre", "meter"):
+        return float(geometry.area)
+    from pyproj import Geod
+
+    lonlat = to_wgs84(geometry, c)
+    return float(abs(Geod(ellps="WGS84").geometry_area_perimeter(lonlat)[0]))
