@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dagster as dg
@@ -17,8 +18,9 @@ class StorageRoot(dg.ConfigurableResource):
     """Where assets write their files: a local folder (default) or an ``s3://bucket/prefix``."""
 
     uri: str = Field(
-        default_factory=lambda: str(paths.storage_dir()),
-        description="Local folder or fsspec URI (s3://bucket/prefix) under which assets write.",
+        default_factory=lambda: os.environ.get("SAR_PIPELINE_STORAGE", str(paths.storage_dir())),
+        description="Local folder or fsspec URI (s3://bucket/prefix) under which assets write "
+        "(default: $SAR_PIPELINE_STORAGE, else <data>/storage).",
     )
 
     def root(self) -> UPath:
@@ -41,8 +43,11 @@ class SarArchiveResource(dg.ConfigurableResource):
     """The SAR archive to read flights from: a STAC catalogue by default, or any SarArchive class."""
 
     uri: str = Field(
-        default_factory=lambda: str(paths.demo_archive_dir() / "catalog.json"),
-        description="Root catalog.json of the STAC archive (local path or s3://…), or what your class takes.",
+        default_factory=lambda: os.environ.get(
+            "SAR_PIPELINE_ARCHIVE", str(paths.demo_archive_dir() / "catalog.json")
+        ),
+        description="Root catalog.json of the STAC archive (local path or s3://…), or what your class "
+        "takes (default: $SAR_PIPELINE_ARCHIVE, else the demo archive).",
     )
     archive_class: str = Field(
         default=DEFAULT_ARCHIVE_CLASS,

@@ -1,0 +1,125 @@
+"""The ``sar_scenes`` table: one row per scene, as GeoParquet with WGS84 and scene-CRS footprints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from rasterio.enums import Resampling
+
+from sar_pipeline.archive.protocol import SarArchive, SceneRecord
+from sar_pipeline.errors import ArchiveError
+from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
+from sar_pipeline.pictures import png_bytes, to_uint8
+from sar_pipeline.storage import atomic_local_file
+
+#: acquisition fields a complete record has (the ``sar_scenes`` completeness check counts them)
+ACQUISITION_FIELDS = (
+    "datetime",
+    "platform",
+    "frequency_band",
+    "polarizations",
+    "resolution_range_m",
+    "resolution_azimuth_m",
+    "pixel_spacing_range_m",
+    "pixel_spacing_azimuth_m",
+    "looks_equivalent_number",
+    "incidence_angle_deg",
+    "heading_deg",
+    "observation_direction",
+)
+
+# JSON-encoded in Parquet: nested dicts of free-form item properties have no fixed schema
+_JSON_COLUMNS = ("extra_assets", "properties")
+
+
+def scene_footprint(scene: SceneRecord):
+    """The scene's raster footprint in its own CRS (the full grid, nodata included)."""
+    return grid_footprint(scene.transform, scene.shape)
+
+
+def scene_table(scenes: Sequence[SceneRecord]) -> gpd.GeoDataFrame:
+    """Scene records as a GeoDataFrame: ``geometry`` = WGS84 footprint, ``footprint_scene_crs`` = WKB."""
+    rows = []
+    geoms = []
+    for scene in scenes:
+        row = scene.to_row()
+        for col in _JSON_COLUMNS:
+            row[col] = json.dumps(row[col], sort_keys=True, default=str)
+        footprint = scene_footprint(scene)
+        row["footprint_scene_crs"] = footprint.wkb
+        row["footprint_area_m2"] = area_m2(footprint, scene.crs)
+        rows.append(row)
+        geoms.append(to_wgs84(footprint, scene.crs))
+    columns = [f.name for f in dataclasses.fields(SceneRecord)] + ["footprint_scene_crs", "footprint_area_m2"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
+    return gpd.GeoDataFrame(frame, geometry=geoms, crs="EPSG:4326")
+
+
+def write_scene_table(table: gpd.GeoDataFrame, path) -> None:
+    """Write the table as GeoParquet, atomically (local path or UPath)."""
+    with atomic_local_file(path) as tmp:
+        table.to_parquet(tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False)
+
+
+def read_scene_table(path) -> list[SceneRecord]:
+    """The scene records stored by :func:`write_scene_table`."""
+    frame = gpd.read_parquet(str(path) if isinstance(path, Path) else path)
+    records = []
+    for row in frame.to_dict("records"):
+        for col in _JSON_COLUMNS:
+            row[col] = json.loads(row[col]) if row.get(col) else {}
+        row = {k: (None if _is_missing(v) else v) for k, v in row.items()}
+        if row.get("datetime") is not None:
+            row["datetime"] = pd.Timestamp(row["datetime"]).to_pydatetime()
+        records.append(SceneRecord.from_row(row))
+    return records
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT
+
+
+def georeferencing_problems(scene: SceneRecord) -> list[str]:
+    """Why a scene's georeferencing is unusable (empty list when it is fine)."""
+    problems = []
+    try:
+        CRS.from_user_input(scene.crs)
+    except Exception as exc:  # pyproj raises CRSError and others for unparsable input
+        problems.append(f"CRS {scene.crs!r} cannot be parsed ({exc})")
+    if abs(Affine(*scene.transform).determinant) < 1e-12:
+        problems.append(f"geotransform {scene.transform} is not invertible")
+    if scene.shape[0] <= 0 or scene.shape[1] <= 0:
+        problems.append(f"raster shape {scene.shape} is empty")
+    return problems
+
+
+def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) -> bytes:
+    """A small 8-bit quick-look of a scene in its native (raster) orientation, in dB, decimated."""
+    with archive.open_scene(scene) as src:
+        scale = max(src.height, src.width) / max_size
+        out_shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+        try:
+            band = src.read(1, out_shape=out_shape, resampling=Resampling.average, masked=True)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ArchiveError(scene.raster_href, f"cannot read the raster for a quick-look ({exc})") from exc
+    unit = (scene.value_unit or "amplitude").lower()
+    values = np.asarray(band.filled(np.nan))
+    values = np.abs(values) if np.iscomplexobj(values) else values.astype(np.float64)
+    mask = np.ma.getmaskarray(band) | ~np.isfinite(values)
+    if unit == "db":
+        db = values
+    else:
+        mask |= values <= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            db = (10.0 if unit == "intensity" else 20.0) * np.log10(values)
+    return png_bytes(to_uint8(db, nodata_mask=mask))

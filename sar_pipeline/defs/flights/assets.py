@@ -1,0 +1,57 @@
+import dagster as dg
+
+from sar_pipeline.archive.scene_table import (
+    quicklook_png,
+    scene_table,
+    write_scene_table,
+)
+from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.pictures import markdown_image
+from sar_pipeline.storage import atomic_write_bytes, validate_id
+
+
+@dg.asset(
+    partitions_def=flight_partitions,
+    group_name="flights",
+    kinds={"stac", "geoparquet"},
+    description="The flight's SAR scenes as queried from the archive: acquisition metadata and "
+    "footprints (WGS84 and scene CRS), one GeoParquet row per scene.",
+)
+def sar_scenes(
+    context: dg.AssetExecutionContext, archive: SarArchiveResource, storage: StorageRoot
+) -> dg.MaterializeResult:
+    flight_id = validate_id(context.partition_key, "flight id")
+    sar_archive = archive.get_archive()
+    skipped: list[str] = []
+
+    def record_skip(error: SarPipelineError) -> None:
+        context.log.warning(f"skipped scene: {error}")
+        skipped.append(str(error))
+
+    scenes = list(sar_archive.list_scenes(flight_id, on_error=record_skip))
+    if not scenes:
+        raise SarPipelineError(f"flight {flight_id}", "no usable scene in the archive: " + "; ".join(skipped))
+    table = scene_table(scenes)
+    path = storage.flight_path(flight_id, "sar_scenes.parquet")
+    write_scene_table(table, path)
+
+    quicklook = quicklook_png(sar_archive, scenes[0])
+    atomic_write_bytes(storage.flight_path(flight_id, "sar_scenes_quicklook.png"), quicklook)
+    spacings = [
+        v for s in scenes for v in (s.pixel_spacing_range_m, s.pixel_spacing_azimuth_m) if v is not None
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "scene_count": len(scenes),
+            "skipped_scenes": len(skipped),
+            "skip_reasons": dg.MetadataValue.md("\n".join(f"- {s}" for s in skipped) or "none"),
+            "frequency_bands": ", ".join(sorted({s.frequency_band or "unknown" for s in scenes})),
+            "polarizations": ", ".join(sorted({p for s in scenes for p in (s.polarizations or ("unknown",))})),
+            "pixel_spacing_m_range": f"{min(spacings):.3f} – {max(spacings):.3f}" if spacings else "unknown",
+            "footprint_area_km2": float(table["footprint_area_m2"].sum() / 1e6),
+            "quicklook": dg.MetadataValue.md(markdown_image(quicklook, f"{scenes[0].scene_id} quick-look")),
+        }
+    )
