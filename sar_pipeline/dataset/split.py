@@ -1,0 +1,175 @@
+"""Spatially blocked, deterministic train/validation/test split of tile footprints.
+
+Why blocked: neighbouring SAR tiles share speckle statistics, field patterns and often pixels (tile
+overlap, or several flights over the same ground), so a random split leaks test ground into
+training. Here the ground is cut into square blocks of ``block_size_m`` in one metric CRS for the
+whole planet (EPSG:6933, WGS 84 / EASE-Grid 2.0 global, equal-area cylindrical, metres), each tile
+goes to the block holding its footprint's centroid, and each block goes to a split by a hash of
+``(seed, block)``. A block's split therefore never changes when flights are added: a tile that was
+in the test split of one dataset version stays there in the next.
+
+Tiles on a block edge can still touch a tile of another split. Every such pair is resolved by
+dropping one of the two tiles (a guard band): the tile of the split with the lower keep priority
+goes (train before validation before test, so the evaluation sets lose as little as possible). After that, no two tiles
+of different splits intersect or come within ``touch_tolerance_m`` of each other — checked by
+:func:`leaking_pairs`, which the tests and the asset check use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from pyproj import Transformer
+
+from sar_pipeline.dataset.schema import SPLITS
+from sar_pipeline.errors import ConfigError
+
+#: the common metric CRS of the blocks (equal-area, metres, valid to ±86° latitude)
+BLOCK_CRS = "EPSG:6933"
+
+#: split name used for tiles dropped as guard band; they are not written to the dataset
+DROPPED = "dropped"
+
+# Lower number = dropped first when two tiles of different splits touch.
+_KEEP_PRIORITY = {"train": 0, "validation": 1, "test": 2}
+
+_TO_BLOCK_CRS = Transformer.from_crs("OGC:CRS84", BLOCK_CRS, always_xy=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """How tiles are split; every field enters the dataset version hash."""
+
+    block_size_m: float = 5000.0
+    train_fraction: float = 0.8
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    touch_tolerance_m: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.block_size_m > 0:
+            raise ConfigError("block_size_m", f"must be > 0, got {self.block_size_m}")
+        if self.touch_tolerance_m < 0:
+            raise ConfigError("touch_tolerance_m", f"must be >= 0, got {self.touch_tolerance_m}")
+        fractions = self.fractions
+        if any(f < 0 for f in fractions.values()) or not np.isclose(sum(fractions.values()), 1.0):
+            raise ConfigError(
+                "split fractions",
+                f"train/validation/test fractions must be >= 0 and sum to 1, got {fractions}",
+            )
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {
+            "train": self.train_fraction,
+            "validation": self.validation_fraction,
+            "test": self.test_fraction,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitResult:
+    """Per tile (in input order): its block and its split (``"dropped"`` for guard-band tiles)."""
+
+    splits: list[str]
+    blocks: list[tuple[int, int]]
+
+    @property
+    def dropped_count(self) -> int:
+        return sum(s == DROPPED for s in self.splits)
+
+    @property
+    def block_count(self) -> int:
+        return len(set(self.blocks))
+
+
+def to_block_crs(footprints_wgs84: Sequence) -> np.ndarray:
+    """Footprints (shapely, WGS84 lon/lat) reprojected to :data:`BLOCK_CRS` (metres)."""
+    geoms = np.asarray(footprints_wgs84, dtype=object)
+    return shapely.transform(geoms, lambda xy: np.column_stack(_TO_BLOCK_CRS.transform(xy[:, 0], xy[:, 1])))
+
+
+def block_of(centroid_x_m: float, centroid_y_m: float, block_size_m: float) -> tuple[int, int]:
+    """Block (column, row) index holding a point given in :data:`BLOCK_CRS` metres."""
+    return int(np.floor(centroid_x_m / block_size_m)), int(np.floor(centroid_y_m / block_size_m))
+
+
+def block_split(block: tuple[int, int], config: SplitConfig) -> str:
+    """The split of a block: a uniform number from a hash of ``(seed, block size, block)``."""
+    key = f"{config.seed}:{config.block_size_m!r}:{block[0]}:{block[1]}".encode()
+    u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name in SPLITS:
+        edge += config.fractions[name]
+        if u < edge:
+            return name
+    # u is in [0, 1) and the fractions sum to 1 up to rounding: the last non-empty split takes it
+    return [s for s in SPLITS if config.fractions[s] > 0][-1]
+
+
+def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResult:
+    """Split tiles by ground block, then drop guard-band tiles so no two splits touch.
+
+    ``footprints_wgs84``: shapely polygons in WGS84 (lon, lat). Output order follows the input;
+    the result depends only on the footprints and ``config`` (not on input order).
+    """
+    if len(footprints_wgs84) == 0:
+        return SplitResult(splits=[], blocks=[])
+    metric = to_block_crs(footprints_wgs84)
+    centroids = shapely.centroid(metric)
+    xs, ys = shapely.get_x(centroids), shapely.get_y(centroids)
+    blocks = [block_of(x, y, config.block_size_m) for x, y in zip(xs, ys, strict=True)]
+    cache: dict[tuple[int, int], str] = {}
+    splits = [cache.setdefault(b, block_split(b, config)) for b in blocks]
+
+    pairs = _touching_pairs(metric, config.touch_tolerance_m)
+    # Resolve from the highest keep priority down, so the outcome does not depend on pair order:
+    # a validation tile goes iff it touches a test tile; a train tile goes iff it touches a test
+    # tile or a validation tile that was kept.
+    for loser in ("validation", "train"):
+        doomed = set()
+        for i, j in pairs:
+            for a, b in ((i, j), (j, i)):
+                if (
+                    splits[a] == loser
+                    and splits[b] != DROPPED
+                    and _KEEP_PRIORITY[splits[b]] > _KEEP_PRIORITY[loser]
+                ):
+                    doomed.add(a)
+        for a in doomed:
+            splits[a] = DROPPED
+    return SplitResult(splits=splits, blocks=blocks)
+
+
+def _touching_pairs(metric_geoms: np.ndarray, tolerance_m: float) -> list[tuple[int, int]]:
+    """Index pairs ``i < j`` of geometries that intersect or lie within ``tolerance_m`` (metres)."""
+    tree = shapely.STRtree(metric_geoms)
+    if tolerance_m > 0:
+        left, right = tree.query(metric_geoms, predicate="dwithin", distance=tolerance_m)
+    else:
+        left, right = tree.query(metric_geoms, predicate="intersects")
+    mask = left < right
+    pairs = sorted(zip(left[mask].tolist(), right[mask].tolist(), strict=True))
+    return pairs
+
+
+def leaking_pairs(
+    footprints_wgs84: Sequence, splits: Sequence[str], tolerance_m: float = 0.0
+) -> list[tuple[int, int]]:
+    """Index pairs of tiles in DIFFERENT splits whose footprints intersect (touching included) or
+    lie within ``tolerance_m`` metres. Empty means no spatial leakage. Dropped tiles are ignored."""
+    keep = [k for k, s in enumerate(splits) if s != DROPPED]
+    if not keep:
+        return []
+    metric = to_block_crs([footprints_wgs84[k] for k in keep])
+    pairs = []
+    for a, b in _touching_pairs(metric, tolerance_m):
+        i, j = keep[a], keep[b]
+        if splits[i] != splits[j]:
+            pairs.append((i, j))
+    return pairs

@@ -1,0 +1,107 @@
+import random
+
+import pytest
+from affine import Affine
+
+from sar_pipeline.dataset.split import DROPPED, SplitConfig, assign_splits, block_split, leaking_pairs
+from sar_pipeline.errors import ConfigError
+from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
+
+UTM31N = "EPSG:32631"
+
+
+def tile_grid(rows, cols, tile_m, rotation_deg, origin=(500_000.0, 4_800_000.0)):
+    """Adjacent square tiles (footprints in UTM 31N and WGS84) of a possibly rotated grid."""
+    t0 = Affine.translation(*origin) @ Affine.rotation(rotation_deg) @ Affine.scale(tile_m / 16, -tile_m / 16)
+    utm = [
+        grid_footprint(t0 @ Affine.translation(16 * c, 16 * r), (16, 16))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return utm, [to_wgs84(g, UTM31N) for g in utm]
+
+
+@pytest.mark.parametrize("rotation_deg", [0.0, 23.0, -61.5])
+def test_no_test_tile_touches_a_train_tile(rotation_deg):
+    utm, wgs = tile_grid(14, 14, 100.0, rotation_deg)
+    config = SplitConfig(block_size_m=300.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3)
+    splits = assign_splits(wgs, config).splits
+    present = {s: splits.count(s) for s in set(splits)}
+    assert present.get("train", 0) > 10 and present.get("test", 0) > 5 and present.get("validation", 0) > 0
+    assert 0 < present.get(DROPPED, 0) < len(splits) / 2
+
+    # Independent of the split's own metric CRS: exact shapely predicates in UTM and in WGS84.
+    for a, b in (("test", "train"), ("validation", "train"), ("test", "validation")):
+        for i in (k for k, s in enumerate(splits) if s == a):
+            for j in (k for k, s in enumerate(splits) if s == b):
+                assert not wgs[i].intersects(wgs[j]), (a, i, b, j)
+                assert utm[i].distance(utm[j]) > 1.0, (a, i, b, j)
+    assert leaking_pairs(wgs, splits, tolerance_m=1.0) == []
+
+
+def test_without_guard_band_the_blocks_leak():
+    # The check above can fail: the raw per-block assignment has touching tiles in different splits.
+    utm, wgs = tile_grid(14, 14, 100.0, 23.0)
+    config = SplitConfig(block_size_m=300.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3)
+    blocks = assign_splits(wgs, config).blocks
+    raw = [block_split(b, config) for b in blocks]
+    assert leaking_pairs(wgs, raw, tolerance_m=1.0)
+
+
+def test_overlapping_tiles_of_two_flights_never_straddle_splits():
+    _, first = tile_grid(10, 10, 100.0, 0.0)
+    _, second = tile_grid(10, 10, 100.0, 37.0, origin=(500_230.0, 4_799_870.0))
+    wgs = first + second
+    splits = assign_splits(
+        wgs, SplitConfig(block_size_m=250.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2)
+    ).splits
+    assert leaking_pairs(wgs, splits) == []
+    assert len({s for s in splits if s != DROPPED}) == 3
+
+
+def test_split_is_deterministic_and_independent_of_order():
+    _, wgs = tile_grid(8, 8, 100.0, 12.0)
+    config = SplitConfig(block_size_m=250.0, seed=3)
+    first = assign_splits(wgs, config).splits
+    order = list(range(len(wgs)))
+    random.Random(1).shuffle(order)
+    shuffled = assign_splits([wgs[k] for k in order], config).splits
+    assert [shuffled[order.index(k)] for k in range(len(wgs))] == first
+    assert assign_splits(wgs, SplitConfig(block_size_m=250.0, seed=4)).splits != first
+
+
+def test_block_split_follows_fractions():
+    config = SplitConfig(train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
+    counts = {"train": 0, "validation": 0, "test": 0}
+    for bx in range(60):
+        for by in range(50):
+            counts[block_split((bx, by), config)] += 1
+    shares = {k: v / 3000 for k, v in counts.items()}
+    assert shares == pytest.approx({"train": 0.7, "validation": 0.1, "test": 0.2}, abs=0.03)
+
+
+def test_existing_tiles_keep_their_split_when_a_far_flight_is_added():
+    _, near = tile_grid(6, 6, 100.0, 0.0)
+    _, far = tile_grid(6, 6, 100.0, 0.0, origin=(560_000.0, 4_850_000.0))
+    config = SplitConfig(block_size_m=250.0)
+    alone = assign_splits(near, config).splits
+    together = assign_splits(near + far, config).splits
+    assert together[: len(near)] == alone
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"block_size_m": 0.0},
+        {"train_fraction": 0.9, "validation_fraction": 0.2, "test_fraction": 0.1},
+        {"train_fraction": 1.2, "validation_fraction": -0.1, "test_fraction": -0.1},
+        {"touch_tolerance_m": -1.0},
+    ],
+)
+def test_bad_split_config_is_refused(kwargs):
+    with pytest.raises(ConfigError):
+        SplitConfig(**kwargs)
+
+
+def test_empty_input():
+    assert assign_splits([], SplitConfig()).splits == []

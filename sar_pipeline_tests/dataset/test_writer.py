@@ -1,0 +1,182 @@
+import json
+
+import geopandas
+import pyarrow.parquet as pq
+import pytest
+import shapely
+from PIL import Image
+
+from sar_pipeline.dataset import current_version, dataset_info, dataset_split_paths, load_dataset_table
+from sar_pipeline.dataset.split import SplitConfig, leaking_pairs
+from sar_pipeline.dataset.writer import DatasetConfig, DatasetError, build_dataset
+from sar_pipeline.errors import ConfigError, RasterError
+from sar_pipeline_tests.dataset.fixtures import make_flight
+
+CONFIG = DatasetConfig(
+    split=SplitConfig(block_size_m=200.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3),
+    row_group_size=8,
+)
+
+
+def two_flights(root):
+    make_flight(root, "flight-a", rows=6, cols=6, rotation_deg=17.0, landcover=True)
+    make_flight(root, "flight-b", rows=4, cols=5, origin=(501_500.0, 4_801_000.0))
+    return ["flight-a", "flight-b"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("storage")
+    result = build_dataset(root, two_flights(root), CONFIG)
+    return root, result
+
+
+def test_writes_three_splits_and_a_pointer(built):
+    root, result = built
+    assert current_version(root) == result.version
+    pointer = json.loads((root / "dataset" / "current.json").read_text())
+    assert pointer["splits"]["train"] == f"dataset/{result.version}/train.parquet"
+    assert all((root / rel).is_file() for rel in result.files.values())
+    assert sum(result.row_counts.values()) + result.dropped_guard_tiles == 56
+    assert all(n > 0 for n in result.row_counts.values()), result.row_counts
+    assert dataset_info(root)["flights"] == ["flight-a", "flight-b"]
+
+
+def test_pyarrow_reads_every_column(built):
+    root, result = built
+    table = pq.read_table(root / result.files["train"])
+    assert table.num_rows == result.row_counts["train"]
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["text"].startswith("An aerial view")
+    assert row["image"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert row["image"]["path"].startswith(f"flights/{row['flight_id']}/sar_tiles/")
+    assert row["optical_image"]["bytes"][:4] == b"\x89PNG"
+    assert row["frequency_band"] == "X" and row["polarizations"] == ["HH"]
+    assert row["incidence_angle_deg"] == 45.0 and row["ground_sample_distance_m"] == 8.0
+    assert row["db_min"] == -25.0 and row["db_max"] == 5.0 and row["bit_depth"] == 8
+    assert row["acquisition_datetime"].isoformat() == "2024-05-17T10:30:00+00:00"
+    assert len(row["transform"]) == 6 and row["crs"] == "EPSG:32631"
+    assert row["split"] == "train" and row["captioner_id"] == "template"
+    # rows are sorted by flight, scene, tile row, tile column
+    keys = list(
+        zip(*(table.column(c).to_pylist() for c in ("flight_id", "tile_row", "tile_col")), strict=True)
+    )
+    assert keys == sorted(keys)
+
+
+def test_geopandas_reads_the_footprints(built):
+    root, result = built
+    frame = geopandas.read_parquet(root / result.files["test"])
+    assert frame.crs.equals("OGC:CRS84") or frame.crs.to_epsg() == 4326
+    assert len(frame) == result.row_counts["test"]
+    assert set(frame.geometry.geom_type) == {"Polygon"}
+    # footprints near 3°E 43.3°N (UTM 31N 500 km E, 4800 km N)
+    minx, miny, maxx, maxy = frame.total_bounds
+    assert 2.9 < minx < maxx < 3.1 and 43.2 < miny < maxy < 43.4
+    geo = json.loads(pq.read_schema(root / result.files["test"]).metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["bbox"] == pytest.approx(
+        list(frame.total_bounds)
+    )
+
+
+def test_huggingface_datasets_yields_pil_images_and_text(built, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    root, result = built
+    ds = datasets.load_dataset(
+        "parquet",
+        data_files={"train": str(root / result.files["train"])},
+        cache_dir=str(tmp_path / "hf-cache"),
+        split="train",
+    )
+    assert len(ds) == result.row_counts["train"]
+    assert isinstance(ds.features["image"], datasets.Image)
+    item = ds[0]
+    assert isinstance(item["image"], Image.Image) and item["image"].size == (16, 16)
+    assert isinstance(item["optical_image"], Image.Image) and item["optical_image"].mode == "RGB"
+    assert item["text"].startswith("An aerial view")
+
+
+def test_no_test_tile_touches_a_train_tile_in_the_files(built):
+    root, _ = built
+    table = load_dataset_table(root, columns=["geometry", "split"])
+    geoms = list(shapely.from_wkb(table.column("geometry").to_pylist()))
+    splits = table.column("split").to_pylist()
+    assert leaking_pairs(geoms, splits, tolerance_m=1.0) == []
+    test = [g for g, s in zip(geoms, splits, strict=True) if s == "test"]
+    train = [g for g, s in zip(geoms, splits, strict=True) if s == "train"]
+    assert test and train
+    assert not any(a.intersects(b) for a in test for b in train)
+
+
+def test_same_inputs_give_byte_identical_files(built, tmp_path):
+    root, result = built
+    again = build_dataset(root, ["flight-b", "flight-a"], CONFIG)
+    assert again.version == result.version
+    other_root = tmp_path / "other"
+    elsewhere = build_dataset(other_root, two_flights(other_root), CONFIG)
+    assert elsewhere.version == result.version
+    for split, rel in result.files.items():
+        assert (root / rel).read_bytes() == (other_root / elsewhere.files[split]).read_bytes(), split
+    # a different split config is a different dataset
+    changed = DatasetConfig(split=SplitConfig(block_size_m=200.0, seed=1), row_group_size=8)
+    assert build_dataset(other_root, ["flight-a", "flight-b"], changed).version != result.version
+    assert current_version(other_root) != result.version
+
+
+def test_reader_api(built):
+    root, result = built
+    everything = load_dataset_table(root)
+    assert everything.num_rows == sum(result.row_counts.values())
+    assert set(everything.column("split").to_pylist()) == {"train", "validation", "test"}
+    one = load_dataset_table(root, version=result.version, split="validation", columns=["tile_id", "text"])
+    assert one.column_names == ["tile_id", "text"] and one.num_rows == result.row_counts["validation"]
+    assert set(dataset_split_paths(root)) == {"train", "validation", "test"}
+    with pytest.raises(ConfigError, match="unknown split"):
+        load_dataset_table(root, split="holdout")
+    with pytest.raises(ConfigError, match="not found"):
+        load_dataset_table(root, version="0123456789abcdef")
+
+
+def test_no_dataset_yet_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="materialise training_dataset"):
+        current_version(tmp_path)
+
+
+def test_missing_caption_names_the_tile(tmp_path):
+    ids = make_flight(tmp_path, "flight-c", rows=2, cols=2, caption_rows=slice(0, 3))
+    with pytest.raises(DatasetError) as err:
+        build_dataset(tmp_path, ["flight-c"], CONFIG)
+    assert ids[3] in str(err.value) and "captions.parquet" in str(err.value)
+    skipped = []
+    result = build_dataset(tmp_path, ["flight-c"], CONFIG, on_error=skipped.append)
+    assert sum(result.row_counts.values()) + result.dropped_guard_tiles == 3
+    assert len(skipped) == 1 and ids[3] in result.skipped[0]
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    ids = make_flight(tmp_path, "flight-d", rows=2, cols=2)
+    bad = tmp_path / "flights" / "flight-d" / "sar_tiles" / f"{ids[1]}.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(RasterError) as err:
+        build_dataset(tmp_path, ["flight-d"], CONFIG)
+    assert str(bad) in str(err.value) and "not a readable image" in str(err.value)
+    (tmp_path / "flights" / "flight-d" / "optical_tiles" / f"{ids[2]}.png").unlink()
+    skipped = []
+    result = build_dataset(tmp_path, ["flight-d"], CONFIG, on_error=skipped.append)
+    assert sum(result.row_counts.values()) + result.dropped_guard_tiles == 2
+    assert "not a readable image" in str(skipped[0]) and "optical tile file not found" in str(skipped[1])
+    assert ids[2] in str(skipped[1])
+
+
+def test_empty_caption_and_missing_manifest(tmp_path):
+    make_flight(tmp_path, "flight-e", rows=1, cols=2)
+    with pytest.raises(DatasetError, match=r"flight-x.*manifest.parquet: file not found"):
+        build_dataset(tmp_path, ["flight-e", "flight-x"], CONFIG)
+    cap = tmp_path / "flights" / "flight-e" / "captions.parquet"
+    table = pq.read_table(cap)
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", [["  ", "ok text"]]), cap)
+    with pytest.raises(DatasetError, match="caption text is empty"):
+        build_dataset(tmp_path, ["flight-e"], CONFIG)
