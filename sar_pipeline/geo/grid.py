@@ -58,7 +58,7 @@ class OutputGrid:
     def subgrid(self, row_off: int, col_off: int, rows: int, cols: int) -> OutputGrid:
         """The grid of a window of this grid (same axes, origin moved to ``(row_off, col_off)``)."""
         return dataclasses.replace(
-            self, transform=self.transform * Affine.translation(col_off, row_off), shape=(rows, cols)
+            self, transform=self.transform @ Affine.translation(col_off, row_off), shape=(rows, cols)
         )
 
     def footprint(self) -> Polygon:
@@ -160,7 +160,7 @@ def build_output_grid(
         reference_row = _unit(heading_deg)
     row_hat = normal if float(normal @ reference_row) >= 0 else -normal
     rows, cols = shape
-    corners = np.array([t * (0, 0), t * (cols, 0), t * (cols, rows), t * (0, rows)], dtype=float)
+    corners = np.array([t @ (0, 0), t @ (cols, 0), t @ (cols, rows), t @ (0, rows)], dtype=float)
     along_col = corners @ col_hat
     along_row = corners @ row_hat
     c0, c1 = along_col.min(), along_col.max()

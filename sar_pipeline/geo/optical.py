@@ -363,3 +363,24 @@ def colocate_tiles(
         if len(previews) < max_previews:
             previews.append((tid, tile.image))
     return FlightColocation(rows, skipped, previews)
+
+
+def pairs_preview_png(
+    root, sar_rows: Sequence[dict[str, Any]], colocation: FlightColocation, max_pairs: int = 4
+) -> bytes | None:
+    """A PNG mosaic of a few SAR tiles (left) beside their optical tiles (right), or None if empty."""
+    import io
+
+    from PIL import Image
+
+    from sar_pipeline.pictures import grid
+
+    sar_path = {r["tile_id"]: r["path"] for r in sar_rows}
+    images, labels = [], []
+    for tid, optical in colocation.previews[:max_pairs]:
+        with Image.open(io.BytesIO((root / sar_path[tid]).read_bytes())) as sar:
+            images += [np.asarray(sar.convert("L")), optical]
+        labels += [f"SAR {tid.rsplit('__', 1)[-1]}", "optical"]
+    if not images:
+        return None
+    return png_bytes(grid(images, columns=2, labels=labels))

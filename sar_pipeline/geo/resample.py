@@ -51,7 +51,7 @@ def source_window(
     """
     rows, cols = dst_shape
     inv = ~src_transform
-    pts = [inv * (dst_transform * (c, r)) for c, r in ((0, 0), (cols, 0), (cols, rows), (0, rows))]
+    pts = [inv @ (dst_transform @ (c, r)) for c, r in ((0, 0), (cols, 0), (cols, rows), (0, rows))]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     c0 = max(0, math.floor(min(xs)) - margin)
     r0 = max(0, math.floor(min(ys)) - margin)

@@ -521,3 +521,48 @@ def check_sar_tiles(
             "footprints_inside_scene", fp_bad, "footprints valid; their valid part inside the scene footprint"
         ),
     ]
+
+
+def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
+    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from sar_pipeline.storage import atomic_local_file
+
+    frame = pd.DataFrame(list(rows))
+    geometry = frame.pop("geometry") if "geometry" in frame else []
+    table = gpd.GeoDataFrame(frame, geometry=list(geometry), crs="EPSG:4326")
+    with atomic_local_file(path) as tmp:
+        table.to_parquet(
+            tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False
+        )
+
+
+def read_manifest(path) -> list[dict[str, Any]]:
+    """Manifest rows written by :func:`write_manifest` (list columns as lists, datetimes as datetime)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    frame = gpd.read_parquet(str(path) if isinstance(path, Path) else path)
+    rows = []
+    for row in frame.to_dict("records"):
+        for key, value in row.items():
+            if isinstance(value, np.ndarray):
+                row[key] = value.tolist()
+            elif isinstance(value, pd.Timestamp):
+                row[key] = value.to_pydatetime()
+            elif value is pd.NaT:
+                row[key] = None
+        rows.append(row)
+    return rows
+
+
+def png_size(root, rel_path: str) -> tuple[int, int]:
+    """(width, height) of a PNG under the storage root, from its header."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO((root / rel_path).read_bytes())) as img:
+        return img.size

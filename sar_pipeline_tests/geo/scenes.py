@@ -114,3 +114,19 @@ def scene_record(
             observation_direction=observation_direction,
             extra_assets=extra_assets or {},
         )
+
+
+class RecordArchive:
+    """A minimal SarArchive for tests: scenes come from ``sar_scenes.parquet``; it only opens rasters."""
+
+    def __init__(self, uri: str = "", **options):
+        self.uri = uri
+
+    def list_flights(self, since=None):
+        return []
+
+    def list_scenes(self, flight_id, on_error=None):
+        return []
+
+    def open_scene(self, scene: SceneRecord):
+        return rasterio.open(scene.raster_href)

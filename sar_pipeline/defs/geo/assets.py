@@ -1,0 +1,242 @@
+"""Per-flight tiles: SAR tiles at a fixed GSD in native orientation, and co-located optical tiles."""
+
+from __future__ import annotations
+
+import collections
+
+import dagster as dg
+from pydantic import Field
+
+from sar_pipeline.archive.scene_table import read_scene_table
+from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.geo.optical import colocate_tiles, pairs_preview_png
+from sar_pipeline.geo.tiling import (
+    TilingParameters,
+    check_sar_tiles,
+    png_size,
+    read_manifest,
+    tile_flight,
+    write_manifest,
+)
+from sar_pipeline.pictures import grid, markdown_image, png_bytes
+from sar_pipeline.storage import atomic_local_dir, validate_id
+
+
+class TilingConfig(dg.Config):
+    """How SAR scenes become tiles (resampling, radiometry, tiling)."""
+
+    ground_sample_distance_m: float = Field(
+        default=1.0, description="Output pixel size on the ground, metres (square pixels)."
+    )
+    tile_size: int = Field(default=512, description="Tile side in pixels (Stable Diffusion 1.5 eats 512).")
+    stride: int | None = Field(
+        default=None, description="Pixels between tile origins; default = tile_size (no overlap)."
+    )
+    max_nodata_fraction: float = Field(
+        default=0.1, description="Tiles with a larger share of nodata pixels are dropped."
+    )
+    resampling: str = Field(
+        default="average",
+        description="GDAL resampling (average, bilinear, cubic, lanczos, nearest…); applied to intensity.",
+    )
+    db_min: float = Field(
+        default=-30.0, description="dB mapped to the lowest valid level (1); lower values are clipped."
+    )
+    db_max: float = Field(
+        default=10.0, description="dB mapped to the highest level (255 or 65535); higher values are clipped."
+    )
+    percentile_low: float | None = Field(
+        default=None,
+        description="If set (with percentile_high): clip at this percentile of the flight's dB values instead of db_min.",
+    )
+    percentile_high: float | None = Field(
+        default=None, description="If set (with percentile_low): clip at this percentile instead of db_max."
+    )
+    bit_depth: int = Field(default=8, description="8 (uint8 PNG, what the VAE eats) or 16 (uint16 PNG).")
+    default_value_unit: str | None = Field(
+        default=None, description="Unit for scenes that declare none: amplitude, intensity, db or complex."
+    )
+    default_value_scale: float | None = Field(
+        default=None,
+        description="Scale for integer-scaled scenes that declare none (value = raw*scale+offset).",
+    )
+    default_value_offset: float | None = Field(
+        default=None, description="Offset for integer-scaled scenes that declare none."
+    )
+    num_threads: int = Field(default=1, description="GDAL warp threads per scene.")
+
+    def parameters(self) -> TilingParameters:
+        percentiles = None
+        if self.percentile_low is not None and self.percentile_high is not None:
+            percentiles = (self.percentile_low, self.percentile_high)
+        return TilingParameters(
+            ground_sample_distance_m=self.ground_sample_distance_m,
+            tile_size=self.tile_size,
+            stride=self.stride,
+            max_nodata_fraction=self.max_nodata_fraction,
+            resampling=self.resampling,
+            db_min=self.db_min,
+            db_max=self.db_max,
+            percentiles=percentiles,
+            bit_depth=self.bit_depth,
+            default_value_unit=self.default_value_unit,
+            default_value_scale=self.default_value_scale,
+            default_value_offset=self.default_value_offset,
+            num_threads=self.num_threads,
+        )
+
+
+class OpticalTilesConfig(dg.Config):
+    """How optical tiles are accepted."""
+
+    min_optical_coverage: float = Field(
+        default=0.95, description="Tiles whose optical coverage is below this share are skipped."
+    )
+
+
+SAR_TILE_CHECKS = {
+    "gsd_matches_config": "Every tile's pixel size equals the configured GSD (relative tolerance 1e-6).",
+    "tiles_are_tile_size": "Every tile PNG is tile_size × tile_size.",
+    "nodata_under_threshold": "Every kept tile's nodata fraction is at most max_nodata_fraction.",
+    "footprints_inside_scene": "Tile footprints are valid polygons whose valid part lies inside the scene footprint.",
+}
+
+
+def _reason_counts(reasons: list[str]) -> dict[str, int]:
+    """Drop reasons grouped by kind ("nodata fraction over threshold", "all nodata", "read error")."""
+    kinds = (
+        "nodata fraction over threshold" if r.startswith("nodata fraction") else r.split(":", 1)[0]
+        for r in reasons
+    )
+    return dict(collections.Counter(kinds))
+
+
+@dg.asset(
+    partitions_def=flight_partitions,
+    group_name="flights",
+    kinds={"gdal", "png", "geoparquet"},
+    deps=[dg.AssetKey("sar_scenes")],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="sar_tiles", description=d, blocking=name != "footprints_inside_scene")
+        for name, d in SAR_TILE_CHECKS.items()
+    ],
+    description="The flight's scenes resampled to a fixed ground sample distance in native SAR orientation "
+    "(range left→right, azimuth top→bottom), in dB mapped to 8/16-bit, cut into tiles; GeoParquet manifest.",
+)
+def sar_tiles(
+    context: dg.AssetExecutionContext, config: TilingConfig, archive: SarArchiveResource, storage: StorageRoot
+) -> dg.MaterializeResult:
+    flight_id = validate_id(context.partition_key, "flight id")
+    params = config.parameters()
+    scenes = read_scene_table(storage.flight_path(flight_id, "sar_scenes.parquet"))
+    sar_archive = archive.get_archive()
+    rel_dir = f"flights/{flight_id}/sar_tiles"
+    with atomic_local_dir(storage.flight_path(flight_id, "sar_tiles")) as out_dir:
+        result = tile_flight(scenes, sar_archive.open_scene, params, out_dir, rel_dir)
+        write_manifest(result.rows, out_dir / "manifest.parquet")
+    for scene_id, reason in result.skipped_scenes.items():
+        context.log.warning(f"skipped scene {scene_id}: {reason}")
+    if not result.rows and scenes:
+        raise SarPipelineError(
+            f"flight {flight_id}", "no tile kept: " + "; ".join(result.skipped_scenes.values())
+        )
+    checks = check_sar_tiles(result.rows, scenes, params, image_size=lambda p: png_size(storage.root(), p))
+    metadata = {
+        "path": dg.MetadataValue.path(str(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))),
+        "tile_count": len(result.rows),
+        "dropped_count": len(result.dropped),
+        "dropped_reasons": dg.MetadataValue.json(_reason_counts([d.reason for d in result.dropped])),
+        "skipped_scenes": dg.MetadataValue.json(result.skipped_scenes),
+        "ground_sample_distance_m": params.ground_sample_distance_m,
+        "db_range": f"{result.radiometry.db_min:.2f} – {result.radiometry.db_max:.2f} dB"
+        if result.radiometry
+        else "n/a",
+        "bit_depth": params.bit_depth,
+    }
+    if result.previews:
+        preview = png_bytes(
+            grid(
+                [im for _, im in result.previews],
+                columns=3,
+                labels=[t.rsplit("__", 1)[-1] for t, _ in result.previews],
+            )
+        )
+        metadata["preview"] = dg.MetadataValue.md(markdown_image(preview, "SAR tiles"))
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=c.name, passed=c.passed, metadata=c.metadata, description=c.description
+            )
+            for c in checks
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=flight_partitions,
+    group_name="flights",
+    kinds={"gdal", "png", "geoparquet"},
+    deps=[sar_tiles],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "optical_coverage_above_threshold",
+            asset="optical_tiles",
+            description="Every kept optical tile covers at least min_optical_coverage of its SAR tile.",
+        )
+    ],
+    description="For each SAR tile, the optical image warped onto the SAR tile's exact grid (same CRS, rotated "
+    "transform and shape): pixel-aligned pairs, with coverage fraction and acquisition time gap.",
+)
+def optical_tiles(
+    context: dg.AssetExecutionContext,
+    config: OpticalTilesConfig,
+    optical: OpticalResource,
+    storage: StorageRoot,
+) -> dg.MaterializeResult:
+    flight_id = validate_id(context.partition_key, "flight id")
+    sar_rows = read_manifest(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))
+    source = optical.get_source()
+    rel_dir = f"flights/{flight_id}/optical_tiles"
+    with atomic_local_dir(storage.flight_path(flight_id, "optical_tiles")) as out_dir:
+        result = colocate_tiles(sar_rows, source, out_dir, rel_dir, config.min_optical_coverage)
+        write_manifest(result.rows, out_dir / "manifest.parquet")
+    for tile_id, reason in list(result.skipped.items())[:20]:
+        context.log.warning(f"skipped optical tile {tile_id}: {reason}")
+    low = [r["tile_id"] for r in result.rows if r["coverage_fraction"] < config.min_optical_coverage]
+    gaps = [r["time_gap_s"] for r in result.rows if r["time_gap_s"] is not None]
+    metadata = {
+        "path": dg.MetadataValue.path(
+            str(storage.flight_path(flight_id, "optical_tiles", "manifest.parquet"))
+        ),
+        "optical_source": source.name,
+        "tile_count": len(result.rows),
+        "skipped_count": len(result.skipped),
+        "skipped": dg.MetadataValue.json(dict(list(result.skipped.items())[:50])),
+        "mean_coverage": float(sum(r["coverage_fraction"] for r in result.rows) / len(result.rows))
+        if result.rows
+        else 0.0,
+        "max_time_gap_days": max(gaps) / 86400 if gaps else "unknown",
+    }
+    preview = pairs_preview_png(storage.root(), sar_rows, result)
+    if preview is not None:
+        metadata["preview"] = dg.MetadataValue.md(
+            markdown_image(preview, "SAR tiles beside their optical tiles")
+        )
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="optical_coverage_above_threshold",
+                passed=not low and (bool(result.rows) or not sar_rows),
+                metadata={
+                    "below_threshold": len(low),
+                    "kept": len(result.rows),
+                    "skipped": len(result.skipped),
+                },
+            )
+        ],
+    )
