@@ -1,0 +1,217 @@
+"""Remote-sensing caption datasets: Karpathy JSON (RSICD), the "precomp" text layout, UCM image pairs.
+
+Every loader returns ``CaptionedImage`` records (one per image, all its reference captions), so
+datasets combine by concatenation (the paper fine-tunes BLIP on RSICD + UCM).
+
+Sources: RSICD, Lu et al. 2017 ("Exploring models and data for remote sensing image caption
+generation"), ``dataset_rsicd.json`` in the Karpathy split format; UCM-Captions and
+Sydney-Captions, Qu et al. 2016; the "precomp" layout of the AMFMN/GaLR/JGDN retrieval code
+(``<split>_filename.txt`` one image name per line, ``<split>_caps.txt`` one caption per line,
+five per image in order; train files list each image once, some test/val files repeat each
+name once per caption).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sar_pipeline.errors import SarPipelineError
+
+CAPTIONS_PER_IMAGE = 5
+
+
+class CaptionDataError(SarPipelineError):
+    """A caption dataset file that cannot be read as captions for images (wrong counts, missing fields)."""
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    """One image and its reference captions. ``image_path`` is None when only the text is available."""
+
+    source: str
+    image_name: str
+    split: str
+    captions: tuple[str, ...]
+    image_path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique id across combined datasets: ``<source>/<image_name>``."""
+        return f"{self.source}/{self.image_name}"
+
+
+def load_karpathy_json(
+    path: str | Path, images_dir: str | Path | None = None, source: str | None = None
+) -> list[CaptionedImage]:
+    """Read a Karpathy-style caption file (``{"images": [{"filename", "split", "sentences": [{"raw"}]}]}``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CaptionDataError(path, f"unreadable JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise CaptionDataError(path, "no 'images' list: not a Karpathy-style caption file")
+    source = source or str(data.get("dataset") or path.stem)
+    out = []
+    for i, entry in enumerate(data["images"]):
+        try:
+            name = entry["filename"]
+            captions = tuple(" ".join(s["raw"].split()) for s in entry["sentences"])
+        except (KeyError, TypeError) as e:
+            raise CaptionDataError(
+                path, f"image entry {i} lacks {e}: need 'filename' and 'sentences[].raw'"
+            ) from e
+        if not captions:
+            raise CaptionDataError(path, f"image {name!r} has no captions")
+        split = {"val": "validation", "restval": "train"}.get(
+            entry.get("split", "train"), entry.get("split", "train")
+        )
+        out.append(CaptionedImage(source, name, split, captions, _image_path(images_dir, name)))
+    return out
+
+
+def load_precomp(
+    folder: str | Path,
+    split: str,
+    images_dir: str | Path | None = None,
+    source: str | None = None,
+    captions_per_image: int = CAPTIONS_PER_IMAGE,
+) -> list[CaptionedImage]:
+    """Read ``<split>_filename.txt`` + ``<split>_caps.txt`` of a precomp folder (e.g. ``ucm_precomp``).
+
+    Accepts both layouts: names listed once (captions = ``captions_per_image`` × names) or each name
+    repeated once per caption (captions = names, in runs of ``captions_per_image``). Any other count
+    is an error naming the files and the counts.
+    """
+    folder = Path(folder)
+    names_file, caps_file = folder / f"{split}_filename.txt", folder / f"{split}_caps.txt"
+    for f in (names_file, caps_file):
+        if not f.is_file():
+            raise CaptionDataError(
+                f, f"missing: a precomp folder needs {split}_filename.txt and {split}_caps.txt"
+            )
+    names = _lines(names_file)
+    caps = [" ".join(c.split()) for c in _lines(caps_file)]
+    source = source or folder.name.removesuffix("_precomp")
+    k = captions_per_image
+    if len(caps) == k * len(names):
+        groups = [(name, caps[k * i : k * (i + 1)]) for i, name in enumerate(names)]
+    elif len(caps) == len(names) and len(names) % k == 0:
+        groups = []
+        for i in range(0, len(names), k):
+            run = set(names[i : i + k])
+            if len(run) != 1:
+                raise CaptionDataError(
+                    names_file,
+                    f"lines {i + 1}-{i + k} name different images {sorted(run)}; expected each name {k}× in a row",
+                )
+            groups.append((names[i], caps[i : i + k]))
+    else:
+        raise CaptionDataError(
+            caps_file,
+            f"{len(caps)} captions for {len(names)} names in {names_file.name}: expected {k}× the names "
+            f"({k * len(names)}) or one per name line with each name repeated {k}×",
+        )
+    split_name = {"val": "validation"}.get(split.split("_")[0], split.split("_")[0])
+    return [
+        CaptionedImage(source, name, split_name, tuple(c), _image_path(images_dir, name))
+        for name, c in groups
+    ]
+
+
+def load_ucm_pairs(folder: str | Path) -> list[CaptionedImage]:
+    """Read a UCM image-caption folder: ``ucm_pairs.json`` (id, UC Merced file, split, captions) + ``images/``.
+
+    Entries without captions are left out. ``image_name`` is the UCM-Captions id (``"101.tif"``).
+    """
+    folder = Path(folder)
+    pairs_file = folder / "ucm_pairs.json"
+    try:
+        entries = json.loads(pairs_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CaptionDataError(pairs_file, f"unreadable: {e}") from e
+    out = []
+    for i, entry in enumerate(entries):
+        captions = entry.get("captions")
+        if not captions:
+            continue
+        try:
+            image_path = folder / "images" / Path(entry["ucmerced_file"]).name
+            name = entry["ucm_caption_id"]
+        except (KeyError, TypeError) as e:
+            raise CaptionDataError(pairs_file, f"entry {i} lacks {e}") from e
+        if not image_path.is_file():
+            raise CaptionDataError(image_path, f"image of {name} missing")
+        captions = tuple(" ".join(c.split()) for c in captions)
+        out.append(CaptionedImage("ucm", name, entry.get("split") or "train", captions, image_path))
+    return out
+
+
+def combine(*datasets: Iterable[CaptionedImage]) -> list[CaptionedImage]:
+    """Concatenate datasets; an image key appearing twice is an error (it would leak across splits)."""
+    out: list[CaptionedImage] = []
+    seen: set[str] = set()
+    for ds in datasets:
+        for item in ds:
+            if item.key in seen:
+                raise CaptionDataError(item.key, "appears in two of the combined datasets")
+            seen.add(item.key)
+            out.append(item)
+    return out
+
+
+def holdout_split(items: Sequence[CaptionedImage], fraction: float, salt: str = "") -> list[CaptionedImage]:
+    """Re-split deterministically: about ``fraction`` of images (by hash of key) become ``"test"``.
+
+    For sets that ship without a test split (e.g. the 35 captioned UCM images of the sample).
+    """
+    out = []
+    for item in items:
+        h = int(hashlib.sha256(f"{salt}{item.key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        split = "test" if h < fraction else "train"
+        out.append(CaptionedImage(item.source, item.image_name, split, item.captions, item.image_path))
+    return out
+
+
+def load_dataset_spec(spec: dict) -> list[CaptionedImage]:
+    """Load one dataset from a plain dict (JSON-friendly, used by the fine-tuning child process).
+
+    ``{"kind": "karpathy", "path": json, "images_dir": ...}``, ``{"kind": "precomp", "path": folder,
+    "splits": ["train", "test"], "images_dir": ...}`` or ``{"kind": "ucm_pairs", "path": folder}``;
+    optional ``"holdout_fraction"`` re-splits with ``holdout_split``.
+    """
+    kind = spec.get("kind")
+    if kind == "karpathy":
+        items = load_karpathy_json(spec["path"], spec.get("images_dir"), spec.get("source"))
+    elif kind == "precomp":
+        items = combine(
+            *(
+                load_precomp(spec["path"], s, spec.get("images_dir"), spec.get("source"))
+                for s in spec.get("splits", ["train", "test"])
+            )
+        )
+    elif kind == "ucm_pairs":
+        items = load_ucm_pairs(spec["path"])
+    else:
+        raise CaptionDataError(
+            f"kind={kind!r}", "unknown caption dataset kind; use karpathy, precomp or ucm_pairs"
+        )
+    if spec.get("holdout_fraction"):
+        items = holdout_split(items, float(spec["holdout_fraction"]), str(spec.get("holdout_salt", "")))
+    return items
+
+
+def _image_path(images_dir: str | Path | None, name: str) -> Path | None:
+    return None if images_dir is None else Path(images_dir) / name
+
+
+def _lines(path: Path) -> list[str]:
+    return [
+        line.strip()
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if line.strip()
+    ]

@@ -1,0 +1,175 @@
+"""Caption the tiles of one flight: read the tile manifests, run a captioner, write captions.parquet.
+
+Inputs (paths in manifests are relative to the storage root): ``sar_tiles/manifest.parquet``
+(tile_id, landcover_path, acquisition fields) and ``optical_tiles/manifest.parquet`` (tile_id,
+optical_path, coverage_fraction). One tile that cannot be captioned (no optical tile, a blank
+one, no land cover…) is a recorded skip; the other tiles are kept.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from upath import UPath
+
+from sar_pipeline.captioning.base import (
+    DEFAULT_ACTIVATION_TOKEN,
+    Captioner,
+    CaptionInput,
+    acquisition_words,
+    check_optical_not_blank,
+    compose_text,
+)
+from sar_pipeline.errors import RasterError, SarPipelineError
+from sar_pipeline.storage import atomic_local_file
+
+#: Schema of flights/<flight_id>/captions.parquet.
+CAPTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("tile_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("captioner_id", pa.string(), nullable=False),
+        pa.field("captioner_version", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=True),
+    ]
+)
+
+ALL_INPUTS = frozenset({"optical", "landcover", "labels"})
+
+
+@dataclass
+class CaptionRun:
+    """Captions of one flight's tiles plus the tiles skipped, each with its reason."""
+
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def table(self) -> pa.Table:
+        rows = sorted(self.rows, key=lambda r: r["tile_id"])
+        return pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
+
+
+def read_manifest(path: UPath) -> list[dict]:
+    """Rows of a (Geo)Parquet tile manifest as dicts (geometry left as WKB bytes)."""
+    try:
+        with path.open("rb") as f:
+            return pq.read_table(f).to_pylist()
+    except FileNotFoundError as e:
+        raise RasterError(path, "tile manifest missing: materialise the upstream tiles first") from e
+    except (OSError, pa.ArrowException) as e:
+        raise RasterError(path, f"unreadable Parquet manifest: {e}") from e
+
+
+def caption_flight_tiles(
+    root: UPath,
+    sar_manifest: Sequence[dict],
+    optical_manifest: Sequence[dict],
+    captioner: Captioner,
+    activation_token: str = DEFAULT_ACTIVATION_TOKEN,
+    include_acquisition: bool = False,
+    min_optical_coverage: float = 0.0,
+    batch_size: int = 32,
+) -> CaptionRun:
+    """Caption each SAR tile with ``captioner`` from its optical tile / land cover / labels.
+
+    ``root``: storage root the manifests' relative paths start from. ``include_acquisition``:
+    append band, polarisation, incidence angle and GSD in words to the text.
+    ``min_optical_coverage``: skip tiles whose optical coverage fraction is below it.
+    """
+    needs = frozenset(getattr(captioner, "needs", ALL_INPUTS))
+    optical_by_tile = {row["tile_id"]: row for row in optical_manifest}
+    run = CaptionRun()
+    pending: list[tuple[CaptionInput, dict]] = []
+    for row in sorted(sar_manifest, key=lambda r: r["tile_id"]):
+        tile_id = row["tile_id"]
+        try:
+            item = _caption_input(root, row, optical_by_tile.get(tile_id), needs, min_optical_coverage)
+        except SarPipelineError as e:
+            run.skipped.append({"tile_id": tile_id, "reason": str(e)})
+            continue
+        pending.append((item, row))
+
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        try:
+            captions = captioner.caption([item for item, _ in chunk])
+        except SarPipelineError:
+            # isolate the tile at fault; the rest of the chunk is still captioned
+            captions = []
+            for item, _ in chunk:
+                try:
+                    captions.extend(captioner.caption([item]))
+                except SarPipelineError as e:
+                    run.skipped.append({"tile_id": item.tile_id, "reason": str(e)})
+                    captions.append(None)
+        for (item, row), caption in zip(chunk, captions, strict=True):
+            if caption is None:
+                continue
+            metadata = ""
+            if include_acquisition:
+                metadata = acquisition_words(
+                    row.get("frequency_band"),
+                    row.get("polarizations"),
+                    row.get("incidence_angle_deg"),
+                    row.get("ground_sample_distance_m"),
+                )
+            run.rows.append(
+                {
+                    "tile_id": item.tile_id,
+                    "text": compose_text(caption, activation_token, metadata),
+                    "caption": caption,
+                    "captioner_id": captioner.captioner_id,
+                    "captioner_version": captioner.version,
+                    "score": None,
+                }
+            )
+    return run
+
+
+def write_captions(table: pa.Table, path: UPath) -> None:
+    """Write the captions table to ``path`` as Parquet, atomically."""
+    with atomic_local_file(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_png(path: UPath) -> np.ndarray:
+    """Read a PNG (local or remote) into an array; RasterError naming the file if unreadable."""
+    try:
+        with path.open("rb") as f:
+            data = f.read()
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im)
+    except FileNotFoundError as e:
+        raise RasterError(path, "file missing") from e
+    except OSError as e:
+        raise RasterError(path, f"unreadable image: {e}") from e
+
+
+def _caption_input(
+    root: UPath, row: dict, optical_row: dict | None, needs: frozenset, min_optical_coverage: float
+) -> CaptionInput:
+    tile_id = row["tile_id"]
+    optical = landcover = None
+    if "optical" in needs:
+        if optical_row is None or not optical_row.get("optical_path"):
+            raise RasterError(tile_id, "no optical tile in the optical_tiles manifest")
+        coverage = optical_row.get("coverage_fraction")
+        if coverage is not None and coverage < min_optical_coverage:
+            raise RasterError(
+                tile_id, f"optical coverage {coverage:.2f} below the minimum {min_optical_coverage:.2f}"
+            )
+        optical = read_png(root / optical_row["optical_path"])
+        check_optical_not_blank(optical, f"{tile_id} ({optical_row['optical_path']})")
+    if "landcover" in needs and row.get("landcover_path"):
+        landcover = read_png(root / row["landcover_path"])
+    labels = tuple(row.get("labels") or ()) if "labels" in needs else ()
+    if "optical" not in needs and landcover is None and not labels:
+        raise RasterError(tile_id, "no land-cover tile (landcover_path empty) and no labels to caption from")
+    return CaptionInput(tile_id=tile_id, optical_rgb=optical, landcover=landcover, labels=labels)

