@@ -49,7 +49,7 @@ def test_grid_has_square_gsd_pixels_parallel_axes_and_the_range_convention(
     assert grid.range_flipped == flip_c and grid.azimuth_flipped == flip_r
     # the grid covers the whole scene, with less than one pixel of margin per side
     scene = _footprint(t, shape)
-    assert scene.difference(grid.footprint()).area <= 1e-9 * scene.area
+    assert scene.difference(grid.footprint()).area <= 1e-6 * scene.length  # float noise at UTM magnitudes
     rows, cols = grid.shape
     assert rows == math.ceil(shape[0] * sa / gsd - 1e-6) and cols == math.ceil(shape[1] * sr / gsd - 1e-6)
 
@@ -74,7 +74,7 @@ def test_tiles_with_stride_equal_size_tile_the_scene_without_gaps_or_overlaps(
     tile_area = size * size * gsd * gsd
     assert union.area == pytest.approx(len(tiles) * tile_area, rel=1e-6)  # no overlaps
     scene = _footprint(t, shape)
-    assert scene.difference(union).area <= 1e-9 * scene.area  # no gaps
+    assert scene.difference(union).area <= 1e-6 * scene.length  # float noise at UTM magnitudes  # no gaps
     # the lattice needs no more tiles than the grid does
     assert (n_r - 1) * size < max(grid.shape[0], 1) and (n_c - 1) * size < max(grid.shape[1], 1)
 
