@@ -96,7 +96,8 @@ class DatasetWriteResult:
     flights: list[str]
     skipped: list[str]
     files: dict[str, str]  # split → path relative to the storage root
-    rows: list[dict[str, Any]]  # written rows without image bytes (for the card and checks)
+    #: written rows without image bytes, plus ``image_path`` (SAR tile, relative to the storage root)
+    rows: list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +160,8 @@ def _as_utc(value: Any) -> dt.datetime | None:
         return None
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if hasattr(value, "to_pydatetime"):  # pandas Timestamp (nanosecond columns)
+        value = value.to_pydatetime()
     if isinstance(value, dt.datetime):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     return None
@@ -320,7 +323,7 @@ def _make_row(
         "incidence_angle_deg": _as_float(_pick(sar, "incidence_angle_deg")),
         "heading_deg": _as_float(_pick(sar, "heading_deg")),
         "observation_direction": _pick(sar, "observation_direction"),
-        "value_unit": _pick(sar, "value_unit"),
+        "value_unit": _pick(sar, "value_unit", "unit"),
         "db_min": _as_float(_pick(sar, "db_min")),
         "db_max": _as_float(_pick(sar, "db_max")),
         "bit_depth": _as_int(_pick(sar, "bit_depth")),
@@ -494,8 +497,14 @@ def build_dataset(
         flights=collected.flights,
         skipped=[str(e) for e in collected.skipped],
         files=files,
-        rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in kept],
+        rows=[_public_row(r) for r in kept],
     )
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if not k.startswith("_")}
+    out["image_path"] = row["_image_paths"]["image"]
+    return out
 
 
 def _complete(version_dir: UPath) -> bool:

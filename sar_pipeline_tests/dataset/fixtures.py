@@ -1,5 +1,8 @@
 """Small real flight outputs for the dataset tests: PNG tiles, GeoParquet tile manifests, captions.
 
+The SAR manifest is written by the geo stage's own ``write_manifest`` with its column names
+(``path``, ``unit``, ``datetime``…), so these tests read what the pipeline really writes.
+
 Each flight is one scene in UTM 31N (EPSG:32631) cut into a ``rows × cols`` grid of adjacent tiles
 whose pixel grid may be rotated (native SAR orientation); footprints come from the tile transforms
 through the project's own footprint code, as the geo stage writes them.
@@ -8,7 +11,6 @@ through the project's own footprint code, as the geo stage writes them.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import zlib
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from affine import Affine
 from PIL import Image
 
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
+from sar_pipeline.geo.tiling import write_manifest
 
 UTM31N = "EPSG:32631"
 
@@ -66,13 +69,13 @@ def make_flight(
                     "scene_id": scene_id,
                     "tile_row": r,
                     "tile_col": c,
-                    "tile_path": tile_rel,
+                    "path": tile_rel,
                     "transform": list(t)[:6],
                     "crs": UTM31N,
                     "ground_sample_distance_m": gsd_m,
                     "footprint_scene_crs": shapely.to_wkb(fp),
-                    "geometry": shapely.to_wkb(to_wgs84(fp, UTM31N)),
-                    "value_unit": "db",
+                    "geometry": to_wgs84(fp, UTM31N),
+                    "unit": "db",
                     "db_min": -25.0,
                     "db_max": 5.0,
                     "bit_depth": 8,
@@ -93,7 +96,7 @@ def make_flight(
                 opt_records.append(
                     {
                         "tile_id": tile_id,
-                        "optical_path": opt_rel,
+                        "path": opt_rel,
                         "coverage_fraction": 1.0,
                         "optical_datetime": dt.datetime(2024, 6, 1, tzinfo=dt.UTC),
                         "time_gap_s": 1_300_000.0,
@@ -110,7 +113,7 @@ def make_flight(
                     "score": None,
                 }
             )
-    _write_geoparquet(flight / "sar_tiles" / "manifest.parquet", sar_records)
+    write_manifest(sar_records, flight / "sar_tiles" / "manifest.parquet")
     if optical:
         _write(flight / "optical_tiles" / "manifest.parquet", opt_records)
     _write(flight / "captions.parquet", cap_records[caption_rows] if caption_rows else cap_records)
@@ -120,14 +123,3 @@ def make_flight(
 def _write(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(records), path)
-
-
-def _write_geoparquet(path: Path, records: list[dict]) -> None:
-    table = pa.Table.from_pylist(records)
-    geo = {
-        "version": "1.1.0",
-        "primary_column": "geometry",
-        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), path)

@@ -1,0 +1,127 @@
+import dagster as dg
+import pytest
+
+from sar_pipeline.dataset import current_version, load_dataset_table
+from sar_pipeline.defs.dataset import checks
+from sar_pipeline.defs.dataset.assets import training_dataset
+from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline_tests.dataset.fixtures import make_flight
+
+CHECKS = [
+    checks.training_dataset_no_spatial_leakage,
+    checks.training_dataset_rows_complete,
+    checks.training_dataset_splits_non_empty,
+]
+RUN_CONFIG = {
+    "ops": {
+        "training_dataset": {
+            "config": {
+                "block_size_m": 400.0,
+                "train_fraction": 0.5,
+                "validation_fraction": 0.2,
+                "test_fraction": 0.3,
+                "row_group_size": 8,
+                "mosaic_tiles": 4,
+            }
+        }
+    }
+}
+
+# The per-flight upstream assets as they appear in the graph (their code lives in other areas).
+UPSTREAM = [
+    dg.AssetSpec(key, partitions_def=flight_partitions, group_name="flights")
+    for key in ("sar_tiles", "optical_tiles", "captions")
+]
+
+
+def _materialize(instance, root):
+    return dg.materialize(
+        [training_dataset, *CHECKS, *UPSTREAM],
+        selection=[training_dataset.key],
+        instance=instance,
+        resources={"storage": StorageRoot(uri=str(root))},
+        run_config=RUN_CONFIG,
+    )
+
+
+def test_materialises_from_every_captioned_flight(tmp_path):
+    make_flight(tmp_path, "flight-a", rows=9, cols=9, rotation_deg=31.0)
+    make_flight(tmp_path, "flight-b", rows=3, cols=4, origin=(500_900.0, 4_800_400.0))
+    with dg.instance_for_test() as instance:
+        # flight-c is known to Dagster but not captioned yet: left out, not an error
+        instance.add_dynamic_partitions(flight_partitions.name, ["flight-a", "flight-b", "flight-c"])
+        result = _materialize(instance, tmp_path)
+        assert result.success
+        mat = result.asset_materializations_for_node("training_dataset")[0]
+        meta = mat.metadata
+        version = meta["dataset_version"].value
+        assert version == current_version(tmp_path)
+        assert meta["flights"].value == ["flight-a", "flight-b"]
+        total = meta["row_count"].value
+        assert total == sum(meta[f"row_count_{s}"].value for s in ("train", "validation", "test"))
+        assert total + meta["dropped_guard_tiles"].value == 93
+        assert "| flight-a | X |" in meta["counts"].value
+        assert "data:image/png;base64," in meta["mosaic"].value
+        assert "data:image/png;base64," in meta["caption_lengths"].value
+        assert "| field |" in meta["top_words"].value
+        assert mat.tags.get("dagster/data_version") == version
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(evaluations) == {c.check_key.name for c in CHECKS}
+        assert all(e.passed for e in evaluations.values()), evaluations
+
+        first = {s: (tmp_path / "dataset" / version / f"{s}.parquet").read_bytes() for s in ("train", "test")}
+        again = _materialize(instance, tmp_path)
+        assert (
+            again.asset_materializations_for_node("training_dataset")[0].metadata["dataset_version"].value
+            == version
+        )
+        for split, data in first.items():
+            assert (tmp_path / "dataset" / version / f"{split}.parquet").read_bytes() == data
+        assert load_dataset_table(tmp_path, split="train").num_rows == meta["row_count_train"].value
+
+
+def test_fails_clearly_when_no_flight_has_captions(tmp_path):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(flight_partitions.name, ["flight-a"])
+        with pytest.raises(Exception, match="no flight has captions yet"):
+            _materialize(instance, tmp_path)
+
+
+def test_rematerialises_on_its_own_when_a_flight_is_captioned(tmp_path):
+    upstream = [
+        dg.AssetSpec("sar_tiles", partitions_def=flight_partitions),
+        dg.AssetSpec("optical_tiles", partitions_def=flight_partitions),
+        dg.AssetSpec("captions", partitions_def=flight_partitions),
+    ]
+    defs = dg.Definitions(
+        assets=[*upstream, training_dataset], resources={"storage": StorageRoot(uri=str(tmp_path))}
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(flight_partitions.name, ["flight-a", "flight-b"])
+
+    def tick(cursor=None):
+        return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+    result = tick()
+    assert result.get_num_requested(training_dataset.key) == 0  # nothing captioned yet
+
+    # flight-a's tiles land: not yet (captions pending)
+    for key in ("sar_tiles", "optical_tiles"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="flight-a"))
+    result = tick(result.cursor)
+    assert result.get_num_requested(training_dataset.key) == 0
+
+    # flight-a's captions land: the dataset is requested, though flight-b is still missing
+    instance.report_runless_asset_event(dg.AssetMaterialization("captions", partition="flight-a"))
+    result = tick(result.cursor)
+    assert result.get_num_requested(training_dataset.key) == 1
+    instance.report_runless_asset_event(dg.AssetMaterialization("training_dataset"))
+    result = tick(result.cursor)
+    assert result.get_num_requested(training_dataset.key) == 0
+
+    # a new flight is added and captioned: requested again
+    instance.add_dynamic_partitions(flight_partitions.name, ["flight-c"])
+    instance.report_runless_asset_event(dg.AssetMaterialization("captions", partition="flight-c"))
+    result = tick(result.cursor)
+    assert result.get_num_requested(training_dataset.key) == 1
