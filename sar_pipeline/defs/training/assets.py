@@ -1,0 +1,193 @@
+"""Diffusion training assets: the latent cache, and the fine-tuned Stable Diffusion model.
+
+``sd_model`` runs training in a separate process through Dagster Pipes (``sd_trainer`` resource);
+each checkpoint the child writes is recorded as an observation of ``sd_model`` (step, loss,
+learning rates, checkpoint folder, thumbnail grid of the validation prompts).
+"""
+
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sar_pipeline import pictures
+from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline.diffusion import data
+from sar_pipeline.diffusion import latent_cache as latents
+from sar_pipeline.diffusion.config import recipe
+from sar_pipeline.diffusion.models import load_base_model
+from sar_pipeline.storage import atomic_write_bytes, local_str, validate_id
+
+
+class LatentCacheConfig(dg.Config):
+    """Which splits to encode, and where."""
+
+    splits: list[str] = Field(
+        default=["train"], description="Dataset splits to encode (training reads 'train')."
+    )
+    device: str = Field(default="cpu", description="Device of the VAE encoder: 'cpu', 'cuda', 'cuda:1', …")
+
+
+@dg.asset(
+    group_name="training",
+    deps=[dg.AssetKey("training_dataset")],
+    kinds={"pytorch", "safetensors"},
+    pool="gpu",
+    description="VAE latents of the current dataset version (tiles and their azimuth flips), computed once per "
+    "dataset version and VAE: latents/<dataset_version>/<vae_id>/*.safetensors + index.json.",
+)
+def latent_cache(
+    context: dg.AssetExecutionContext,
+    config: LatentCacheConfig,
+    storage: StorageRoot,
+    diffusion_base: DiffusionBase,
+) -> dg.MaterializeResult:
+    root = local_str(storage.root())
+    version = data.current_version(root)
+    base = load_base_model(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
+    folder = latents.build_latent_cache(
+        root,
+        version,
+        base.vae,
+        diffusion_base.tile_resolution(),
+        splits=tuple(config.splits),
+        device=config.device,
+    )
+    index = json.loads((folder / latents.INDEX_NAME).read_text())
+    context.log.info(f"latent cache at {folder}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "dataset_version": version,
+            "vae_id": index["vae_id"],
+            "resolution": index["resolution"],
+            "scaling_factor": index["scaling_factor"],
+            **{f"{s}_tiles": v["count"] for s, v in index["splits"].items()},
+        }
+    )
+
+
+class SdModelConfig(dg.Config):
+    """The training recipe; a field left empty takes the preset's default (sd15 = the paper, tiny = CPU demo)."""
+
+    run_name: str = Field(
+        default="",
+        description="Run folder under models/sd/; empty = <dataset version>-<hash of the recipe>, so the "
+        "same recipe on the same data resumes/reuses its run and a changed recipe starts a new one.",
+    )
+    max_train_steps: int | None = Field(
+        default=None, description="Optimizer steps (overrides epochs); tiny: 300."
+    )
+    num_train_epochs: int | None = Field(
+        default=None, description="Epochs over the train split; paper: up to 12."
+    )
+    train_batch_size: int | None = Field(
+        default=None, description="Tiles per process per micro-step; paper: 16, tiny: 8."
+    )
+    gradient_accumulation_steps: int | None = Field(
+        default=None, description="Micro-batches per optimizer step."
+    )
+    unet_learning_rate: float | None = Field(
+        default=None, description="UNet AdamW learning rate; paper: 5e-5."
+    )
+    text_encoder_learning_rate: float | None = Field(
+        default=None, description="Text-encoder learning rate; paper: 5e-6."
+    )
+    train_unet: bool | None = Field(default=None, description="Train the UNet (paper: yes).")
+    train_text_encoder: bool | None = Field(default=None, description="Train the text encoder (paper: yes).")
+    use_lora: bool | None = Field(default=None, description="Train peft adapters instead of full weights.")
+    adapter_type: str | None = Field(default=None, description="'lora', 'loha' or 'lokr'.")
+    unet_lora_rank: int | None = Field(default=None, description="UNet adapter rank.")
+    text_encoder_lora_rank: int | None = Field(default=None, description="Text-encoder adapter rank.")
+    mixed_precision: str | None = Field(default=None, description="'no', 'bf16' or 'fp16'.")
+    checkpoint_every_steps: int | None = Field(
+        default=None, description="Checkpoint (state + pipeline + grid) every N steps."
+    )
+    seed: int | None = Field(default=None, description="Seed of noise, data order and tiny-model init.")
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Any other TrainConfig option as name → JSON value (e.g. snr_gamma: '5', augmentation: '\"none\"').",
+    )
+
+
+@dg.asset(
+    group_name="training",
+    deps=[latent_cache, dg.AssetKey("training_dataset")],
+    kinds={"pytorch", "diffusers"},
+    pool="gpu",
+    description="Stable Diffusion fine-tuned on the dataset (UNet + text encoder by default, paper §4.1), trained out "
+    "of process through Dagster Pipes; checkpoints are recorded as observations; final weights are a diffusers "
+    "pipeline folder (safetensors) under models/sd/<run>/checkpoints/.",
+)
+def sd_model(
+    context: dg.AssetExecutionContext,
+    config: SdModelConfig,
+    storage: StorageRoot,
+    diffusion_base: DiffusionBase,
+    sd_trainer: SdTrainerLauncher,
+) -> dg.MaterializeResult:
+    root = local_str(storage.root())
+    version = data.current_version(root)
+    fields = {k: v for k, v in config.model_dump().items() if k not in ("run_name", "options")}
+    fields.update({k: json.loads(v) for k, v in config.options.items()})
+    cfg = recipe(
+        diffusion_base.preset,
+        **fields,
+        base_model_path=diffusion_base.model_path(storage, version),
+        single_file_config=diffusion_base.single_file_config,
+        resolution=diffusion_base.tile_resolution(),
+        storage_root=root,
+        dataset_version=version,
+    )
+    recipe_hash = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    run_name = validate_id(config.run_name or f"{version}-{recipe_hash}", "run name")
+    run_dir = Path(local_str(storage.path("models", "sd", run_name)))
+    cfg.output_dir = str(run_dir)
+    config_path = run_dir / "train_config.json"
+    atomic_write_bytes(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
+
+    invocation = sd_trainer.launch(context, str(config_path), extras={"run_name": run_name})
+
+    for message in invocation.get_custom_messages():
+        if not isinstance(message, dict) or message.get("kind") != "checkpoint":
+            continue
+        context.log_event(
+            dg.AssetObservation(
+                asset_key="sd_model",
+                metadata={
+                    "step": message["step"],
+                    "loss": message["loss"],
+                    "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
+                    "checkpoint": dg.MetadataValue.path(message["pipeline"]),
+                    "sample_grid": dg.MetadataValue.md(
+                        pictures.markdown_image(
+                            Path(message["sample_grid"]).read_bytes(), "validation prompts"
+                        )
+                    ),
+                },
+            )
+        )
+    summary = json.loads((run_dir / "final.json").read_text())
+    history = json.loads((run_dir / "losses.json").read_text())
+    loss_png = pictures.line_plot_png(
+        {"loss": ([s for s, _ in history], [v for _, v in history])}, "training loss", "step", "MSE"
+    )
+    grid_png = Path(summary["sample_grid"]).read_bytes()
+    child = invocation.get_materialize_result()
+    return dg.MaterializeResult(
+        metadata={
+            **(child.metadata or {}),
+            "checkpoint": dg.MetadataValue.path(summary["pipeline"]),
+            "run": run_name,
+            "dataset_version": version,
+            "steps": summary["steps"],
+            "images_per_second": summary["images_per_second"],
+            "hyperparameters": dg.MetadataValue.json(cfg.to_dict()),
+            "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
+            "sample_grid": dg.MetadataValue.md(pictures.markdown_image(grid_png, "validation prompts")),
+        }
+    )

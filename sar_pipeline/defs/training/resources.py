@@ -1,0 +1,104 @@
+"""How a diffusion training run is launched: out of process, through Dagster Pipes."""
+
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.diffusion.models import ensure_tiny_base
+from sar_pipeline.storage import local_str
+
+TRAIN_MODULE = "sar_pipeline.diffusion.train"
+
+
+class SdTrainerLauncher(dg.ConfigurableResource):
+    """Runs ``sar_pipeline.diffusion.train`` in a child process that reports back through Pipes.
+
+    Locally: a subprocess (``python -m …`` for one process, ``accelerate launch --num_processes N``
+    for DDP). In production, subclass and override ``launch`` to run the same command with
+    ``dagster_k8s.PipesK8sClient`` (a GPU pod) or ``dagster_docker.PipesDockerClient``; the asset
+    does not change.
+    """
+
+    num_processes: int = Field(
+        default=1, description="Training processes (GPUs); > 1 runs accelerate launch (DDP)."
+    )
+    cpu: bool = Field(
+        default=False, description="Force CPU (accelerate launch --cpu; gloo DDP), e.g. for CI."
+    )
+    python: str = Field(default=sys.executable, description="Python interpreter of the training environment.")
+    accelerate_args: list[str] = Field(
+        default_factory=list,
+        description="Extra 'accelerate launch' arguments (e.g. --multi_gpu, --main_process_port).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=lambda: {"HF_HUB_OFFLINE": "1"},
+        description="Environment variables of the child (models never download: HF_HUB_OFFLINE=1).",
+    )
+
+    def command(self, config_path: str) -> list[str]:
+        """The child's command line for a TrainConfig file."""
+        if self.num_processes <= 1:
+            return [self.python, "-m", TRAIN_MODULE, "--config", config_path]
+        launch = [self.python, "-m", "accelerate.commands.launch", "--num_processes", str(self.num_processes)]
+        if self.cpu:
+            launch.append("--cpu")
+        return [*launch, *self.accelerate_args, "-m", TRAIN_MODULE, "--config", config_path]
+
+    def launch(
+        self,
+        context: dg.AssetExecutionContext,
+        config_path: str,
+        extras: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> dg.PipesClientCompletedInvocation:
+        """Run training to completion; raises if the child fails."""
+        client = dg.PipesSubprocessClient(env={**self.env, **(env or {})})
+        command: Sequence[str] = self.command(config_path)
+        context.log.info("launching: " + " ".join(command))
+        return client.run(context=context, command=list(command), extras=dict(extras or {}))
+
+
+class DiffusionBase(dg.ConfigurableResource):
+    """The base model and tile resolution shared by ``latent_cache`` and ``sd_model`` (they must agree)."""
+
+    preset: str = Field(
+        default="tiny", description="'tiny' (random-init demo model, CPU) or 'sd15' (local SD 1.5 weights)."
+    )
+    base_model_path: str = Field(
+        default="",
+        description="sd15: local diffusers-layout folder or .safetensors of the base model (never a hub id).",
+    )
+    single_file_config: str = Field(
+        default="",
+        description="sd15 single-file only: local diffusers-layout folder with the component configs.",
+    )
+    resolution: int = Field(
+        default=0, description="Tile side in pixels fed to the VAE; 0 = preset default (tiny 64, sd15 512)."
+    )
+    tiny_vae_steps: int = Field(
+        default=300, description="tiny only: steps of VAE training on the train tiles (no pretrained VAE)."
+    )
+
+    def tile_resolution(self) -> int:
+        return self.resolution or (64 if self.preset == "tiny" else 512)
+
+    def model_path(self, storage: StorageRoot, dataset_version: str) -> str:
+        """The base model folder; for tiny, written once per dataset version under models/tiny-base/."""
+        if self.preset != "tiny":
+            return self.base_model_path
+        folder = Path(local_str(storage.path("models", "tiny-base", dataset_version)))
+        ensure_tiny_base(
+            folder, local_str(storage.root()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
+        )
+        return str(folder)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(resources={"sd_trainer": SdTrainerLauncher(), "diffusion_base": DiffusionBase()})

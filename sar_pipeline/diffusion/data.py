@@ -1,0 +1,105 @@
+"""Training data: the dataset tables, tile decoding, and the resumable (seed, epoch) batch order.
+
+The dataset (issue 4) is Parquet at ``<storage>/dataset/<version>/{train,validation,test}.parquet``
+with an ``image`` column in the Hugging Face ``datasets`` Image layout (struct<bytes, path>, 8-bit
+single-band or RGB PNG, 512×512, rows = azimuth, columns = range) and a ``text`` column.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from sar_pipeline.errors import ConfigError, RasterError
+
+
+def current_version(storage_root: str | Path) -> str:
+    """The dataset version named by ``<storage>/dataset/current.json``."""
+    try:
+        from sar_pipeline.dataset import current_version as _current_version
+    except ImportError:
+        _current_version = None
+    if _current_version is not None:
+        return _current_version(storage_root)
+    path = Path(storage_root) / "dataset" / "current.json"
+    if not path.is_file():
+        raise ConfigError(path, "no current dataset version: materialise training_dataset first")
+    return json.loads(path.read_text())["version"]
+
+
+def load_split(storage_root: str | Path, version: str, split: str) -> pa.Table:
+    """One split of one dataset version as a pyarrow Table (columns image, text, tile_id, …)."""
+    try:
+        from sar_pipeline.dataset import load_dataset_table
+    except ImportError:
+        load_dataset_table = None
+    if load_dataset_table is not None:
+        return load_dataset_table(storage_root, version=version, split=split)
+    path = Path(storage_root) / "dataset" / version / f"{split}.parquet"
+    if not path.is_file():
+        raise ConfigError(path, f"dataset version {version!r} has no {split} split")
+    return pq.read_table(path)
+
+
+def decode_tile(image_bytes: bytes, resolution: int, source: str = "tile") -> torch.Tensor:
+    """PNG bytes → float32 tensor 3×R×R in [-1, 1] (single band repeated over RGB, bilinear resize)."""
+    try:
+        img = Image.open(io.BytesIO(image_bytes))
+        img.load()
+    except Exception as exc:
+        raise RasterError(source, f"cannot decode tile image: {exc}") from exc
+    img = img.convert("RGB")
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def tiles_from_table(table: pa.Table, resolution: int) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Decode every tile of a dataset table: (N×3×R×R tensor, texts, tile ids)."""
+    images = table.column("image").to_pylist()
+    texts = [str(t) for t in table.column("text").to_pylist()]
+    ids = (
+        [str(t) for t in table.column("tile_id").to_pylist()]
+        if "tile_id" in table.column_names
+        else [str(i) for i in range(table.num_rows)]
+    )
+    tensors = [decode_tile(im["bytes"], resolution, source=tid) for im, tid in zip(images, ids, strict=True)]
+    return torch.stack(tensors) if tensors else torch.empty(0, 3, resolution, resolution), texts, ids
+
+
+def load_class_images(folder: str | Path, resolution: int) -> torch.Tensor:
+    """Prior-preservation class images (PNG/JPEG files in ``folder``) as N×3×R×R in [-1, 1]."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise ConfigError(folder, "class_data_dir holds no PNG/JPEG class images")
+    return torch.stack([decode_tile(p.read_bytes(), resolution, source=str(p)) for p in files])
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
+    """The order of items in ``epoch``: a permutation that depends only on (seed, epoch).
+
+    Resume recomputes it and skips the batches already consumed, so the data order of a resumed
+    run is exactly that of an uninterrupted one.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_items, generator=gen).tolist()
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1):
+    """Index batches of one epoch for one process (the global order sharded round-robin, last partial dropped)."""
+    order = epoch_order(num_items, seed, epoch)
+    global_batch = batch_size * world
+    n_batches = len(order) // global_batch
+    return [
+        order[b * global_batch + rank * batch_size : b * global_batch + (rank + 1) * batch_size]
+        for b in range(n_batches)
+    ]

@@ -1,0 +1,659 @@
+"""Fine-tune Stable Diffusion on SAR tiles: UNet and text encoder, each with its own learning rate.
+
+Read top to bottom: arguments, set-up (accelerator, models, latent cache, what is trained,
+optimizer), the loop, checkpointing, the end. Paper recipe by default (see config.py).
+
+    python -m sar_pipeline.diffusion.train --config run.json
+    accelerate launch --num_processes 2 --cpu -m sar_pipeline.diffusion.train --config run.json
+
+Standalone it logs to the console; launched by Dagster Pipes (the ``sd_model`` asset) it also
+reports progress, one custom message per checkpoint and the final materialisation to the parent.
+Under ``accelerate launch`` only the main process reports.
+
+Outputs under ``output_dir``::
+
+    train_config.json
+    checkpoints/checkpoint-<step>/          complete checkpoints only (written as .partial, then renamed)
+        state/                              accelerate state: models, optimizer, lr scheduler, RNG, progress
+        pipeline/                           diffusers StableDiffusionPipeline (safetensors)
+        checkpoint.json                     step, epoch, batch position, loss, learning rates (written last)
+    samples/step-<step>.png                 validation grid (fixed prompts and seed)
+    logs/                                   TensorBoard
+    losses.json, final.json                 loss history; the final checkpoint, throughput
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sar_pipeline.diffusion.config import TrainConfig
+from sar_pipeline.errors import ModelError, SarPipelineError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+PARTIAL_SUFFIX = ".partial"
+
+
+class CheckpointError(SarPipelineError):
+    """A checkpoint folder that is half written or not a checkpoint of this trainer."""
+
+
+# ==============================================================================================
+# arguments
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """``--config FILE`` (JSON/YAML), plus ``--output-dir`` and ``--max-train-steps`` overrides."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="JSON or YAML file of TrainConfig options")
+    parser.add_argument("--output-dir", default=None, help="override output_dir")
+    parser.add_argument("--max-train-steps", type=int, default=None, help="override max_train_steps")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig.from_file(args.config)
+    if args.output_dir is not None:
+        cfg.output_dir = args.output_dir
+    if args.max_train_steps is not None:
+        cfg.max_train_steps = args.max_train_steps
+    return cfg
+
+
+# ==============================================================================================
+# reporting: console always, Dagster Pipes when launched by it (main process only)
+
+
+class Reporter:
+    """Sends progress to the console and, under Dagster Pipes, to the orchestrating process."""
+
+    def __init__(self, pipes=None):
+        self.pipes = pipes
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+        if self.pipes is not None:
+            self.pipes.log.info(message)
+
+    def checkpoint(self, payload: dict[str, Any]) -> None:
+        if self.pipes is not None:
+            self.pipes.report_custom_message({"kind": "checkpoint", **payload})
+
+    def materialization(self, metadata: dict[str, Any]) -> None:
+        if self.pipes is not None:
+            self.pipes.report_asset_materialization(metadata=metadata)
+
+
+@contextlib.contextmanager
+def open_reporter():
+    """A Reporter bound to Dagster Pipes if this process was launched by Pipes and is rank 0."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main and PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        with open_dagster_pipes() as pipes:
+            yield Reporter(pipes)
+    else:
+        yield Reporter(None)
+
+
+# ==============================================================================================
+# small helpers the loop uses
+
+
+class TrainingProgress:
+    """Step/epoch/data-position counters and the loss history, saved in the accelerate state."""
+
+    def __init__(self):
+        self.global_step = 0  # optimizer steps done
+        self.epoch = 0  # current epoch
+        self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
+        self.history: list[tuple[int, float]] = []  # (step, mean loss of that step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device) -> torch.Generator:
+    """The random stream of one micro-batch: depends only on (seed, step, micro, rank), so resume is exact."""
+    return torch.Generator(device=device).manual_seed(
+        (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
+    )
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first. A ``.partial`` folder (half written) is never listed."""
+    folder = output_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir()
+        and p.name.startswith(CHECKPOINT_PREFIX)
+        and not p.name.endswith(PARTIAL_SUFFIX)
+        and (p / "checkpoint.json").is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def check_checkpoint(folder: Path) -> dict[str, Any]:
+    """Return checkpoint.json of a complete checkpoint; CheckpointError naming what is missing."""
+    if not folder.is_dir():
+        raise CheckpointError(folder, "checkpoint folder does not exist")
+    if folder.name.endswith(PARTIAL_SUFFIX):
+        raise CheckpointError(
+            folder, "half-written checkpoint (.partial): the run was interrupted while saving it"
+        )
+    for part in ("checkpoint.json", "state", "pipeline/model_index.json"):
+        if not (folder / part).exists():
+            raise CheckpointError(folder, f"half-written or foreign checkpoint: {part} is missing")
+    return json.loads((folder / "checkpoint.json").read_text())
+
+
+def build_pipeline(unet, text_encoder, vae, tokenizer, scheduler_config):
+    """A StableDiffusionPipeline (DDIM sampler with the training noise schedule) from components."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler.from_config(scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def sample_grid(pipeline, cfg: TrainConfig, device) -> tuple[Any, list[Any]]:
+    """Images of the validation prompts at a fixed seed, and their grid (PIL)."""
+    from sar_pipeline.pictures import grid
+
+    pipeline = pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    images = []
+    for i, prompt in enumerate(cfg.validation_prompts):
+        gen = torch.Generator(device="cpu").manual_seed(cfg.validation_seed + i)
+        images.append(
+            pipeline(
+                prompt,
+                num_inference_steps=cfg.validation_steps,
+                guidance_scale=cfg.validation_guidance_scale,
+                height=cfg.resolution,
+                width=cfg.resolution,
+                generator=gen,
+            ).images[0]
+        )
+    return grid(
+        images,
+        columns=len(images),
+        labels=[p.replace("An aerial view of ", "") for p in cfg.validation_prompts],
+    ), images
+
+
+def add_adapter(model, cfg: TrainConfig, rank: int, alpha: int, targets: list[str]):
+    """Wrap ``model`` in a peft adapter (LoRA, LoHa or LoKr) whose weights alone are trained."""
+    import peft
+
+    kind = {"lora": peft.LoraConfig, "loha": peft.LoHaConfig, "lokr": peft.LoKrConfig}[cfg.adapter_type]
+    kwargs = {"r": rank, "target_modules": targets}
+    kwargs["lora_alpha" if cfg.adapter_type == "lora" else "alpha"] = alpha
+    return peft.get_peft_model(model, kind(**kwargs))
+
+
+def merged(model):
+    """A plain (un-adapted) copy of ``model`` with any peft adapter merged into its weights."""
+    import peft
+
+    if isinstance(model, peft.PeftModel):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+# ==============================================================================================
+# training
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run (or resume) one training run; return the summary written to ``final.json``."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+    from tqdm.auto import tqdm
+
+    from sar_pipeline.diffusion import data, latent_cache
+    from sar_pipeline.diffusion.models import ensure_tiny_base, load_base_model
+
+    reporter = reporter or Reporter(None)
+    cfg.validate()
+    output_dir = Path(cfg.output_dir)
+
+    # ---------------------------------------------------------------- set-up: accelerator, seeds
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+    )
+    main = accelerator.is_main_process
+    if not main:
+        reporter = Reporter(None)
+    set_seed(cfg.seed, deterministic=cfg.deterministic)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+
+    # ---------------------------------------------------------------- models
+    storage_root = Path(cfg.storage_root)
+    dataset_version = cfg.dataset_version or data.current_version(storage_root)
+    base_path = Path(cfg.base_model_path) if cfg.base_model_path else output_dir / "tiny-base"
+    if cfg.preset == "tiny" and main:
+        # no pretrained VAE on the CPU demo: the tiny base trains its VAE on the training tiles first
+        ensure_tiny_base(
+            base_path, storage_root, dataset_version, cfg.resolution, cfg.tiny_vae_steps, cfg.seed
+        )
+    accelerator.wait_for_everyone()
+    base = load_base_model(base_path, cfg.single_file_config)
+    unet, text_encoder, vae, tokenizer = base.unet, base.text_encoder, base.vae, base.tokenizer
+    noise_scheduler = DDPMScheduler.from_config(base.scheduler.config)
+    if cfg.prediction_type:
+        noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
+
+    # ---------------------------------------------------------------- the latent cache (no VAE in the loop)
+    if cfg.latent_cache_dir:
+        cache_folder = Path(cfg.latent_cache_dir)
+    else:
+        cache_folder = latent_cache.require_latent_cache(storage_root, dataset_version, vae, cfg.resolution)
+    train_set = latent_cache.load_latent_cache(cache_folder, "train", resolution=cfg.resolution)
+    if cfg.augmentation == "flip_azimuth" and train_set.latents_flip_azimuth is None:
+        raise latent_cache.LatentCacheError(
+            cache_folder, "augmentation='flip_azimuth' needs a cache built with_azimuth_flip"
+        )
+    captions = [
+        t if t.startswith(cfg.activation_token) else f"{cfg.activation_token} {t}" for t in train_set.texts
+    ]
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        return tokenizer(
+            texts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    input_ids = tokenize(captions)
+    empty_ids = tokenize([""])[0]
+    if cfg.with_prior_preservation:
+        with torch.no_grad():
+            class_pixels = data.load_class_images(cfg.class_data_dir, cfg.resolution)
+            class_latents = torch.cat(
+                [vae.encode(class_pixels[i : i + 8]).latent_dist.mean for i in range(0, len(class_pixels), 8)]
+            )
+        class_ids = tokenize([cfg.class_prompt])[0]
+    vae_scale = train_set.scaling_factor
+    del vae  # the VAE is not needed during training: latents are cached
+
+    # ---------------------------------------------------------------- what is trained
+    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
+    unet.requires_grad_(cfg.train_unet and not cfg.use_lora)
+    text_encoder.requires_grad_(cfg.train_text_encoder and not cfg.use_lora)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    if cfg.use_lora and cfg.train_unet:
+        unet = add_adapter(unet, cfg, cfg.unet_lora_rank, cfg.unet_lora_alpha, cfg.unet_lora_targets)
+    if cfg.use_lora and cfg.train_text_encoder:
+        text_encoder = add_adapter(
+            text_encoder,
+            cfg,
+            cfg.text_encoder_lora_rank,
+            cfg.text_encoder_lora_alpha,
+            cfg.text_encoder_lora_targets,
+        )
+    if cfg.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if not cfg.train_unet:
+        unet.to(accelerator.device, dtype=weight_dtype)
+    if not cfg.train_text_encoder:
+        text_encoder.to(accelerator.device, dtype=weight_dtype)
+    ema = None
+    if cfg.use_ema:
+        if cfg.use_lora or not cfg.train_unet:
+            raise ModelError("use_ema", "EMA is kept for a full UNet fine-tune only")
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
+        ema.to(accelerator.device)
+
+    # ---------------------------------------------------------------- optimizer: one parameter group per part
+    param_groups = []
+    if cfg.train_unet:
+        param_groups.append(
+            {
+                "name": "unet",
+                "params": [p for p in unet.parameters() if p.requires_grad],
+                "lr": cfg.unet_learning_rate,
+            }
+        )
+    if cfg.train_text_encoder:
+        param_groups.append(
+            {
+                "name": "text_encoder",
+                "params": [p for p in text_encoder.parameters() if p.requires_grad],
+                "lr": cfg.text_encoder_learning_rate,
+            }
+        )
+    adam_kwargs = {
+        "betas": (cfg.adam_beta1, cfg.adam_beta2),
+        "weight_decay": cfg.adam_weight_decay,
+        "eps": cfg.adam_epsilon,
+    }
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise ModelError(
+                "use_8bit_adam", "bitsandbytes is not installed: pip install 'sar-pipeline[bnb]'"
+            ) from exc
+        optimizer = bnb.optim.AdamW8bit(param_groups, **adam_kwargs)
+    else:
+        optimizer = torch.optim.AdamW(param_groups, fused=cfg.fused_adam or None, **adam_kwargs)
+
+    world = accelerator.num_processes
+    batches_per_epoch = len(train_set.latents) // (cfg.train_batch_size * world)
+    if batches_per_epoch == 0:
+        raise ModelError(
+            cache_folder,
+            f"{len(train_set.latents)} training tiles < one global batch of {cfg.train_batch_size * world}",
+        )
+    steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
+    max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    lr_scheduler = get_scheduler(
+        cfg.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=cfg.lr_warmup_steps * world,
+        num_training_steps=max_steps * world,
+    )
+
+    prepared = accelerator.prepare(
+        *([unet] if cfg.train_unet else []),
+        *([text_encoder] if cfg.train_text_encoder else []),
+        optimizer,
+        lr_scheduler,
+    )
+    if cfg.train_unet:
+        unet, *prepared = prepared
+    if cfg.train_text_encoder:
+        text_encoder, *prepared = prepared
+    optimizer, lr_scheduler = prepared
+    if cfg.torch_compile:
+        unet = torch.compile(unet)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    # ---------------------------------------------------------------- resume from the latest complete checkpoint
+    resume_from = None
+    if cfg.resume_from_checkpoint == "latest":
+        complete = list_checkpoints(output_dir)
+        resume_from = complete[-1] if complete else None
+    elif cfg.resume_from_checkpoint:
+        resume_from = Path(cfg.resume_from_checkpoint)
+    if resume_from is not None:
+        check_checkpoint(resume_from)
+        accelerator.load_state(str(resume_from / "state"))
+        reporter.log(
+            f"resumed from {resume_from}: step {progress.global_step}, epoch {progress.epoch}, "
+            f"batch {progress.batch_in_epoch}"
+        )
+
+    if main:
+        hparams = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("sd_model", config=hparams)
+
+    # ---------------------------------------------------------------- checkpointing
+    def unwrapped(model):
+        return accelerator.unwrap_model(model._orig_mod if hasattr(model, "_orig_mod") else model)
+
+    def save_checkpoint(loss: float) -> Path:
+        """State + pipeline into checkpoint-<step>.partial, then one rename: the folder is complete or absent."""
+        step = progress.global_step
+        final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+        partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        if main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial / "state"))
+        info: dict[str, Any] = {}
+        if main:
+            unet_out = merged(unwrapped(unet))
+            if ema is not None:
+                unet_out = copy.deepcopy(unet_out)
+                ema.copy_to(unet_out.parameters())
+            from diffusers import AutoencoderKL
+
+            pipe = build_pipeline(
+                unet_out,
+                merged(unwrapped(text_encoder)),
+                AutoencoderKL.from_pretrained(base_path, subfolder="vae"),
+                tokenizer,
+                noise_scheduler.config,
+            )
+            pipe.save_pretrained(partial / "pipeline", safe_serialization=True)
+            with torch.autocast(
+                accelerator.device.type, dtype=weight_dtype, enabled=cfg.mixed_precision != "no"
+            ):
+                grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
+            samples_dir = output_dir / "samples"
+            samples_dir.mkdir(exist_ok=True)
+            grid_path = samples_dir / f"step-{step:08d}.png"
+            grid_image.save(grid_path)
+            info = {
+                "step": step,
+                "epoch": progress.epoch,
+                "batch_in_epoch": progress.batch_in_epoch,
+                "loss": loss,
+                "learning_rates": {
+                    g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)
+                },
+                "dataset_version": dataset_version,
+                "checkpoint": str(final),
+                "pipeline": str(final / "pipeline"),
+                "sample_grid": str(grid_path),
+            }
+            (partial / "checkpoint.json").write_text(json.dumps(info, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            if cfg.checkpoints_total_limit > 0:
+                for old in list_checkpoints(output_dir)[: -cfg.checkpoints_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+            reporter.checkpoint(info)
+            reporter.log(f"checkpoint {final} (step {step}, loss {loss:.4f})")
+        accelerator.wait_for_everyone()
+        return final
+
+    # ---------------------------------------------------------------- the loop
+    rank = accelerator.process_index
+    device = accelerator.device
+    bar = tqdm(total=max_steps, initial=progress.global_step, desc="steps", disable=not main)
+    step_losses: list[float] = []
+    images_seen, train_seconds, t_last = 0, 0.0, time.perf_counter()
+    last_checkpoint = resume_from
+    reporter.log(
+        f"training {dataset_version}: {len(train_set.latents)} tiles, {max_steps} steps "
+        f"({num_epochs} epochs × {steps_per_epoch}), {world} process(es), groups "
+        + ", ".join(f"{g['name']} lr={g['lr']:g}" for g in optimizer.param_groups)
+    )
+    while progress.global_step < max_steps and progress.epoch < num_epochs:
+        batches = data.epoch_batches(
+            len(train_set.latents), cfg.train_batch_size, cfg.seed, progress.epoch, rank, world
+        )
+        batches = batches[: steps_per_epoch * cfg.gradient_accumulation_steps]
+        while progress.batch_in_epoch < len(batches) and progress.global_step < max_steps:
+            micro = progress.batch_in_epoch % cfg.gradient_accumulation_steps
+            gen = step_generator(cfg.seed, progress.global_step, micro, rank, device)
+            index = torch.tensor(batches[progress.batch_in_epoch])
+            # orientation-aware augmentation: azimuth flip (pre-encoded) with p = 0.5, never a range flip
+            flip = torch.rand(len(index), generator=gen, device=device).cpu() < 0.5
+            latents = train_set.latents[index]
+            if cfg.augmentation == "flip_azimuth":
+                latents = torch.where(
+                    flip[:, None, None, None], train_set.latents_flip_azimuth[index], latents
+                )
+            ids = input_ids[index].clone()
+            drop = torch.rand(len(index), generator=gen, device=device).cpu() < cfg.caption_dropout
+            ids[drop] = empty_ids
+            if cfg.with_prior_preservation:
+                class_index = torch.randint(
+                    0, len(class_latents), (len(index),), generator=gen, device=device
+                ).cpu()
+                latents = torch.cat([latents, class_latents[class_index]])
+                ids = torch.cat([ids, class_ids.expand(len(index), -1)])
+            latents = latents.to(device) * vae_scale
+            ids = ids.to(device)
+            if cfg.channels_last:
+                latents = latents.contiguous(memory_format=torch.channels_last)
+
+            with accelerator.accumulate(
+                *[m for m, on in ((unet, cfg.train_unet), (text_encoder, cfg.train_text_encoder)) if on]
+            ):
+                noise = torch.randn(latents.shape, generator=gen, device=device)
+                if cfg.noise_offset:
+                    noise += cfg.noise_offset * torch.randn(
+                        latents.shape[:2] + (1, 1), generator=gen, device=device
+                    )
+                timesteps = torch.randint(
+                    0,
+                    noise_scheduler.config.num_train_timesteps,
+                    (len(latents),),
+                    generator=gen,
+                    device=device,
+                )
+                noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                with accelerator.autocast():
+                    encoder_hidden_states = text_encoder(ids, return_dict=False)[0]
+                    model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+                if noise_scheduler.config.prediction_type == "v_prediction":
+                    target = noise_scheduler.get_velocity(latents, noise, timesteps)
+                else:
+                    target = noise
+                per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none").mean(
+                    dim=(1, 2, 3)
+                )
+                if cfg.snr_gamma > 0:
+                    snr = compute_snr(noise_scheduler, timesteps)
+                    weights = torch.clamp(snr, max=cfg.snr_gamma)
+                    weights = (
+                        weights / (snr + 1)
+                        if noise_scheduler.config.prediction_type == "v_prediction"
+                        else weights / snr
+                    )
+                    per_sample = per_sample * weights
+                if cfg.with_prior_preservation:
+                    instance_loss, prior_loss = per_sample.chunk(2)
+                    loss = instance_loss.mean() + cfg.prior_loss_weight * prior_loss.mean()
+                else:
+                    loss = per_sample.mean()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
+                    )
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            step_losses.append(loss.detach())
+            images_seen += len(index) * world
+            progress.batch_in_epoch += 1
+            if not accelerator.sync_gradients:
+                continue
+            # ---- one optimizer step done
+            if ema is not None:
+                ema.step(unwrapped(unet).parameters())
+            progress.global_step += 1
+            step_loss = float(accelerator.reduce(torch.stack(step_losses).mean(), reduction="mean"))
+            step_losses = []
+            progress.history.append((progress.global_step, step_loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if progress.global_step % cfg.log_every_steps == 0:
+                logs = {"loss": step_loss}
+                logs.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+                accelerator.log(logs, step=progress.global_step)
+            if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
+                train_seconds += time.perf_counter() - t_last
+                last_checkpoint = save_checkpoint(step_loss)
+                t_last = time.perf_counter()
+        if progress.batch_in_epoch >= len(batches):
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+    train_seconds += time.perf_counter() - t_last
+    bar.close()
+
+    # ---------------------------------------------------------------- the end: a final checkpoint, a summary
+    if last_checkpoint is None or int(last_checkpoint.name[len(CHECKPOINT_PREFIX) :]) != progress.global_step:
+        last_loss = progress.history[-1][1] if progress.history else float("nan")
+        last_checkpoint = save_checkpoint(last_loss)
+    accelerator.end_training()
+    summary = {
+        "checkpoint": str(last_checkpoint),
+        "pipeline": str(last_checkpoint / "pipeline"),
+        "sample_grid": str(output_dir / "samples" / f"step-{progress.global_step:08d}.png"),
+        "dataset_version": dataset_version,
+        "steps": progress.global_step,
+        "epoch": progress.epoch,
+        "final_loss": progress.history[-1][1] if progress.history else None,
+        "images_per_second": images_seen / train_seconds if train_seconds > 0 else None,
+        "processes": world,
+        "hyperparameters": cfg.to_dict(),
+    }
+    if main:
+        (output_dir / "losses.json").write_text(json.dumps(progress.history))
+        (output_dir / "final.json").write_text(json.dumps(summary, indent=1))
+        reporter.materialization(
+            {
+                "checkpoint": summary["pipeline"],
+                "dataset_version": dataset_version,
+                "steps": progress.global_step,
+                "final_loss": summary["final_loss"],
+                "images_per_second": summary["images_per_second"],
+            }
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    with open_reporter() as reporter:
+        train(cfg, reporter)
+
+
+if __name__ == "__main__":
+    main()
