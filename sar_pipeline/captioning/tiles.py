@@ -2,7 +2,7 @@
 
 Inputs (paths in manifests are relative to the storage root): ``sar_tiles/manifest.parquet``
 (tile_id, landcover_path, acquisition fields) and ``optical_tiles/manifest.parquet`` (tile_id,
-optical_path, coverage_fraction). One tile that cannot be captioned (no optical tile, a blank
+path of the optical PNG, coverage_fraction). One tile that cannot be captioned (no optical tile, a blank
 one, no land cover…) is a recorded skip; the other tiles are kept.
 """
 
@@ -158,18 +158,26 @@ def _caption_input(
     tile_id = row["tile_id"]
     optical = landcover = None
     if "optical" in needs:
-        if optical_row is None or not optical_row.get("optical_path"):
+        optical_path = _optical_path(optical_row)
+        if optical_path is None:
             raise RasterError(tile_id, "no optical tile in the optical_tiles manifest")
         coverage = optical_row.get("coverage_fraction")
         if coverage is not None and coverage < min_optical_coverage:
             raise RasterError(
                 tile_id, f"optical coverage {coverage:.2f} below the minimum {min_optical_coverage:.2f}"
             )
-        optical = read_png(root / optical_row["optical_path"])
-        check_optical_not_blank(optical, f"{tile_id} ({optical_row['optical_path']})")
+        optical = read_png(root / optical_path)
+        check_optical_not_blank(optical, f"{tile_id} ({optical_path})")
     if "landcover" in needs and row.get("landcover_path"):
         landcover = read_png(root / row["landcover_path"])
     labels = tuple(row.get("labels") or ()) if "labels" in needs else ()
     if "optical" not in needs and landcover is None and not labels:
         raise RasterError(tile_id, "no land-cover tile (landcover_path empty) and no labels to caption from")
     return CaptionInput(tile_id=tile_id, optical_rgb=optical, landcover=landcover, labels=labels)
+
+
+def _optical_path(optical_row: dict | None) -> str | None:
+    # the optical manifest names the PNG ``path`` (``optical_path`` accepted too)
+    if optical_row is None:
+        return None
+    return optical_row.get("optical_path") or optical_row.get("path") or None
