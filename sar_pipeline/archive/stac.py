@@ -1,0 +1,561 @@
+"""A :class:`~sar_pipeline.archive.protocol.SarArchive` over a static STAC catalogue.
+
+Works on any catalogue that follows the STAC spec and this convention, local or on object
+storage (``s3://…`` and any other fsspec URL, read through universal-pathlib):
+
+* **A flight is a STAC Collection** anywhere under the root (sub-catalogues are walked), that has
+  items of its own. Collections carrying ``"sar_pipeline:kind"`` are flights only when it is
+  ``"flight"`` (the demo marks its orthophoto ``"optical"``). Unmarked collections are flights
+  unless their first item looks optical (``eo:bands``/``bands`` with optical ``common_name``\\ s
+  or the EO extension, and no ``sar:`` field): a user's catalogue needs no marker. The
+  collection id is the flight id and must be a safe path component (``storage.validate_id``).
+* **A scene is an Item of that collection** with one raster asset: the single GeoTIFF asset with
+  role ``data``; failing that the item's only GeoTIFF asset; ``asset_key=`` picks one by key when
+  an item has several (multi-polarisation products). Other assets are passed on as
+  ``SceneRecord.extra_assets`` (absolute hrefs; relative hrefs resolve against the item's file).
+* **Georeferencing** comes from the projection extension (``proj:code``, or the older
+  ``proj:epsg``/``proj:wkt2``/``proj:projjson``; ``proj:transform`` in ``affine`` order;
+  ``proj:shape`` as rows, cols), at asset level first then item level. When any of it is absent
+  (or the nodata value is unknown) the raster's own header is read with rasterio.
+* **Acquisition fields** (all optional, ``None`` when absent): the SAR extension
+  (``sar:frequency_band``, ``sar:center_frequency`` [GHz], ``sar:polarizations``,
+  ``sar:product_type``, ``sar:instrument_mode``, ``sar:resolution_range``/``_azimuth``,
+  ``sar:pixel_spacing_range``/``_azimuth``, ``sar:looks_range``/``_azimuth``/
+  ``_equivalent_number``, ``sar:observation_direction``), ``view:incidence_angle``, ``datetime``
+  (or ``start_datetime``), ``platform``, and the platform heading in the custom property
+  ``sar_pipeline:heading_deg`` (degrees clockwise from grid north; STAC has no heading field).
+  Pixel values: ``raster:bands[0]`` (or STAC 1.1 ``bands[0]``) ``unit`` → ``value_unit``
+  (``"amplitude"``, ``"intensity"``, ``"db"``/``"dB"``, ``"complex"``), ``scale``/``offset`` →
+  ``value_scale``/``value_offset``, ``nodata`` → ``nodata``.
+* **Updated marker** (the new-flights cursor): the collection's ``updated`` field, else the
+  latest ``updated``/``created``/``end_datetime``/``datetime`` of its items, as ISO-8601 UTC.
+
+Bad input never stops the listing of the others: a flight that cannot be used is reported to
+``on_error`` (or appended to :attr:`StacSarArchive.problems`) and skipped; scenes likewise via
+``list_scenes(..., on_error=...)``. Every error is an ``ArchiveError`` naming the item/collection
+and the reason. Credentials and endpoints for ``s3://`` come from the usual AWS environment
+variables (for both fsspec and GDAL's ``/vsis3/``); ``storage_options`` are passed to fsspec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pystac
+import rasterio
+from pystac.stac_io import DefaultStacIO
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from upath import UPath
+
+from sar_pipeline.archive.protocol import FlightRecord, SceneRecord
+from sar_pipeline.errors import ArchiveError, ConfigError, SarPipelineError
+from sar_pipeline.storage import validate_id
+
+KIND_PROPERTY = "sar_pipeline:kind"
+HEADING_PROPERTY = "sar_pipeline:heading_deg"
+_RASTER_SUFFIXES = (".tif", ".tiff")
+_OPTICAL_COMMON_NAMES = {"red", "green", "blue", "nir", "rededge", "coastal", "pan", "swir16", "swir22"}
+_VALUE_UNITS = {
+    "amplitude": "amplitude",
+    "intensity": "intensity",
+    "db": "db",
+    "decibel": "db",
+    "complex": "complex",
+}
+
+#: item properties mapped to SceneRecord fields (everything else goes to ``properties``)
+_SAR_FIELDS = {
+    "sar:instrument_mode": "instrument_mode",
+    "sar:frequency_band": "frequency_band",
+    "sar:center_frequency": "center_frequency_ghz",
+    "sar:product_type": "product_type",
+    "sar:resolution_range": "resolution_range_m",
+    "sar:resolution_azimuth": "resolution_azimuth_m",
+    "sar:pixel_spacing_range": "pixel_spacing_range_m",
+    "sar:pixel_spacing_azimuth": "pixel_spacing_azimuth_m",
+    "sar:looks_range": "looks_range",
+    "sar:looks_azimuth": "looks_azimuth",
+    "sar:looks_equivalent_number": "looks_equivalent_number",
+    "view:incidence_angle": "incidence_angle_deg",
+    HEADING_PROPERTY: "heading_deg",
+}
+_MAPPED_PROPERTIES = {
+    *_SAR_FIELDS,
+    "sar:polarizations",
+    "sar:observation_direction",
+    "datetime",
+    "platform",
+    "proj:code",
+    "proj:epsg",
+    "proj:wkt2",
+    "proj:projjson",
+    "proj:transform",
+    "proj:shape",
+}
+
+
+def _is_fsspec_url(href: str) -> bool:
+    scheme = href.split("://", 1)[0] if "://" in href else ""
+    return scheme not in ("", "file", "http", "https")
+
+
+class FsspecStacIO(DefaultStacIO):
+    """pystac I/O through fsspec for object-store URLs (``s3://``, ``gs://``, ``memory://``…).
+
+    Local paths and ``http(s)://`` keep pystac's default reader.
+    """
+
+    def __init__(self, storage_options: dict[str, Any] | None = None):
+        super().__init__()
+        self.storage_options = dict(storage_options or {})
+
+    def read_text_from_href(self, href: str) -> str:
+        if _is_fsspec_url(href):
+            return UPath(href, **self.storage_options).read_text(encoding="utf-8")
+        return super().read_text_from_href(href)
+
+    def write_text_to_href(self, href: str, txt: str) -> None:
+        if _is_fsspec_url(href):
+            UPath(href, **self.storage_options).write_text(txt, encoding="utf-8")
+        else:
+            super().write_text_to_href(href, txt)
+
+
+def _iso_utc(value: Any) -> str | None:
+    """A datetime or ISO string as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sortable as text), else None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_datetime(value: Any) -> dt.datetime | None:
+    text = _iso_utc(value)
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC) if text else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_raster_asset(asset: pystac.Asset) -> bool:
+    media_type = (asset.media_type or "").lower()
+    if "tiff" in media_type:
+        return True
+    return not media_type and asset.href.split("?", 1)[0].lower().endswith(_RASTER_SUFFIXES)
+
+
+def _describe(obj: pystac.STACObject) -> str:
+    kind = "collection" if isinstance(obj, pystac.Collection) else type(obj).__name__.lower()
+    href = obj.get_self_href()
+    return f"{kind} {obj.id!r}" + (f" ({href})" if href else "")
+
+
+class StacSarArchive:
+    """SAR flights and scenes from the static STAC catalogue at ``uri`` (see module doc).
+
+    ``uri``: a ``catalog.json``/``collection.json`` (local path or URL), or a folder holding a
+    ``catalog.json``. ``asset_key``: the asset to read when items have several raster assets.
+    ``check_files``: check that each scene's raster exists when listing scenes (default).
+    ``storage_options``: fsspec options for object-store URLs (endpoint, anon…).
+    """
+
+    def __init__(
+        self,
+        uri: str | os.PathLike,
+        asset_key: str | None = None,
+        check_files: bool = True,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.uri = str(uri)
+        self.asset_key = asset_key
+        self.check_files = check_files
+        self.storage_options = dict(storage_options or {})
+        self.stac_io = FsspecStacIO(self.storage_options)
+        #: errors met by the last :meth:`list_flights` without ``on_error`` (skipped flights)
+        self.problems: list[ArchiveError] = []
+
+    # -- catalogue traversal ------------------------------------------------------------------
+
+    def _path(self, href: str) -> UPath:
+        return UPath(href, **self.storage_options) if _is_fsspec_url(href) else UPath(href)
+
+    def _root_href(self) -> str:
+        href = self.uri
+        if not href.lower().endswith(".json"):
+            href = href.rstrip("/") + "/catalog.json"
+        return href
+
+    def _read_root(self) -> pystac.Catalog:
+        href = self._root_href()
+        try:
+            exists = self._path(href).exists() if not href.startswith(("http://", "https://")) else True
+        except Exception as exc:  # credentials, endpoint, permissions: say which
+            raise ArchiveError(
+                href, f"cannot reach the STAC catalogue ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not exists:
+            raise ArchiveError(href, "STAC catalogue not found (no such file)")
+        try:
+            root = pystac.read_file(href, stac_io=self.stac_io)
+        except Exception as exc:
+            raise ArchiveError(href, f"cannot read the STAC catalogue ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(root, pystac.Catalog):
+            raise ArchiveError(href, f"is a STAC {type(root).__name__}, not a Catalog or Collection")
+        return root
+
+    def _walk_collections(self, report: Callable[[ArchiveError], None]) -> Iterator[pystac.Collection]:
+        """Every collection under the root (the root too), depth first, each once."""
+        root = self._read_root()
+        stack: list[pystac.Catalog] = [root]
+        seen: set[str] = set()
+        while stack:
+            node = stack.pop()
+            href = node.get_self_href() or node.id
+            if href in seen:
+                continue
+            seen.add(href)
+            if isinstance(node, pystac.Collection):
+                yield node
+            children = []
+            for link in node.get_child_links():
+                try:
+                    link.resolve_stac_object(root=root)
+                    child = link.target
+                except Exception as exc:
+                    report(
+                        ArchiveError(
+                            link.get_absolute_href() or link.href,
+                            f"cannot read child catalogue of {_describe(node)} ({type(exc).__name__}: {exc})",
+                        )
+                    )
+                    continue
+                if isinstance(child, pystac.Catalog):
+                    children.append(child)
+            stack.extend(reversed(children))
+
+    def _items(
+        self, collection: pystac.Collection, report: Callable[[ArchiveError], None]
+    ) -> Iterator[pystac.Item]:
+        for link in collection.get_item_links():
+            try:
+                link.resolve_stac_object(root=collection.get_root())
+                item = link.target
+            except Exception as exc:
+                report(
+                    ArchiveError(
+                        link.get_absolute_href() or link.href,
+                        f"cannot read item of {_describe(collection)} ({type(exc).__name__}: {exc})",
+                    )
+                )
+                continue
+            if isinstance(item, pystac.Item):
+                yield item
+
+    def _is_flight(self, collection: pystac.Collection) -> bool:
+        kind = collection.extra_fields.get(KIND_PROPERTY)
+        if kind is not None:
+            return kind == "flight"
+        links = collection.get_item_links()
+        if not links:
+            return False  # a grouping collection (only sub-collections) or an empty one
+        try:
+            links[0].resolve_stac_object(root=collection.get_root())
+            item = links[0].target
+        except Exception:
+            return True  # unreadable items are reported when its scenes are listed
+        if not isinstance(item, pystac.Item):
+            return True
+        if any(key.startswith("sar:") for key in item.properties) or any(
+            "/sar/" in ext for ext in item.stac_extensions
+        ):
+            return True
+        if any("/eo/" in ext for ext in item.stac_extensions):
+            return False
+        for asset in item.assets.values():
+            for band in asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []:
+                if isinstance(band, dict) and (band.get("common_name") or band.get("eo:common_name")) in (
+                    _OPTICAL_COMMON_NAMES
+                ):
+                    return False
+        return True
+
+    def _flight_record(self, collection: pystac.Collection) -> FlightRecord:
+        try:
+            flight_id = validate_id(collection.id, "flight id")
+        except ConfigError as exc:
+            raise ArchiveError(_describe(collection), exc.reason) from exc
+        start = end = None
+        intervals = collection.extent.temporal.intervals if collection.extent else []
+        if intervals:
+            start, end = intervals[0][0], intervals[0][1]
+        platforms = (collection.summaries.lists or {}).get("platform") if collection.summaries else None
+        updated = _iso_utc(collection.extra_fields.get("updated"))
+        if updated is None:
+            stamps = []
+            for item in self._items(collection, lambda _err: None):
+                props = item.properties
+                for key in ("updated", "created", "end_datetime", "datetime"):
+                    stamp = _iso_utc(props.get(key))
+                    if stamp:
+                        stamps.append(stamp)
+                        break
+            updated = max(stamps) if stamps else None
+        return FlightRecord(
+            flight_id=flight_id,
+            title=collection.title,
+            start_datetime=start,
+            end_datetime=end,
+            platform=platforms[0] if platforms and len(platforms) == 1 else None,
+            updated=updated,
+        )
+
+    # -- SarArchive ---------------------------------------------------------------------------
+
+    def list_flights(
+        self, since: str | None = None, on_error: Callable[[SarPipelineError], None] | None = None
+    ) -> list[FlightRecord]:
+        """Flights sorted by ``flight_id``; with ``since`` (an ISO time), those updated after it.
+
+        Flights whose ``updated`` marker is unknown are always listed. A collection that cannot
+        be used is skipped and reported to ``on_error`` (default: appended to ``problems``).
+        Raises ``ArchiveError`` only when the root catalogue itself cannot be read.
+        """
+        self.problems = []
+        report = on_error or self.problems.append
+        since_iso = _iso_utc(since) or since
+        flights: dict[str, FlightRecord] = {}
+        for collection in self._walk_collections(report):
+            if not self._is_flight(collection):
+                continue
+            try:
+                record = self._flight_record(collection)
+            except ArchiveError as exc:
+                report(exc)
+                continue
+            if record.flight_id in flights:
+                report(
+                    ArchiveError(_describe(collection), "duplicate flight id: another collection has this id")
+                )
+                continue
+            flights[record.flight_id] = record
+        return [
+            record
+            for flight_id, record in sorted(flights.items())
+            if since_iso is None or record.updated is None or record.updated > since_iso
+        ]
+
+    def _find_flight(self, flight_id: str) -> pystac.Collection:
+        for collection in self._walk_collections(lambda _err: None):
+            if collection.id == flight_id and self._is_flight(collection):
+                return collection
+        raise ArchiveError(
+            f"flight {flight_id!r}", f"no such flight in the STAC catalogue {self._root_href()}"
+        )
+
+    def list_scenes(
+        self, flight_id: str, on_error: Callable[[SarPipelineError], None] | None = None
+    ) -> list[SceneRecord]:
+        """The flight's scenes sorted by ``scene_id`` (see :class:`SarArchive`)."""
+        try:
+            validate_id(flight_id, "flight id")
+        except ConfigError as exc:
+            raise ArchiveError(f"flight {flight_id!r}", exc.reason) from exc
+        collection = self._find_flight(flight_id)
+
+        def report(error: ArchiveError) -> None:
+            if on_error is None:
+                raise error
+            on_error(error)
+
+        scenes: dict[str, SceneRecord] = {}
+        for item in self._items(collection, report):
+            try:
+                record = self.scene_record(item, flight_id)
+            except ArchiveError as exc:
+                report(exc)
+                continue
+            if record.scene_id in scenes:
+                report(ArchiveError(_describe(item), "duplicate scene id in this flight"))
+                continue
+            scenes[record.scene_id] = record
+        return [scenes[k] for k in sorted(scenes)]
+
+    def open_scene(self, scene: SceneRecord) -> rasterio.DatasetReader:
+        """Open the scene raster with rasterio (``s3://`` goes through GDAL's /vsis3/)."""
+        href = _rasterio_href(scene.raster_href)
+        try:
+            return rasterio.open(href)
+        except RasterioError as exc:
+            raise ArchiveError(
+                f"scene {scene.scene_id!r} ({scene.raster_href})", f"cannot open the raster: {exc}"
+            ) from exc
+
+    # -- item → SceneRecord -------------------------------------------------------------------
+
+    def _data_asset(self, item: pystac.Item) -> tuple[str, pystac.Asset]:
+        name = _describe(item)
+        if self.asset_key is not None:
+            if self.asset_key not in item.assets:
+                raise ArchiveError(name, f"has no asset {self.asset_key!r} (assets: {sorted(item.assets)})")
+            return self.asset_key, item.assets[self.asset_key]
+        rasters = {k: a for k, a in item.assets.items() if _is_raster_asset(a)}
+        data = {k: a for k, a in rasters.items() if "data" in (a.roles or [])}
+        if len(data) == 1:
+            return next(iter(data.items()))
+        if len(data) > 1:
+            raise ArchiveError(
+                name,
+                f"has several GeoTIFF assets with role 'data' ({sorted(data)}); choose one with asset_key=",
+            )
+        if len(rasters) == 1:
+            return next(iter(rasters.items()))
+        if rasters:
+            raise ArchiveError(
+                name,
+                f"has several GeoTIFF assets and none with role 'data' ({sorted(rasters)}); choose one with asset_key=",
+            )
+        raise ArchiveError(name, f"has no GeoTIFF asset (assets: {sorted(item.assets)})")
+
+    def scene_record(self, item: pystac.Item, flight_id: str) -> SceneRecord:
+        """The :class:`SceneRecord` of one STAC item; ``ArchiveError`` naming it when unusable."""
+        name = _describe(item)
+        try:
+            scene_id = validate_id(item.id, "scene id")
+        except ConfigError as exc:
+            raise ArchiveError(name, exc.reason) from exc
+        key, asset = self._data_asset(item)
+        href = asset.get_absolute_href() or asset.href
+        if self.check_files and not href.startswith(("http://", "https://")):
+            try:
+                exists = self._path(href).exists()
+            except Exception as exc:
+                raise ArchiveError(
+                    name, f"cannot check the raster file {href} ({type(exc).__name__}: {exc})"
+                ) from exc
+            if not exists:
+                raise ArchiveError(name, f"raster file of asset {key!r} not found: {href}")
+
+        props = item.properties
+
+        def field(field_key: str) -> Any:
+            return asset.extra_fields[field_key] if field_key in asset.extra_fields else props.get(field_key)
+
+        crs = _stac_crs(field, name)
+        transform = field("proj:transform")
+        shape = field("proj:shape")
+        bands = asset.extra_fields.get("raster:bands") or asset.extra_fields.get("bands") or [{}]
+        band = bands[0] if bands and isinstance(bands[0], dict) else {}
+        nodata = band.get("nodata", asset.extra_fields.get("nodata"))
+        has_nodata = "nodata" in band or "nodata" in asset.extra_fields
+
+        if crs is None or transform is None or shape is None or not has_nodata:
+            try:
+                with rasterio.open(_rasterio_href(href)) as src:
+                    if crs is None and src.crs is not None:
+                        crs = _crs_string(src.crs)
+                    if transform is None and src.crs is not None:
+                        transform = list(src.transform)[:6]
+                    if shape is None:
+                        shape = [src.height, src.width]
+                    if not has_nodata:
+                        nodata = src.nodata
+            except RasterioError as exc:
+                raise ArchiveError(
+                    name, f"cannot read the raster {href} for its georeferencing: {exc}"
+                ) from exc
+        if crs is None or transform is None:
+            raise ArchiveError(
+                name, "has no projection info: no proj:code/proj:epsg/proj:wkt2 and the raster has no CRS"
+            )
+        try:
+            transform = tuple(float(v) for v in list(transform)[:6])
+            shape = (int(shape[0]), int(shape[1]))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ArchiveError(name, f"malformed proj:transform or proj:shape ({exc})") from exc
+        if len(transform) != 6 or transform[0] * transform[4] - transform[1] * transform[3] == 0:
+            raise ArchiveError(
+                name, f"proj:transform {list(transform)} is not an invertible affine transform"
+            )
+
+        unit = band.get("unit")
+        polarizations = field("sar:polarizations")
+        direction = field("sar:observation_direction")
+        acquisition = {attr: _float(field(stac_key)) for stac_key, attr in _SAR_FIELDS.items()}
+        for text_attr in ("instrument_mode", "frequency_band", "product_type"):
+            value = field(f"sar:{text_attr}")
+            acquisition[text_attr] = str(value) if value is not None else None
+        return SceneRecord(
+            scene_id=scene_id,
+            flight_id=flight_id,
+            raster_href=href,
+            crs=crs,
+            transform=transform,
+            shape=shape,
+            nodata=_float(nodata),
+            value_unit=_VALUE_UNITS.get(str(unit).lower()) if unit else None,
+            value_scale=_float(band.get("scale", band.get("raster:scale"))),
+            value_offset=_float(band.get("offset", band.get("raster:offset"))),
+            datetime=item.datetime or _parse_datetime(props.get("start_datetime")),
+            platform=props.get("platform"),
+            polarizations=tuple(str(p) for p in polarizations) if polarizations else None,
+            observation_direction=str(direction).lower() if direction else None,
+            extra_assets={
+                k: (a.get_absolute_href() or a.href) for k, a in sorted(item.assets.items()) if k != key
+            },
+            properties={k: v for k, v in props.items() if k not in _MAPPED_PROPERTIES},
+            **acquisition,
+        )
+
+
+def _crs_string(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def _stac_crs(field: Callable[[str], Any], name: str) -> str | None:
+    """The CRS from the projection extension as ``EPSG:n`` or WKT2, or None when absent."""
+    for key in ("proj:code", "proj:epsg", "proj:wkt2", "proj:projjson"):
+        value = field(key)
+        if value is None:
+            continue
+        try:
+            if key == "proj:epsg":
+                crs = CRS.from_epsg(int(value))
+            elif key == "proj:projjson":
+                crs = CRS.from_user_input(_projjson_wkt(value))
+            else:
+                crs = CRS.from_user_input(value)
+        except Exception as exc:
+            raise ArchiveError(name, f"{key} {value!r} is not a CRS rasterio understands ({exc})") from exc
+        return (
+            f"EPSG:{crs.to_epsg()}"
+            if key in ("proj:code", "proj:epsg") and crs.to_epsg()
+            else _crs_string(crs)
+        )
+    return None
+
+
+def _projjson_wkt(projjson: dict) -> str:
+    from pyproj import CRS as ProjCRS
+
+    return ProjCRS.from_json_dict(projjson).to_wkt()
+
+
+def _rasterio_href(href: str) -> str:
+    return href[len("file://") :] if href.startswith("file://") else href
