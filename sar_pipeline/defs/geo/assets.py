@@ -1,7 +1,5 @@
 """Per-flight tiles: SAR tiles at a fixed GSD in native orientation, and co-located optical tiles."""
 
-from __future__ import annotations
-
 import collections
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """The optical image source co-located with SAR tiles."""
 
-from __future__ import annotations
-
 import dagster as dg
 from pydantic import Field
 
