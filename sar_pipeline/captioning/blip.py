@@ -99,6 +99,10 @@ class BlipCaptioner:
 
     ``model_path``: local checkpoint folder. ``dtype``: auto/float32/float16/bfloat16 (half
     precision only makes sense on a GPU). Captions are generated deterministically (no sampling).
+    ``preprocess``: ``"processor"`` runs the checkpoint's image processor (PIL, on the CPU);
+    ``"device"`` does the same resize (bicubic, antialiased) and normalisation with torch on the
+    model's device — pixel values differ by interpolation round-off only, and a GPU is no longer
+    waiting for the CPU at high batch throughput.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class BlipCaptioner:
         num_beams: int = 3,
         max_new_tokens: int = 40,
         progress: bool = True,
+        preprocess: str = "processor",
     ):
         import torch
         from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -121,6 +126,9 @@ class BlipCaptioner:
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+        if preprocess not in ("processor", "device"):
+            raise ModelError(f"preprocess={preprocess!r}", "use 'processor' or 'device'")
+        self.preprocess = preprocess
         try:
             self.processor = BlipProcessor.from_pretrained(str(self.model_path))
             self.model = BlipForConditionalGeneration.from_pretrained(str(self.model_path), dtype=self.dtype)
@@ -154,12 +162,13 @@ class BlipCaptioner:
         captions: list[str] = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="BLIP captions", unit="batch", disable=not self.progress):
-            batch = [
-                im if isinstance(im, Image.Image) else Image.fromarray(im)
-                for im in images[start : start + self.batch_size]
-            ]
-            pixel_values = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            pixel_values = pixel_values.to(self.device, self.dtype)
+            chunk = images[start : start + self.batch_size]
+            if self.preprocess == "device":
+                pixel_values = self.pixel_values_on_device(chunk)
+            else:
+                batch = [im if isinstance(im, Image.Image) else Image.fromarray(im) for im in chunk]
+                pixel_values = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+                pixel_values = pixel_values.to(self.device, self.dtype)
             with torch.inference_mode():
                 ids = self.model.generate(
                     pixel_values=pixel_values,
@@ -169,6 +178,24 @@ class BlipCaptioner:
                 )
             captions.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
         return captions
+
+    def pixel_values_on_device(self, images: Sequence):
+        """BLIP pixel values computed with torch on the model's device: (batch, 3, H, W) in ``self.dtype``."""
+        torch = self._torch
+        image_processor = self.processor.image_processor
+        height, width = image_processor.size["height"], image_processor.size["width"]
+        mean = torch.tensor(image_processor.image_mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(image_processor.image_std, device=self.device).view(1, 3, 1, 1)
+        out = []
+        for image in images:
+            arr = _as_rgb(np.asarray(image))
+            x = torch.from_numpy(arr).to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()
+            x = torch.nn.functional.interpolate(
+                x, size=(height, width), mode="bicubic", align_corners=False, antialias=True
+            )
+            out.append(x)
+        x = torch.cat(out).clamp_(0, 255).mul_(image_processor.rescale_factor)
+        return ((x - mean) / std).to(self.dtype)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

@@ -57,3 +57,22 @@ def test_blank_optical_tile_is_an_error_naming_the_tile(tiny_blip_dir):
         captioner.caption([blank])
     with pytest.raises(RasterError, match="tile-9.*no optical tile"):
         captioner.caption([CaptionInput("tile-9")])
+
+
+def test_device_preprocessing_matches_the_image_processor(tiny_blip_dir):
+    import torch
+
+    captioner = BlipCaptioner(tiny_blip_dir, device="cpu", preprocess="device", progress=False)
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(0, 256, (30, 25, 3), dtype=np.uint8), np.ones((4, 4, 1), np.uint8))
+    images = [smooth, smooth[:100, :90], _tiles(1)[0].optical_rgb]  # down- and up-sampling
+    ours = captioner.pixel_values_on_device(images)
+    from PIL import Image
+
+    reference = captioner.processor(images=[Image.fromarray(i) for i in images], return_tensors="pt")[
+        "pixel_values"
+    ]
+    assert ours.shape == reference.shape == (3, 3, 64, 64)
+    # same resize and normalisation; only interpolation round-off differs (values span about ±2)
+    assert torch.mean(torch.abs(ours - reference)).item() < 0.05
+    assert len(captioner.caption_images(images)) == 3
