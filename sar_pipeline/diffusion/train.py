@@ -4,7 +4,11 @@ Read top to bottom: arguments, set-up (accelerator, models, latent cache, what i
 optimizer), the loop, checkpointing, the end. Paper recipe by default (see config.py).
 
     python -m sar_pipeline.diffusion.train --config run.json
-    accelerate launch --num_processes 2 --cpu -m sar_pipeline.diffusion.train --config run.json
+    accelerate launch --multi_gpu --num_processes 2 -m sar_pipeline.diffusion.train --config run.json
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m sar_pipeline.diffusion.train --config run.json
+
+(DDP on CPUs goes through torchrun with gloo: ``accelerate launch --cpu`` starts several CPU
+processes only through mpirun. ``launch_command`` builds the right line for each case.)
 
 Standalone it logs to the console; launched by Dagster Pipes (the ``sd_model`` asset) it also
 reports progress, one custom message per checkpoint and the final materialisation to the parent.
@@ -31,6 +35,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,38 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if args.max_train_steps is not None:
         cfg.max_train_steps = args.max_train_steps
     return cfg
+
+
+def launch_command(
+    config_path: str,
+    num_processes: int = 1,
+    cpu: bool = False,
+    python: str = sys.executable,
+    extra: list[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Command line and extra environment that run this module on ``num_processes`` processes."""
+    train = ["-m", __spec__.name if __spec__ else "sar_pipeline.diffusion.train", "--config", config_path]
+    if num_processes <= 1:
+        return [python, *train], ({"ACCELERATE_USE_CPU": "1"} if cpu else {})
+    if cpu:
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(num_processes),
+            *(extra or []),
+            *train,
+        ], {"ACCELERATE_USE_CPU": "1"}
+    launch = [
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+    ]
+    return [*launch, *(extra or []), *train], {}
 
 
 # ==============================================================================================
@@ -323,7 +360,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+            # transformers 5 renamed it; 4.x only has the old name
+            getattr(
+                text_encoder, "activation_checkpointing_enable", text_encoder.gradient_checkpointing_enable
+            )()
     if cfg.use_lora and cfg.train_unet:
         unet = add_adapter(unet, cfg, cfg.unet_lora_rank, cfg.unet_lora_alpha, cfg.unet_lora_targets)
     if cfg.use_lora and cfg.train_text_encoder:

@@ -5,7 +5,6 @@ each checkpoint the child writes is recorded as an observation of ``sd_model`` (
 learning rates, checkpoint folder, thumbnail grid of the validation prompts).
 """
 
-
 import hashlib
 import json
 from pathlib import Path

@@ -1,8 +1,7 @@
 """How a diffusion training run is launched: out of process, through Dagster Pipes."""
 
-
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from pydantic import Field
 
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.models import ensure_tiny_base
+from sar_pipeline.diffusion.train import launch_command
 from sar_pipeline.storage import local_str
 
 TRAIN_MODULE = "sar_pipeline.diffusion.train"
@@ -19,8 +19,8 @@ TRAIN_MODULE = "sar_pipeline.diffusion.train"
 class SdTrainerLauncher(dg.ConfigurableResource):
     """Runs ``sar_pipeline.diffusion.train`` in a child process that reports back through Pipes.
 
-    Locally: a subprocess (``python -m …`` for one process, ``accelerate launch --num_processes N``
-    for DDP). In production, subclass and override ``launch`` to run the same command with
+    Locally: a subprocess (``python -m …`` for one process, ``accelerate launch --multi_gpu
+    --num_processes N`` for DDP on GPUs, torchrun + gloo for DDP on CPUs). In production, subclass and override ``launch`` to run the same command with
     ``dagster_k8s.PipesK8sClient`` (a GPU pod) or ``dagster_docker.PipesDockerClient``; the asset
     does not change.
     """
@@ -41,14 +41,9 @@ class SdTrainerLauncher(dg.ConfigurableResource):
         description="Environment variables of the child (models never download: HF_HUB_OFFLINE=1).",
     )
 
-    def command(self, config_path: str) -> list[str]:
-        """The child's command line for a TrainConfig file."""
-        if self.num_processes <= 1:
-            return [self.python, "-m", TRAIN_MODULE, "--config", config_path]
-        launch = [self.python, "-m", "accelerate.commands.launch", "--num_processes", str(self.num_processes)]
-        if self.cpu:
-            launch.append("--cpu")
-        return [*launch, *self.accelerate_args, "-m", TRAIN_MODULE, "--config", config_path]
+    def command(self, config_path: str) -> tuple[list[str], dict[str, str]]:
+        """The child's command line and extra environment for a TrainConfig file."""
+        return launch_command(config_path, self.num_processes, self.cpu, self.python, self.accelerate_args)
 
     def launch(
         self,
@@ -58,8 +53,8 @@ class SdTrainerLauncher(dg.ConfigurableResource):
         env: Mapping[str, str] | None = None,
     ) -> dg.PipesClientCompletedInvocation:
         """Run training to completion; raises if the child fails."""
-        client = dg.PipesSubprocessClient(env={**self.env, **(env or {})})
-        command: Sequence[str] = self.command(config_path)
+        command, launch_env = self.command(config_path)
+        client = dg.PipesSubprocessClient(env={**self.env, **launch_env, **(env or {})})
         context.log.info("launching: " + " ".join(command))
         return client.run(context=context, command=list(command), extras=dict(extras or {}))
 

@@ -1,0 +1,244 @@
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sar_pipeline.diffusion.latent_cache import LatentCacheError
+from sar_pipeline.diffusion.train import CheckpointError, launch_command, list_checkpoints, train
+from sar_pipeline_tests.diffusion.conftest import CHILD_ENV, run_child, tiny_config
+from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
+
+
+def _weights(folder, component):
+    name = "model.safetensors" if component == "text_encoder" else "diffusion_pytorch_model.safetensors"
+    return load_file(str(folder / component / name))
+
+
+def _changed(a, b):
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def _sample(folder, seed=7):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator().manual_seed(seed)
+    out = pipe(
+        "An aerial view of a river",
+        num_inference_steps=3,
+        height=64,
+        width=64,
+        generator=gen,
+        output_type="np",
+    )
+    return out.images[0]
+
+
+def test_full_finetune_checkpoints_reload_and_reproduce(tiny_world, tmp_path):
+    summary = train(tiny_config(tiny_world, tmp_path / "run"))
+    checkpoints = list_checkpoints(tmp_path / "run")
+    assert [c.name for c in checkpoints] == ["checkpoint-00000002", "checkpoint-00000004"]
+    info = json.loads((checkpoints[-1] / "checkpoint.json").read_text())
+    assert info["step"] == 4 and info["learning_rates"] == {"unet": 1e-3, "text_encoder": 1e-4}
+    pipeline = checkpoints[-1] / "pipeline"
+    assert summary["pipeline"] == str(pipeline)
+    assert (tmp_path / "run" / "samples" / "step-00000004.png").is_file()
+    assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
+    # both trained parts moved away from the base weights
+    for part in ("unet", "text_encoder"):
+        assert _changed(_weights(pipeline, part), _weights(tiny_world["base"], part)), part
+    # from_pretrained reloads it, and the same seed gives the same image
+    first, second = _sample(pipeline), _sample(pipeline)
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, _sample(tiny_world["base"]))
+
+
+@pytest.mark.parametrize(
+    ("options", "text_encoder_moves", "groups"),
+    [
+        ({"train_text_encoder": False}, False, {"unet": 1e-3}),
+        ({"text_encoder_learning_rate": 0.0}, False, {"unet": 1e-3, "text_encoder": 0.0}),
+        ({"train_unet": False}, True, {"text_encoder": 1e-4}),
+    ],
+)
+def test_text_encoder_changes_only_when_trained_with_its_own_rate(
+    tiny_world, tmp_path, options, text_encoder_moves, groups
+):
+    train(tiny_config(tiny_world, tmp_path / "run", max_train_steps=2, **options))
+    ckpt = list_checkpoints(tmp_path / "run")[-1]
+    assert json.loads((ckpt / "checkpoint.json").read_text())["learning_rates"] == groups
+    pipeline = ckpt / "pipeline"
+    te_moved = _changed(_weights(pipeline, "text_encoder"), _weights(tiny_world["base"], "text_encoder"))
+    unet_moved = _changed(_weights(pipeline, "unet"), _weights(tiny_world["base"], "unet"))
+    assert te_moved == text_encoder_moves
+    assert unet_moved == ("unet" in groups)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "loha"])
+def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=2,
+        use_lora=True,
+        adapter_type=adapter,
+        unet_lora_rank=4,
+        unet_lora_alpha=4,
+        text_encoder_lora_rank=4,
+        text_encoder_lora_alpha=4,
+    )
+    train(cfg)
+    ckpt = list_checkpoints(tmp_path / "run")[-1]
+    state = load_file(str(ckpt / "state" / "model.safetensors"))
+    assert any("lora_" in k or "hada_" in k for k in state)  # only adapters are trainable
+    pipeline = ckpt / "pipeline"
+    unet = _weights(pipeline, "unet")
+    assert not any("lora" in k or "hada" in k for k in unet)  # a plain diffusers UNet, adapter merged
+    assert _changed(unet, _weights(tiny_world["base"], "unet"))
+    _sample(pipeline)
+
+
+def test_options_run_together(tiny_world, tmp_path):
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=2,
+        checkpoint_every_steps=0,
+        use_ema=True,
+        ema_decay=0.9,
+        snr_gamma=5.0,
+        noise_offset=0.05,
+        prediction_type="v_prediction",
+        caption_dropout=0.5,
+        gradient_accumulation_steps=2,
+        gradient_checkpointing=True,
+        channels_last=True,
+        augmentation="none",
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    sched = json.loads(
+        (
+            tmp_path / "run/checkpoints/checkpoint-00000002/pipeline/scheduler/scheduler_config.json"
+        ).read_text()
+    )
+    assert sched["prediction_type"] == "v_prediction"
+
+
+def test_prior_preservation_runs(tiny_world, tmp_path):
+    from PIL import Image
+
+    class_dir = tmp_path / "class_images"
+    class_dir.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((64, 64), 60 * i, np.uint8)).save(class_dir / f"{i}.png")
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=1,
+        with_prior_preservation=True,
+        class_data_dir=str(class_dir),
+        prior_loss_weight=0.5,
+    )
+    assert train(cfg)["steps"] == 1
+
+
+def test_dataset_version_without_latent_cache(tiny_world, tmp_path):
+    storage = tmp_path / "storage"
+    write_synthetic_dataset(storage, "v9", n_per_class=2, size=64)
+    with pytest.raises(LatentCacheError) as err:
+        train(tiny_config(tiny_world, tmp_path / "run", storage_root=str(storage)))
+    assert "'v9'" in str(err.value) and str(storage / "latents" / "v9") in str(err.value)
+
+
+def test_half_written_checkpoints_are_never_taken(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_world, run, max_train_steps=2))
+    good = list_checkpoints(run)[-1]
+    partial = run / "checkpoints" / "checkpoint-00000008.partial"
+    shutil.copytree(good, partial)
+    no_marker = run / "checkpoints" / "checkpoint-00000006"
+    shutil.copytree(good, no_marker)
+    (no_marker / "checkpoint.json").unlink()
+    assert list_checkpoints(run) == [good]
+    for folder, reason in (
+        (partial, "half-written checkpoint (.partial)"),
+        (no_marker, "checkpoint.json is missing"),
+    ):
+        with pytest.raises(CheckpointError) as err:
+            train(tiny_config(tiny_world, run, max_train_steps=4, resume_from_checkpoint=str(folder)))
+        assert str(folder) in str(err.value) and reason in str(err.value)
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tiny_world, tmp_path):
+    def write_config(name):
+        cfg = tiny_config(
+            tiny_world, tmp_path / name, max_train_steps=8, checkpoint_every_steps=2, deterministic=True
+        )
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(cfg.to_dict()))
+        return path
+
+    module = ["-m", "sar_pipeline.diffusion.train", "--config"]
+    straight = run_child([*module, str(write_config("straight"))])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed_cfg = write_config("killed")
+    child = subprocess.Popen(
+        [sys.executable, *module, str(killed_cfg)],
+        env=CHILD_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not list_checkpoints(tmp_path / "killed") and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done_before_kill = [c.name for c in list_checkpoints(tmp_path / "killed")]
+    assert done_before_kill and "checkpoint-00000008" not in done_before_kill
+
+    resumed = run_child([*module, str(killed_cfg)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    a = tmp_path / "straight/checkpoints/checkpoint-00000008"
+    b = tmp_path / "killed/checkpoints/checkpoint-00000008"
+    for part in ("unet", "text_encoder"):
+        wa, wb = _weights(a / "pipeline", part), _weights(b / "pipeline", part)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), part
+    ha = json.loads((tmp_path / "straight/losses.json").read_text())
+    hb = json.loads((tmp_path / "killed/losses.json").read_text())
+    assert ha == hb  # same data order, noise and optimizer trajectory, step by step
+    ia, ib = json.loads((a / "checkpoint.json").read_text()), json.loads((b / "checkpoint.json").read_text())
+    assert (ia["epoch"], ia["batch_in_epoch"], ia["learning_rates"]) == (
+        ib["epoch"],
+        ib["batch_in_epoch"],
+        ib["learning_rates"],
+    )
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tiny_world, tmp_path):
+    cfg = tiny_config(
+        tiny_world, tmp_path / "ddp", max_train_steps=2, checkpoint_every_steps=1, train_batch_size=2
+    )
+    path = tmp_path / "ddp.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    command, env = launch_command(str(path), num_processes=2, cpu=True, extra=["--master_port", "29517"])
+    result = subprocess.run(command, env={**CHILD_ENV, **env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "2 process(es)" in result.stdout
+    assert [c.name for c in list_checkpoints(tmp_path / "ddp")] == [
+        "checkpoint-00000001",
+        "checkpoint-00000002",
+    ]
+    final = json.loads((tmp_path / "ddp" / "final.json").read_text())
+    assert final["processes"] == 2 and final["steps"] == 2
