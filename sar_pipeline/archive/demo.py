@@ -97,7 +97,7 @@ def _flight_updated(flight: FlightParameters) -> dt.datetime:
 def write_cog(path: Path, array: np.ndarray, transform: Affine, nodata: float | None, **options: str) -> None:
     """Write ``array`` ((bands,) rows, cols) as a Cloud-Optimized GeoTIFF in the demo CRS.
 
-    512-pixel tiles, internal overviews; ``options`` are extra GDAL COG creation options.
+    256-pixel tiles, internal overviews down to one tile; ``options`` are extra GDAL COG creation options.
     """
     data = array[None] if array.ndim == 2 else array
     profile = {
@@ -109,7 +109,7 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, nodata: float | 
         "crs": REGION_CRS,
         "transform": transform,
         "nodata": nodata,
-        "blocksize": 512,
+        "blocksize": 256,
         "compress": "DEFLATE",
         "level": 1,
         "overview_resampling": "AVERAGE",
@@ -121,7 +121,7 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, nodata: float | 
 
 def _wgs84_polygon(transform: Affine, shape: tuple[int, int]) -> tuple[dict, list[float]]:
     rows, cols = shape
-    corners = [transform * (c, r) for c, r in ((0, 0), (cols, 0), (cols, rows), (0, rows))]
+    corners = [transform @ (c, r) for c, r in ((0, 0), (cols, 0), (cols, rows), (0, rows))]
     to_wgs84 = Transformer.from_crs(REGION_CRS, "EPSG:4326", always_xy=True)
     lonlat = [tuple(round(v, 7) for v in to_wgs84.transform(x, y)) for x, y in corners]
     lons, lats = [p[0] for p in lonlat], [p[1] for p in lonlat]

@@ -431,7 +431,7 @@ def _sample_ground(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground pixel (row, col) index under each scene pixel centre, and whether it is inside."""
     rows, cols = shape
-    to_ground = ~ground.transform * transform
+    to_ground = ~ground.transform @ transform
     c = np.arange(cols, dtype=np.float64)[None, :] + 0.5
     r = np.arange(rows, dtype=np.float64)[:, None] + 0.5
     gc = np.floor(to_ground.a * c + to_ground.b * r + to_ground.c).astype(np.int64)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -98,9 +99,13 @@ _MAPPED_PROPERTIES = {
 }
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
 def _is_fsspec_url(href: str) -> bool:
-    scheme = href.split("://", 1)[0] if "://" in href else ""
-    return scheme not in ("", "file", "http", "https")
+    """True for object-store URLs (``s3://…``; also ``memory:/…`` as pystac normalises it)."""
+    match = _SCHEME.match(href)
+    return bool(match) and match.group(1).lower() not in ("file", "http", "https")
 
 
 class FsspecStacIO(DefaultStacIO):
