@@ -7,7 +7,14 @@ from sar_pipeline.dataset.writer import (
     current_version,
     dataset_info,
     dataset_split_paths,
+    huggingface_data_files,
     load_dataset_table,
 )
 
-__all__ = ["current_version", "dataset_info", "dataset_split_paths", "load_dataset_table"]
+__all__ = [
+    "current_version",
+    "dataset_info",
+    "dataset_split_paths",
+    "huggingface_data_files",
+    "load_dataset_table",
+]

@@ -394,7 +394,10 @@ def _batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, A
 def write_split_file(
     storage_root: UPath, rows: list[dict[str, Any]], target: str | os.PathLike, config: DatasetConfig
 ) -> None:
-    """Write one split's rows (already sorted) to a local Parquet file, reading images batch by batch."""
+    """Write one split's rows (already sorted) to a local Parquet file, reading images batch by batch.
+
+    An empty split becomes a file with the schema and no row group (a zero-row row group would
+    make ``datasets`` fail with "BatchSize must be greater than 0")."""
     schema = dataset_schema(r[GEOMETRY_COLUMN] for r in rows)
     with pq.ParquetWriter(
         str(target),
@@ -416,8 +419,6 @@ def write_split_file(
             writer.write_table(
                 pa.Table.from_pylist(records, schema=schema), row_group_size=config.row_group_size
             )
-        if not rows:
-            writer.write_table(schema.empty_table())
 
 
 def _sha256_file(path: Path) -> str:
@@ -549,6 +550,19 @@ def dataset_info(storage_root: UPath | str | os.PathLike, version: str | None = 
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(path, f"dataset version {version!r} not found") from exc
+
+
+def huggingface_data_files(
+    storage_root: UPath | str | os.PathLike, version: str | None = None
+) -> dict[str, str]:
+    """``data_files`` for ``datasets.load_dataset("parquet", data_files=…)``: split → file URI.
+
+    Empty splits are left out (``datasets`` refuses a split with no rows), so a tiny dataset whose
+    test blocks happened to hold no tile still loads.
+    """
+    info = dataset_info(storage_root, version)
+    paths = dataset_split_paths(storage_root, info["version"])
+    return {s: str(paths[s]) for s in SPLITS if info["row_counts"].get(s, 0) > 0}
 
 
 def load_dataset_table(

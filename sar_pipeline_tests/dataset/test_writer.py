@@ -6,7 +6,13 @@ import pytest
 import shapely
 from PIL import Image
 
-from sar_pipeline.dataset import current_version, dataset_info, dataset_split_paths, load_dataset_table
+from sar_pipeline.dataset import (
+    current_version,
+    dataset_info,
+    dataset_split_paths,
+    huggingface_data_files,
+    load_dataset_table,
+)
 from sar_pipeline.dataset.split import SplitConfig, leaking_pairs
 from sar_pipeline.dataset.writer import DatasetConfig, DatasetError, build_dataset
 from sar_pipeline.errors import ConfigError, RasterError
@@ -87,7 +93,7 @@ def test_huggingface_datasets_yields_pil_images_and_text(built, tmp_path, monkey
     root, result = built
     ds = datasets.load_dataset(
         "parquet",
-        data_files={"train": str(root / result.files["train"])},
+        data_files=huggingface_data_files(root),
         cache_dir=str(tmp_path / "hf-cache"),
         split="train",
     )
@@ -97,6 +103,24 @@ def test_huggingface_datasets_yields_pil_images_and_text(built, tmp_path, monkey
     assert isinstance(item["image"], Image.Image) and item["image"].size == (16, 16)
     assert isinstance(item["optical_image"], Image.Image) and item["optical_image"].mode == "RGB"
     assert item["text"].startswith("An aerial view")
+
+
+def test_huggingface_loads_every_split_and_skips_empty_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    make_flight(tmp_path, "flight-f", rows=2, cols=2)
+    # one huge block: every tile in one split, the other two files are empty
+    result = build_dataset(tmp_path, ["flight-f"], DatasetConfig(split=SplitConfig(block_size_m=1e6)))
+    (only,) = [s for s, n in result.row_counts.items() if n]
+    empty = [s for s in result.files if s != only]
+    assert all(pq.read_table(tmp_path / result.files[s]).num_rows == 0 for s in empty)
+    assert all(len(geopandas.read_parquet(tmp_path / result.files[s])) == 0 for s in empty)
+    files = huggingface_data_files(tmp_path)
+    assert list(files) == [only]
+    ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf-cache"))
+    assert ds[only].num_rows == 4 and isinstance(ds[only][0]["image"], Image.Image)
 
 
 def test_no_test_tile_touches_a_train_tile_in_the_files(built):
