@@ -11,6 +11,7 @@ never enter an average; output pixels with no valid source stay NaN.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -72,10 +73,14 @@ def kernel_margin(src_transform: Affine, ground_sample_distance: float, method: 
     return int(math.ceil(radius * ratio)) + 2
 
 
-def read_window(dataset: rasterio.DatasetReader, window: Window, band: int = 1) -> np.ndarray:
-    """Read one band's window, turning GDAL decode failures into :class:`RasterError` naming the file."""
+def read_window(dataset: rasterio.DatasetReader, window: Window, band: int = 1, read_lock=None) -> np.ndarray:
+    """Read one band's window, turning GDAL decode failures into :class:`RasterError` naming the file.
+
+    ``read_lock`` (a ``threading.Lock``) serialises reads when threads share one dataset handle.
+    """
     try:
-        return dataset.read(band, window=window)
+        with read_lock or contextlib.nullcontext():
+            return dataset.read(band, window=window)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterError(dataset.name, f"cannot decode pixels in window {window} ({exc})") from exc
 
@@ -91,6 +96,7 @@ def warp_intensity_block(
     resampling: str = "average",
     band: int = 1,
     num_threads: int = 1,
+    read_lock=None,
 ) -> tuple[np.ndarray, int]:
     """Linear intensity (float32, NaN = nodata) of ``dataset`` on the output ``block`` grid.
 
@@ -110,7 +116,7 @@ def warp_intensity_block(
     )
     if window is None:
         return out, 0
-    raw = read_window(dataset, window, band)
+    raw = read_window(dataset, window, band, read_lock)
     intensity, invalid = radiometry.to_intensity(
         raw, value_unit, scale=value_scale, offset=value_offset, nodata=src_nodata, source=dataset.name
     )
@@ -132,7 +138,7 @@ def warp_intensity_block(
 
 
 def warp_codes_block(
-    dataset: rasterio.DatasetReader, block: OutputGrid, *, nodata: int = 0, band: int = 1
+    dataset: rasterio.DatasetReader, block: OutputGrid, *, nodata: int = 0, band: int = 1, read_lock=None
 ) -> np.ndarray:
     """Class codes (uint8, e.g. land cover) of ``dataset`` on ``block``, nearest neighbour; ``nodata`` outside."""
     rows, cols = block.shape
@@ -142,7 +148,7 @@ def warp_codes_block(
     )
     if window is None:
         return out
-    raw = read_window(dataset, window, band).astype(np.uint8)
+    raw = read_window(dataset, window, band, read_lock).astype(np.uint8)
     rasterio.warp.reproject(
         raw,
         out,

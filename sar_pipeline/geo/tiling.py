@@ -13,11 +13,15 @@ tile lattice), safe as file names.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import datetime as dt
+import io
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ import rasterio
 import rasterio.warp
 import rasterio.windows
 from affine import Affine
+from PIL import Image
 from shapely import wkb
 from shapely.geometry import Polygon
 
@@ -36,7 +41,6 @@ from sar_pipeline.errors import ConfigError, RasterError, SarPipelineError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 from sar_pipeline.geo.grid import OutputGrid, build_output_grid, crs_unit_in_metres, pixel_size
 from sar_pipeline.geo.resample import resampling_method, warp_codes_block, warp_intensity_block
-from sar_pipeline.pictures import png_bytes
 from sar_pipeline.storage import validate_id
 
 #: extra scene assets warped onto the tile grid, and how
@@ -61,7 +65,9 @@ class TilingParameters:
     default_value_unit: str | None = None
     default_value_scale: float | None = None
     default_value_offset: float | None = None
-    num_threads: int = 1
+    num_threads: int = 1  # GDAL warp threads per block
+    workers: int = 1  # bands of tile rows processed in parallel (threads)
+    png_compress_level: int = 1  # zlib level: speckle barely compresses, level 1 is as small and faster
 
     def __post_init__(self):
         if self.tile_size < 1:
@@ -97,10 +103,13 @@ class Tile:
     grid: OutputGrid  # the tile's own grid (crs, rotated transform, shape, GSD, orientation)
     image: np.ndarray  # quantised dB, uint8/uint16, 0 = nodata
     nodata_fraction: float
-    invalid_pixel_count: int  # non-finite source pixels treated as nodata
+    #: non-finite source pixels treated as nodata, counted over the band of tile rows holding the tile
+    invalid_pixel_count: int
     radiometry: radiometry.RadiometryParams
     extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     extra_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    png: bytes | None = None  # ``image`` encoded (done in the worker threads)
+    extras_png: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def footprint(self) -> Polygon:
         """The tile's ground polygon in the scene CRS."""
@@ -256,62 +265,63 @@ def tile_scene(
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
             extra_errors[key] = str(exc)
             extras.pop(key, None)
-    try:
-        for tile_row in range(n_rows):
-            row_off = tile_row * step
-            band = grid.subgrid(row_off, 0, size, band_cols)
-            ids = [tile_id_for(scene.flight_id, scene.scene_id, tile_row, c) for c in range(n_cols)]
+    read_lock = threading.Lock()  # one GDAL handle per file: reads are serialised, the rest runs in parallel
+
+    def band_items(tile_row: int) -> list[Tile | DroppedTile]:
+        row_off = tile_row * step
+        band = grid.subgrid(row_off, 0, size, band_cols)
+        ids = [tile_id_for(scene.flight_id, scene.scene_id, tile_row, c) for c in range(n_cols)]
+        try:
+            intensity, invalid = warp_intensity_block(
+                src,
+                band,
+                value_unit=unit,
+                value_scale=scale,
+                value_offset=offset,
+                nodata=nodata,
+                resampling=params.resampling,
+                num_threads=params.num_threads,
+                read_lock=read_lock,
+            )
+        except (SarPipelineError, rasterio.errors.RasterioError) as exc:
+            return [DroppedTile(tid, scene.scene_id, f"read error: {exc}") for tid in ids]
+        db = radiometry.intensity_to_db(intensity)
+        del intensity
+        quantised = radiometry.quantize_db(db, radiometry_params)
+        band_extras: dict[str, np.ndarray] = {}
+        band_errors = dict(extra_errors)
+        for key, (kind, eds, _) in extras.items():
             try:
-                intensity, invalid = warp_intensity_block(
-                    src,
-                    band,
-                    value_unit=unit,
-                    value_scale=scale,
-                    value_offset=offset,
-                    nodata=nodata,
-                    resampling=params.resampling,
-                    num_threads=params.num_threads,
-                )
-            except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-                for tid in ids:
-                    yield DroppedTile(tid, scene.scene_id, f"read error: {exc}")
-                continue
-            db = radiometry.intensity_to_db(intensity)
-            quantised = radiometry.quantize_db(db, radiometry_params)
-            band_extras: dict[str, np.ndarray] = {}
-            band_errors = dict(extra_errors)
-            for key, (kind, eds, _) in extras.items():
-                try:
-                    if kind == "codes":
-                        band_extras[key] = warp_codes_block(eds, band)
-                    else:
-                        e_unit, e_scale, e_offset = scene_value_encoding(scene, eds.dtypes[0], params)
-                        e_int, _ = warp_intensity_block(
-                            eds, band, value_unit=e_unit, value_scale=e_scale, value_offset=e_offset,
-                            resampling=params.resampling, num_threads=params.num_threads,
-                        )  # fmt: skip
-                        band_extras[key] = radiometry.quantize_db(
-                            radiometry.intensity_to_db(e_int), radiometry_params
-                        )
-                except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-                    band_errors[key] = str(exc)
-            nan = np.isnan(db)
-            for tile_col, tid in enumerate(ids):
-                col_off = tile_col * step
-                sl = np.s_[:, col_off : col_off + size]
-                nodata_fraction = float(nan[sl].mean())
-                if nodata_fraction >= 1.0:
-                    yield DroppedTile(tid, scene.scene_id, "all nodata", 1.0)
-                    continue
-                if nodata_fraction > params.max_nodata_fraction:
-                    yield DroppedTile(
-                        tid,
-                        scene.scene_id,
-                        f"nodata fraction {nodata_fraction:.3f} > {params.max_nodata_fraction}",
-                        nodata_fraction,
+                if kind == "codes":
+                    band_extras[key] = warp_codes_block(eds, band, read_lock=read_lock)
+                else:
+                    e_unit, e_scale, e_offset = scene_value_encoding(scene, eds.dtypes[0], params)
+                    e_int, _ = warp_intensity_block(
+                        eds, band, value_unit=e_unit, value_scale=e_scale, value_offset=e_offset,
+                        resampling=params.resampling, num_threads=params.num_threads, read_lock=read_lock,
+                    )  # fmt: skip
+                    band_extras[key] = radiometry.quantize_db(
+                        radiometry.intensity_to_db(e_int), radiometry_params
                     )
-                    continue
-                yield Tile(
+            except (SarPipelineError, rasterio.errors.RasterioError) as exc:
+                band_errors[key] = str(exc)
+        nan = np.isnan(db)
+        items: list[Tile | DroppedTile] = []
+        for tile_col, tid in enumerate(ids):
+            col_off = tile_col * step
+            sl = np.s_[:, col_off : col_off + size]
+            nodata_fraction = float(nan[sl].mean())
+            if nodata_fraction >= 1.0:
+                items.append(DroppedTile(tid, scene.scene_id, "all nodata", 1.0))
+                continue
+            if nodata_fraction > params.max_nodata_fraction:
+                reason = f"nodata fraction {nodata_fraction:.3f} > {params.max_nodata_fraction}"
+                items.append(DroppedTile(tid, scene.scene_id, reason, nodata_fraction))
+                continue
+            image = np.ascontiguousarray(quantised[sl])
+            tile_extras = {k: np.ascontiguousarray(v[sl]) for k, v in band_extras.items()}
+            items.append(
+                Tile(
                     tile_id=tid,
                     flight_id=scene.flight_id,
                     scene_id=scene.scene_id,
@@ -320,16 +330,42 @@ def tile_scene(
                     row_off=row_off,
                     col_off=col_off,
                     grid=grid.subgrid(row_off, col_off, size, size),
-                    image=np.ascontiguousarray(quantised[sl]),
+                    image=image,
                     nodata_fraction=nodata_fraction,
-                    invalid_pixel_count=invalid,  # per band of tile rows: the count is not split per tile
+                    invalid_pixel_count=invalid,
                     radiometry=radiometry_params,
-                    extras={k: np.ascontiguousarray(v[sl]) for k, v in band_extras.items()},
+                    extras=tile_extras,
                     extra_errors=band_errors,
+                    png=encode_png(image, params.png_compress_level),
+                    extras_png={k: encode_png(v, params.png_compress_level) for k, v in tile_extras.items()},
                 )
+            )
+        return items
+
+    try:
+        if params.workers <= 1:
+            for tile_row in range(n_rows):
+                yield from band_items(tile_row)
+        else:
+            # bands in flight bounded to workers + 1, so memory stays a few bands whatever the scene size
+            with concurrent.futures.ThreadPoolExecutor(params.workers) as pool:
+                pending: collections.deque = collections.deque()
+                next_row = 0
+                while next_row < n_rows or pending:
+                    while next_row < n_rows and len(pending) <= params.workers:
+                        pending.append(pool.submit(band_items, next_row))
+                        next_row += 1
+                    yield from pending.popleft().result()
     finally:
         for _, _, ds in extras.values():
             ds.close()
+
+
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes of a uint8 (L), uint16 (I;16) or RGB uint8 array."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
 def _json_default(value):
@@ -444,11 +480,11 @@ def tile_flight(
                     if isinstance(item, DroppedTile):
                         dropped.append(item)
                         continue
-                    (out_dir / f"{item.tile_id}.png").write_bytes(png_bytes(item.image))
+                    (out_dir / f"{item.tile_id}.png").write_bytes(item.png or encode_png(item.image))
                     written = {}
                     for key, arr in item.extras.items():
                         name = f"{item.tile_id}_{key}.png"
-                        (out_dir / name).write_bytes(png_bytes(arr))
+                        (out_dir / name).write_bytes(item.extras_png.get(key) or encode_png(arr))
                         written[key] = f"{rel_dir}/{name}"
                     rows.append(tile_row(item, scene, rel_dir, written))
                     if len(previews) < max_previews:

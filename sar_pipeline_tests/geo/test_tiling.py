@@ -218,3 +218,19 @@ def test_no_crs_raises_from_the_grid(tmp_path):
     scene = dataclasses.replace(scene, crs=CRS)
     with rasterio.open(path) as ds:
         assert scene_output_grid(scene, ds, TilingParameters()).crs == CRS
+
+
+def test_parallel_workers_give_the_same_tiles(tmp_path):
+    lc_codes = np.random.default_rng(1).integers(1, 6, size=SHAPE).astype(np.uint8)
+    t = native_transform(37.0, "right", 0.8, 0.9, SHAPE, flip_columns=True)
+    lc = write_scene(tmp_path / "lc.tif", lc_codes, t, nodata=0)
+    scene, _ = _scene(tmp_path, extra_assets={"landcover": str(lc)})
+    serial, _, out1 = _tile(tmp_path / "a" if (tmp_path / "a").mkdir() is None else None, [scene])
+    parallel, _, out2 = _tile(
+        tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, [scene], workers=2
+    )
+    assert [r["tile_id"] for r in serial.rows] == [r["tile_id"] for r in parallel.rows]
+    for row in serial.rows:
+        for suffix in ("", "_landcover"):
+            a = (out1 / f"{row['tile_id']}{suffix}.png").read_bytes()
+            assert a == (out2 / f"{row['tile_id']}{suffix}.png").read_bytes()

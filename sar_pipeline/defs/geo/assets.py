@@ -64,7 +64,10 @@ class TilingConfig(dg.Config):
     default_value_offset: float | None = Field(
         default=None, description="Offset for integer-scaled scenes that declare none."
     )
-    num_threads: int = Field(default=1, description="GDAL warp threads per scene.")
+    num_threads: int = Field(default=1, description="GDAL warp threads per block of tile rows.")
+    workers: int = Field(
+        default=1, description="Blocks of tile rows processed in parallel threads (≤ CPU cores)."
+    )
 
     def parameters(self) -> TilingParameters:
         percentiles = None
@@ -84,6 +87,7 @@ class TilingConfig(dg.Config):
             default_value_scale=self.default_value_scale,
             default_value_offset=self.default_value_offset,
             num_threads=self.num_threads,
+            workers=self.workers,
         )
 
 
