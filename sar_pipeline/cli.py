@@ -37,8 +37,8 @@ def register_flights(defs, instance) -> list[str]:
     """
     import dagster as dg
 
-    sensor = defs.get_sensor_def("new_flights")
-    context = dg.build_sensor_context(instance=instance, definitions=defs)
+    sensor = defs.resolve_sensor_def("new_flights")
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
     result = sensor(context)
     if isinstance(result, dg.SkipReason):
         return []
@@ -81,7 +81,7 @@ def run_main_job(flights: list[str] | None = None) -> int:
         failures += not result.success
         print(f"  {job_name}: {'ok' if result.success else 'FAILED'} ({time.perf_counter() - started:.1f} s)")
 
-    storage = defs.get_resource_def("storage") if hasattr(defs, "get_resource_def") else None
+    storage = defs.resources.get("storage")
     print(f"\nDagster home (SQLite): {home}")
     print(f"Outputs (storage root): {getattr(storage, 'uri', paths.storage_dir())}")
     print("Open the UI:  DAGSTER_HOME=" + str(home) + " .venv/bin/dg dev --host 127.0.0.1")

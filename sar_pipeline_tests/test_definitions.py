@@ -11,10 +11,10 @@ def test_all_definitions_load_and_the_graph_is_wired():
     for key in keys:  # every dependency is an asset of the project, no dangling key
         for parent in graph.get(key).parent_keys:
             assert parent in keys, f"{key.to_user_string()} depends on unknown {parent.to_user_string()}"
-    assert d.get_sensor_def("new_flights")
+    assert d.resolve_sensor_def("new_flights")
     flight_job = d.resolve_job_def("flight_job")
     assert dg.AssetKey("sar_scenes") in flight_job.asset_layer.executable_asset_keys
-    assert set(d.resolve_all_resource_defs() if hasattr(d, "resolve_all_resource_defs") else d.resources) >= {
+    assert set(d.resources) >= {
         "storage",
         "archive",
     }

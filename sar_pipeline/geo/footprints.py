@@ -18,7 +18,7 @@ def grid_footprint(transform: Affine | tuple, shape: tuple[int, int]) -> Polygon
     """
     t = transform if isinstance(transform, Affine) else Affine(*transform[:6])
     rows, cols = shape
-    corners = [t * (0, 0), t * (cols, 0), t * (cols, rows), t * (0, rows)]
+    corners = [t @ (0, 0), t @ (cols, 0), t @ (cols, rows), t @ (0, rows)]
     poly = Polygon(corners)
     return poly if poly.exterior.is_ccw else Polygon(corners[::-1])
 
