@@ -215,7 +215,8 @@ class StacOpticalSource(OpticalSource):
     """Optical items of a STAC catalogue/collection, mosaicked closest-in-time first.
 
     Each item's RGB asset is ``asset_key`` if given, else the first of ``visual``, ``rgb``,
-    ``image``, ``data`` it has. Items with ``eo:cloud_cover`` above ``max_cloud_cover`` are ignored.
+    ``image``, ``data`` it has. Items with ``eo:cloud_cover`` above ``max_cloud_cover`` are ignored,
+    and so are SAR items (any ``sar:*`` property), so a whole archive catalogue can be given.
     """
 
     ASSET_KEYS = ("visual", "rgb", "image", "data")
@@ -242,7 +243,8 @@ class StacOpticalSource(OpticalSource):
             cloud = item.properties.get("eo:cloud_cover")
             if self.max_cloud_cover is not None and cloud is not None and cloud > self.max_cloud_cover:
                 continue
-            if item.geometry is None:
+            # a catalogue may hold SAR flights beside the optical items (the demo archive does)
+            if item.geometry is None or any(k.startswith("sar:") for k in item.properties):
                 continue
             self.items.append((item, shapely_shape(item.geometry), _as_utc(item.datetime or _start(item))))
 

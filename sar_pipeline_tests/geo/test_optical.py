@@ -178,6 +178,9 @@ def test_stac_source_mosaics_closest_in_time_and_filters_clouds(tmp_path):
     col.add_item(_item(tmp_path, "east-recent", east, T0 + dt.timedelta(days=2)))
     col.add_item(_item(tmp_path, "whole-old", whole, T0 - dt.timedelta(days=400)))
     col.add_item(_item(tmp_path, "whole-cloudy", whole, T0, cloud=80.0))
+    sar = _item(tmp_path, "sar-scene", whole, T0)
+    sar.properties["sar:frequency_band"] = "X"  # a SAR item in the same catalogue is never used as optical
+    col.add_item(sar)
     col.normalize_hrefs(str(tmp_path / "stac"))
     col.save(pystac.CatalogType.SELF_CONTAINED)
     uri = str(tmp_path / "stac" / "collection.json")
