@@ -136,6 +136,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="bands of tile rows in parallel for ours (default 1)"
     )
+    parser.add_argument(
+        "--resampling", default="average", help="GDAL resampling, ours and gdalwarp (default average)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--skip-gdal", action="store_true", help="do not run the GDAL CLI reference")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -150,7 +153,11 @@ def main() -> None:
         print(f"generated {scene} ({scene.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
     mp = args.size * args.size / 1e6
     params = TilingParameters(
-        ground_sample_distance_m=args.gsd, tile_size=args.tile_size, num_threads=args.threads
+        ground_sample_distance_m=args.gsd,
+        tile_size=args.tile_size,
+        resampling=args.resampling,
+        num_threads=args.threads,
+        workers=args.workers,
     )
 
     results = {"size": args.size, "source_megapixels": mp, "gsd_m": args.gsd, "tile_size": args.tile_size,
