@@ -33,7 +33,11 @@ class CaptionInput:
 
 @runtime_checkable
 class Captioner(Protocol):
-    """Writes one caption per input; ``captioner_id``/``version`` are recorded beside each caption."""
+    """Writes one caption per input; ``captioner_id``/``version`` are recorded beside each caption.
+
+    A captioner may also have ``needs``: a frozenset of ``"optical"``, ``"landcover"``, ``"labels"``
+    naming the inputs it reads, so the caller loads only those (all of them when absent).
+    """
 
     captioner_id: str
     version: str

@@ -57,11 +57,15 @@ def compute_caption_metrics(
     res = {k: [candidates[k]] for k in candidates}
     gts = {k: list(references[k]) for k in candidates}
     if tokenize:
-        gts, res = _ptb_tokenize(gts), _ptb_tokenize(res)
+        # one tokenizer run (one JVM start) for references and candidates together
+        both = _ptb_tokenize(
+            {**{("g", k): v for k, v in gts.items()}, **{("r", k): v for k, v in res.items()}}
+        )
+        gts = {k: both[("g", k)] for k in gts}
+        res = {k: both[("r", k)] for k in res}
     else:
         gts = {k: [" ".join(r.split()) for r in v] for k, v in gts.items()}
         res = {k: [" ".join(r.split()) for r in v] for k, v in res.items()}
-    # pycocoevalcap indexes by key; make them strings of one type so its asserts hold
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     for n, value in enumerate(bleu, start=1):

@@ -62,7 +62,9 @@ def test_blank_optical_tile_is_an_error_naming_the_tile(tiny_blip_dir):
 def test_device_preprocessing_matches_the_image_processor(tiny_blip_dir):
     import torch
 
-    captioner = BlipCaptioner(tiny_blip_dir, device="cpu", preprocess="device", progress=False)
+    captioner = BlipCaptioner(
+        tiny_blip_dir, device="cpu", preprocess="device", num_beams=1, max_new_tokens=4, progress=False
+    )
     rng = np.random.default_rng(1)
     smooth = np.kron(rng.integers(0, 256, (30, 25, 3), dtype=np.uint8), np.ones((4, 4, 1), np.uint8))
     images = [smooth, smooth[:100, :90], _tiles(1)[0].optical_rgb]  # down- and up-sampling

@@ -51,9 +51,10 @@ def test_modified_unigram_precision_of_the_bleu_paper():
 def test_worse_captions_score_lower_and_table_layout():
     refs = {"a": ["a river crossing fields with a village"], "b": ["a large forest with a lake"]}
     good = compute_caption_metrics({"a": "a river crossing fields", "b": "a forest with a lake"}, refs)
-    bad = compute_caption_metrics({"a": "a lake", "b": "many buildings"}, refs)
-    for name in ("BLEU-1", "METEOR", "ROUGE-L"):
+    bad = compute_caption_metrics({"a": "a lake", "b": "many buildings"}, refs, meteor=False)  # one JVM less
+    for name in ("BLEU-1", "ROUGE-L", "CIDEr"):
         assert good[name] > bad[name]
+    assert 0.2 < good["METEOR"] < 1.0
     table = metrics_markdown_table(good, test_set="ucm test")
     lines = table.splitlines()
     assert lines[0] == "| Method | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | CIDEr | METEOR | ROUGE-L |"
