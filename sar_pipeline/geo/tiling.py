@@ -431,6 +431,8 @@ class FlightTiling:
     skipped_scenes: dict[str, str]
     radiometry: radiometry.RadiometryParams | None
     previews: list[tuple[str, np.ndarray]]
+    #: per scene: non-finite source pixels (not declared nodata) treated as nodata
+    invalid_pixels: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def tile_flight(
@@ -470,6 +472,7 @@ def tile_flight(
     rows: list[dict[str, Any]] = []
     dropped: list[DroppedTile] = []
     previews: list[tuple[str, np.ndarray]] = []
+    invalid_by_band: dict[tuple[str, int], int] = {}
     out_dir = Path(out_dir)
     for scene in scenes:
         if scene.scene_id in skipped:
@@ -487,11 +490,15 @@ def tile_flight(
                         (out_dir / name).write_bytes(item.extras_png.get(key) or encode_png(arr))
                         written[key] = f"{rel_dir}/{name}"
                     rows.append(tile_row(item, scene, rel_dir, written))
+                    invalid_by_band[(item.scene_id, item.tile_row)] = item.invalid_pixel_count
                     if len(previews) < max_previews:
                         previews.append((item.tile_id, item.image))
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
             skipped[scene.scene_id] = str(exc)
-    return FlightTiling(rows, dropped, skipped, rad, previews)
+    invalid: dict[str, int] = {}
+    for (scene_id, _), count in invalid_by_band.items():
+        invalid[scene_id] = invalid.get(scene_id, 0) + count
+    return FlightTiling(rows, dropped, skipped, rad, previews, {k: v for k, v in invalid.items() if v})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -580,7 +587,11 @@ def read_manifest(path) -> list[dict[str, Any]]:
     import geopandas as gpd
     import pandas as pd
 
-    frame = gpd.read_parquet(str(path) if isinstance(path, Path) else path)
+    if isinstance(path, Path):  # local paths (UPath's local flavour is a Path too)
+        frame = gpd.read_parquet(str(path))
+    else:  # object storage: let fsspec open the file
+        with path.open("rb") as f:
+            frame = gpd.read_parquet(f)
     rows = []
     for row in frame.to_dict("records"):
         for key, value in row.items():

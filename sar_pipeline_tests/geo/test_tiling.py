@@ -191,6 +191,7 @@ def test_bad_scenes_are_skipped_with_reasons_and_others_kept(tmp_path):
     assert len(by_scene["negative"]) > 0  # the blocks without negative pixels are kept
     # the tiles of the band holding the NaN/inf pixels carry the count; the scene is kept
     assert max(r["invalid_pixel_count"] for r in by_scene["nan"]) == 2 and len(by_scene["nan"]) > 10
+    assert result.invalid_pixels == {"nan": 2}
     # the blocks before the truncation are kept, the missing ones are dropped naming the file
     assert by_scene["truncated"]
     assert any(d.scene_id == "truncated" and "truncated.tif" in d.reason for d in result.dropped)
@@ -234,3 +235,14 @@ def test_parallel_workers_give_the_same_tiles(tmp_path):
         for suffix in ("", "_landcover"):
             a = (out1 / f"{row['tile_id']}{suffix}.png").read_bytes()
             assert a == (out2 / f"{row['tile_id']}{suffix}.png").read_bytes()
+
+
+def test_manifest_on_object_storage(tmp_path):
+    """The manifest goes through fsspec for non-local roots (an in-memory filesystem stands in for s3)."""
+    from upath import UPath
+
+    scene, _ = _scene(tmp_path)
+    result, _, _ = _tile(tmp_path, [scene])
+    target = UPath("memory://bucket/flights/flight-1/sar_tiles/manifest.parquet")
+    write_manifest(result.rows, target)
+    assert [r["tile_id"] for r in read_manifest(target)] == [r["tile_id"] for r in result.rows]

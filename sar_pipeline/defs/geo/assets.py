@@ -152,6 +152,7 @@ def sar_tiles(
         "dropped_count": len(result.dropped),
         "dropped_reasons": dg.MetadataValue.json(_reason_counts([d.reason for d in result.dropped])),
         "skipped_scenes": dg.MetadataValue.json(result.skipped_scenes),
+        "nonfinite_pixels_as_nodata": dg.MetadataValue.json(result.invalid_pixels),
         "ground_sample_distance_m": params.ground_sample_distance_m,
         "db_range": f"{result.radiometry.db_min:.2f} – {result.radiometry.db_max:.2f} dB"
         if result.radiometry
