@@ -1,6 +1,7 @@
 """The demo SAR archive: a STAC catalogue of simulated airborne X-band flights plus an orthophoto.
 
-``sar-pipeline demo-archive PATH [--flights N --seed S]`` (or :func:`write_demo_archive`) writes::
+``sar-pipeline demo-archive PATH [--flights N --seed S --small]`` (or :func:`write_demo_archive`)
+writes::
 
     PATH/catalog.json                               root catalogue
     PATH/demo-flight-000/collection.json            one Collection per flight (the SAR flights)
@@ -51,6 +52,7 @@ from sar_pipeline.archive.simulate import (
     AMPLITUDE_NODATA,
     FIRST_ACQUISITION,
     REGION_CRS,
+    SMALL_DEMO_SETTINGS,
     DemoSettings,
     FlightParameters,
     Ground,
@@ -415,11 +417,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--flights", type=int, default=3, help="number of flights (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a 1 km region with ~330-pixel scenes (seconds; for tests and quick trials)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the archive described by parsed ``args`` and print where it is."""
-    archive = write_demo_archive(args.path, flights=args.flights, seed=args.seed)
+    settings = SMALL_DEMO_SETTINGS if getattr(args, "small", False) else DemoSettings()
+    archive = write_demo_archive(args.path, flights=args.flights, seed=args.seed, settings=settings)
     added = ", ".join(archive.added_flight_ids) or "none (already present)"
     print(f"demo archive: {archive.catalog_path}")
     print(f"  flights: {len(archive.flight_ids)} (added: {added})")

@@ -59,6 +59,10 @@ class DemoSettings:
     max_scenes_per_flight: int = 3
 
 
+#: a 1 km region with 300–360 pixel scenes: the same simulation in well under a second, for tests
+SMALL_DEMO_SETTINGS = DemoSettings(region_size_m=1000.0, scene_size_px=(300, 360), max_scenes_per_flight=2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Ground:
     """The simulated ground, north-up at ``transform`` (pixel corners → EPSG:32631 metres)."""

@@ -10,10 +10,10 @@ import rasterio
 from affine import Affine
 
 from sar_pipeline.archive.demo import DemoArchive, write_demo_archive
-from sar_pipeline.archive.simulate import DemoSettings
+from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 
 #: a demo small enough for tests (1 km region, scenes of 300–360 pixels), same code path
-SMALL = DemoSettings(region_size_m=1000.0, scene_size_px=(300, 360), max_scenes_per_flight=2)
+SMALL = SMALL_DEMO_SETTINGS
 SMALL_SEED = 3
 
 #: a rotated native-geometry grid in UTM 31N (heading ~30°, right-looking, 1.5 m pixels)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -137,9 +136,11 @@ def test_refuses_another_seed_or_a_foreign_folder(tmp_path):
         write_demo_archive(tmp_path / "none", flights=0, settings=SMALL)
 
 
-def test_command_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "write_demo_archive", functools.partial(write_demo_archive, settings=SMALL))
-    assert demo.main([str(tmp_path / "cli"), "--flights", "2", "--seed", "4"]) == 0
+def test_command_line(tmp_path, capsys):
+    assert demo.main([str(tmp_path / "cli"), "--flights", "2", "--seed", "4", "--small"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "cli" / "catalog.json") in out and "demo-flight-001" in out
     assert (tmp_path / "cli" / "optical" / "orthophoto.tif").is_file()
+    catalog = json.loads((tmp_path / "cli" / "catalog.json").read_text())
+    assert catalog["sar_pipeline:demo"]["seed"] == 4
+    assert catalog["sar_pipeline:demo"]["settings"]["region_size_m"] == SMALL.region_size_m
