@@ -92,12 +92,46 @@ def training_pairs(items: list[CaptionedImage], split: str) -> list[tuple[Path, 
     return pairs
 
 
+class TrainingCollator:
+    """Turns (image path, caption) pairs into a BLIP training batch: pixel values, token ids, labels.
+
+    The first token becomes [DEC] (``bos_id``), the token BLIP's decoder starts from at generation
+    (the BERT tokenizer writes [CLS] there); padding is masked out of the labels (-100).
+    A class, not a closure, so DataLoader worker processes can receive it.
+    """
+
+    def __init__(self, processor, bos_id: int, max_text_tokens: int):
+        self.processor = processor
+        self.bos_id = bos_id
+        self.max_text_tokens = max_text_tokens
+
+    def __call__(self, batch: list[tuple[Path, str]]) -> dict:
+        from PIL import Image
+
+        images = []
+        for path, _ in batch:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        enc = self.processor(
+            images=images,
+            text=[caption for _, caption in batch],
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        enc["input_ids"][:, 0] = self.bos_id
+        labels = enc["input_ids"].clone()
+        labels[labels == self.processor.tokenizer.pad_token_id] = -100
+        enc["labels"] = labels
+        return dict(enc)
+
+
 def finetune_blip(
     settings: FinetuneSettings, report: Callable[[str, dict], None] | None = None
 ) -> FinetuneResult:
     """Fine-tune the BLIP at ``settings.base_model_path``; ``report(event, values)`` sees progress."""
     import torch
-    from PIL import Image
     from tqdm.auto import tqdm
     from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear_schedule_with_warmup
 
@@ -122,22 +156,9 @@ def finetune_blip(
     processor = BlipProcessor.from_pretrained(str(base))
     model = BlipForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32).to(device)
     model.train()
-    pad_id = processor.tokenizer.pad_token_id
+    bos_id = model.config.text_config.bos_token_id
 
-    def collate(batch: list[tuple[Path, str]]) -> dict:
-        images = [Image.open(p).convert("RGB") for p, _ in batch]
-        enc = processor(
-            images=images,
-            text=[c for _, c in batch],
-            padding=True,
-            truncation=True,
-            max_length=settings.max_text_tokens,
-            return_tensors="pt",
-        )
-        labels = enc["input_ids"].clone()
-        labels[labels == pad_id] = -100  # padding is not a target
-        enc["labels"] = labels
-        return enc
+    collate = TrainingCollator(processor, bos_id, settings.max_text_tokens)
 
     generator = torch.Generator().manual_seed(settings.seed)
     loader = torch.utils.data.DataLoader(
@@ -148,6 +169,7 @@ def finetune_blip(
         collate_fn=collate,
         generator=generator,
         num_workers=settings.num_workers,
+        pin_memory=device.startswith("cuda"),
     )
 
     # optimizer: no weight decay on biases and norms, as in BLIP's own training
@@ -168,6 +190,8 @@ def finetune_blip(
         )
     if precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision={settings.mixed_precision!r}", "use auto, no, bf16 or fp16")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ConfigError(f"mixed_precision={precision!r}", f"fp16 training needs a GPU (device is {device})")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     device_type = "cuda" if device.startswith("cuda") else "cpu"

@@ -147,6 +147,7 @@ def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, reald
                         "batch_size": 4,
                         "learning_rate": 1e-3,
                         "warmup_steps": 1,
+                        "num_workers": 0,
                     }
                 },
                 "caption_metrics": {"config": {"datasets": datasets, "num_beams": 1}},

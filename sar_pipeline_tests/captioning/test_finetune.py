@@ -6,7 +6,7 @@ import pytest
 
 from sar_pipeline.captioning.blip import BlipCaptioner
 from sar_pipeline.captioning.datasets import CaptionDataError
-from sar_pipeline.captioning.finetune import FinetuneSettings, finetune_blip, main
+from sar_pipeline.captioning.finetune import FinetuneSettings, TrainingCollator, finetune_blip, main
 from sar_pipeline.errors import ConfigError, ModelError
 
 
@@ -68,7 +68,8 @@ def test_finetune_on_real_ucm_loss_falls_and_checkpoint_reloads(tiny_blip_dir, r
 
 def test_cli_entry_without_dagster(tiny_blip_dir, realdata, tmp_path, capsys):
     config = tmp_path / "settings.json"
-    settings = _settings(tiny_blip_dir, realdata, tmp_path / "cli-out", max_steps=2).__dict__
+    # one DataLoader worker process: the collator must cross the process boundary
+    settings = _settings(tiny_blip_dir, realdata, tmp_path / "cli-out", max_steps=2, num_workers=1).__dict__
     config.write_text(json.dumps(settings))
     assert main(["--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint_path"] == str(
@@ -94,3 +95,19 @@ def test_bad_settings_and_inputs(tiny_blip_dir, realdata, tmp_path):
                 datasets=[{"kind": "precomp", "path": str(no_images), "splits": ["train"]}],
             )
         )
+
+
+def test_training_batches_start_from_the_decoder_token(tiny_blip_dir, realdata):
+    from transformers import BlipProcessor
+
+    processor = BlipProcessor.from_pretrained(str(tiny_blip_dir))
+    bos = processor.tokenizer.convert_tokens_to_ids("[DEC]")
+    image = realdata / "ucm_captions_images" / "images" / "beach00.tif"
+    batch = TrainingCollator(processor, bos, max_text_tokens=8)(
+        [(image, "a beach ."), (image, "waves hit a long sandy beach")]
+    )
+    assert batch["pixel_values"].shape == (2, 3, 64, 64)
+    assert batch["input_ids"][:, 0].tolist() == [bos, bos]
+    assert batch["input_ids"].shape[1] == 8  # truncated to max_text_tokens
+    assert batch["labels"][0].tolist()[-3:] == [-100, -100, -100]  # padding is no target
+    assert processor.tokenizer.decode(batch["input_ids"][1, 1:-1]) == "waves hit a long sandy beach"

@@ -141,6 +141,9 @@ class BlipFinetuneConfig(dg.Config):
     weight_decay: float = Field(default=0.05, description="AdamW weight decay (not on biases and norms).")
     mixed_precision: str = Field(default="auto", description="auto (bf16/fp16 on GPU), no, bf16 or fp16.")
     seed: int = Field(default=0, description="Seed of shuffling and initialisation.")
+    num_workers: int = Field(
+        default=2, description="DataLoader processes decoding images (0 = in the training process)."
+    )
 
 
 @dg.asset(
@@ -174,6 +177,7 @@ def blip_remote_sensing(
         "weight_decay": config.weight_decay,
         "mixed_precision": config.mixed_precision,
         "seed": config.seed,
+        "num_workers": config.num_workers,
     }
     return blip_trainer.run(
         command=[sys.executable, "-m", "sar_pipeline.captioning.finetune"],
