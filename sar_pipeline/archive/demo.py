@@ -311,6 +311,10 @@ def write_demo_archive(
     """
     if flights < 1:
         raise ConfigError(f"flights={flights}", "the demo archive needs at least one flight")
+    if "://" in str(path):
+        raise ConfigError(
+            path, "the demo archive is written to a local folder (copy it to object storage afterwards)"
+        )
     root = Path(path).expanduser().resolve()
     catalog_path = root / "catalog.json"
     record = _demo_settings_record(seed, settings)
@@ -392,14 +396,19 @@ def write_demo_archive(
     )
 
 
-def add_demo_flight(
-    path: str | os.PathLike, seed: int = 0, settings: DemoSettings = DemoSettings()
-) -> DemoArchive:
-    """Add the next flight to the existing demo archive at ``path`` (built with ``seed``)."""
+def add_demo_flight(path: str | os.PathLike) -> DemoArchive:
+    """Add the next flight to the existing demo archive at ``path``, with the seed and settings
+    it was built with (the new flight's collection is ``updated`` after all earlier ones)."""
     root = Path(path).expanduser().resolve()
+    try:
+        record = json.loads((root / "catalog.json").read_text())[DEMO_PROPERTY]
+        settings = DemoSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items()}
+        )
+        seed = int(record["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(root, f"is not a demo archive ({type(exc).__name__}: {exc})") from exc
     count = len(list(root.glob("demo-flight-*/collection.json")))
-    if count == 0:
-        raise ConfigError(root, "has no demo flights; create it first with write_demo_archive")
     return write_demo_archive(root, flights=count + 1, seed=seed, settings=settings)
 
 

@@ -103,7 +103,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 
 
 def _is_fsspec_url(href: str) -> bool:
-    """True for object-store URLs (``s3://…``; also ``memory:/…`` as pystac normalises it)."""
+    """True for fsspec object-store URLs (``s3://…``, ``gs://…``, ``memory://…``)."""
     match = _SCHEME.match(href)
     return bool(match) and match.group(1).lower() not in ("file", "http", "https")
 

@@ -107,7 +107,7 @@ def test_adding_flights_leaves_existing_files_untouched(tmp_path):
     assert first.added_flight_ids == ("demo-flight-000",)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
 
-    second = add_demo_flight(root, seed=SMALL_SEED, settings=SMALL)
+    second = add_demo_flight(root)  # seed and settings read from the archive
     assert second.added_flight_ids == ("demo-flight-001",)
     assert second.flight_ids == ("demo-flight-000", "demo-flight-001")
     for path, (mtime, data) in before.items():
@@ -134,6 +134,10 @@ def test_refuses_another_seed_or_a_foreign_folder(tmp_path):
         write_demo_archive(foreign, flights=1, settings=SMALL)
     with pytest.raises(ConfigError, match="at least one flight"):
         write_demo_archive(tmp_path / "none", flights=0, settings=SMALL)
+    with pytest.raises(ConfigError, match="local folder"):
+        write_demo_archive("s3://bucket/demo", settings=SMALL)
+    with pytest.raises(ConfigError, match="is not a demo archive"):
+        add_demo_flight(foreign)
 
 
 def test_command_line(tmp_path, capsys):
