@@ -102,11 +102,48 @@ def metrics_markdown_table(
     return "\n".join(lines)
 
 
-def _ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+def _ptb_tokenize(captions: dict[object, list[str]]) -> dict[object, list[str]]:
+    """pycocoevalcap's PTB tokenisation (same jar, options and punctuation filter), run from a temp folder.
+
+    pycocoevalcap's own wrapper writes its temporary file inside the installed package, which
+    fails where site-packages is read-only (containers running as a non-root user).
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    from pycocoevalcap.tokenizer import ptbtokenizer
 
     _require_java()
-    return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    jar = os.path.join(
+        os.path.dirname(os.path.abspath(ptbtokenizer.__file__)), ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
+    )
+    keys = [k for k, v in captions.items() for _ in v]
+    sentences = "\n".join(c.replace("\n", " ") for v in captions.values() for c in v)
+    with tempfile.TemporaryDirectory() as tmp:
+        text_file = os.path.join(tmp, "captions.txt")
+        with open(text_file, "w", encoding="utf-8") as f:
+            f.write(sentences)
+        cmd = [
+            "java",
+            "-cp",
+            jar,
+            "edu.stanford.nlp.process.PTBTokenizer",
+            "-preserveLines",
+            "-lowerCase",
+            text_file,
+        ]
+        done = subprocess.run(cmd, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise ConfigError(
+            "PTB tokenizer", f"java exited with {done.returncode}: {done.stderr.decode()[-500:]}"
+        )
+    lines = done.stdout.decode("utf-8").split("\n")
+    out: dict[object, list[str]] = {}
+    for key, line in zip(keys, lines, strict=False):
+        words = [w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS]
+        out.setdefault(key, []).append(" ".join(words))
+    return out
 
 
 def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:

@@ -71,3 +71,16 @@ def test_mismatched_images_are_an_error():
 
     with pytest.raises(ConfigError, match="different images"):
         compute_caption_metrics({"a": "x"}, {"b": ["x"]})
+
+
+def test_tokenisation_equals_pycocoevalcaps_wrapper():
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from sar_pipeline.captioning.metrics import _ptb_tokenize
+
+    captions = {
+        "a": ["Many planes are parked, next to a building .", "It's (a) test!"],
+        "b": ["Two  rivers ; a bridge"],
+    }
+    expected = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    assert _ptb_tokenize(captions) == expected
