@@ -237,6 +237,14 @@ class StacSarArchive:
             seen.add(href)
             if isinstance(node, pystac.Collection):
                 yield node
+            elif node.get_item_links():
+                report(
+                    ArchiveError(
+                        _describe(node),
+                        "holds items but is a Catalog: a flight must be a STAC Collection "
+                        "(make it a pystac.Collection with an extent), so these items are ignored",
+                    )
+                )
             children = []
             for link in node.get_child_links():
                 try:

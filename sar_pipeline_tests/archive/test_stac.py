@@ -203,6 +203,10 @@ def test_capella_umbra_style_catalogue(tmp_path):
     assert (
         scene.properties["sat:orbit_state"] == "descending" and "sar:frequency_band" not in scene.properties
     )
+    # a collection.json given as the root is itself the one flight
+    alone = StacSarArchive(collection.get_self_href())
+    assert [f.flight_id for f in alone.list_flights()] == ["capella-open-data-geo"]
+    assert len(alone.list_scenes("capella-open-data-geo")) == 2
 
 
 def test_nested_sub_catalogues_and_optical_collections(tmp_path):
@@ -225,9 +229,13 @@ def test_nested_sub_catalogues_and_optical_collections(tmp_path):
     ]
     optical.add_item(photo)
     catalog.add_child(optical)
+    loose = pystac.Catalog("loose-items", "items in a plain catalogue")
+    loose.add_item(_plain_item("loose", raster))
+    by_year.add_child(loose)
     archive = StacSarArchive(_save(catalog, tmp_path / "stac"))
     assert [f.flight_id for f in archive.list_flights()] == ["flight-a", "flight-b"]
-    assert archive.problems == []
+    (problem,) = archive.problems  # items outside a Collection: said, not silently dropped
+    assert "'loose-items'" in problem.source and "must be a STAC Collection" in problem.reason
     assert [s.scene_id for s in archive.list_scenes("flight-b")] == ["flight-b-s1"]
 
 
