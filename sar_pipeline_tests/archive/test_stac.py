@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyproj
 import pystac
 import pytest
 from affine import Affine
@@ -430,3 +431,39 @@ def test_real_sentinel1_geotiffs_in_a_user_catalogue(tmp_path):
             values = src.read(1)
         assert np.nanmedian(values) < 0  # σ⁰ in dB
     assert json.loads(path.read_text())["id"] == "s1"
+
+
+@pytest.mark.parametrize(
+    "projection",
+    [
+        {"proj:epsg": 32631},
+        {
+            "proj:wkt2": 'PROJCRS["WGS 84 / UTM zone 31N",BASEGEOGCRS["WGS 84",DATUM["World Geodetic System 1984",'
+            'ELLIPSOID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
+            'CONVERSION["UTM zone 31N",METHOD["Transverse Mercator"],PARAMETER["Latitude of natural origin",0],'
+            'PARAMETER["Longitude of natural origin",3],PARAMETER["Scale factor at natural origin",0.9996],'
+            'PARAMETER["False easting",500000],PARAMETER["False northing",0]],CS[Cartesian,2],'
+            'AXIS["easting",east],AXIS["northing",north],UNIT["metre",1],ID["EPSG",32631]]'
+        },
+        {"proj:projjson": pyproj.CRS.from_epsg(32631).to_json_dict()},
+    ],
+    ids=["proj:epsg", "proj:wkt2", "proj:projjson"],
+)
+def test_older_projection_fields_and_start_datetime(tmp_path, projection):
+    """Catalogues written before proj:code (projection extension < 2.0) and items with a time range."""
+    raster = write_geotiff(tmp_path / "files" / "s.tif", crs="EPSG:4326")  # the STAC fields must win
+    item = pystac.Item(
+        "ranged",
+        None,
+        None,
+        None,
+        {"start_datetime": "2024-06-01T10:30:00Z", "end_datetime": "2024-06-01T10:31:00Z"},
+    )
+    item.add_asset(
+        "data", pystac.Asset(href=str(raster), roles=["data"], media_type=pystac.MediaType.GEOTIFF)
+    )
+    item.properties.update({**projection, "proj:shape": [64, 80], "proj:transform": list(ROTATED)[:6]})
+    item.assets["data"].extra_fields["raster:bands"] = [{"nodata": 0}]
+    (scene,) = _flight_with_scenes(tmp_path, {"ranged": item}).list_scenes("flight-1")
+    assert scene.crs == "EPSG:32631"
+    assert scene.datetime == WHEN
