@@ -21,7 +21,8 @@ Pure numpy/scipy, no I/O (``archive.demo`` writes the files). The model, in orde
   range behind tall objects (shadow length h·tan θ); layover toward near range (returns from
   height h land h/tan θ closer), walls facing the radar spread over the layover band with a
   double-bounce line at their foot; a Gaussian impulse response of the system resolution; a
-  thermal noise floor (NESZ); multiplicative speckle, intensity ~ Gamma(L, 1/L) for L looks.
+  thermal noise floor (NESZ); multiplicative speckle, intensity ~ Gamma(L, 1/L) for L looks,
+  spatially correlated by the same impulse response (each look a filtered complex Gaussian).
   Amplitude = sqrt(intensity), calibrated so that amplitude² is σ⁰ in linear units.
   Pixels outside the region or outside the (irregular) swath edges are nodata (0).
 """
@@ -451,9 +452,29 @@ def flight_parameters(
 # scenes
 
 
-def speckle_intensity(intensity: np.ndarray, looks: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiply ``intensity`` by fully developed speckle: Gamma(shape=L, scale=1/L), mean 1, var 1/L."""
-    factor = rng.gamma(shape=looks, scale=1.0 / looks, size=intensity.shape).astype(np.float32)
+def speckle_intensity(
+    intensity: np.ndarray, looks: float, rng: np.random.Generator, impulse_sigma_px: float = 0.0
+) -> np.ndarray:
+    """Multiply ``intensity`` by fully developed speckle: Gamma(shape=L, scale=1/L), mean 1, var 1/L.
+
+    With ``impulse_sigma_px`` > 0 and an integer L, each look is a circular complex Gaussian
+    field filtered by the system's (Gaussian) impulse response, as in a real image: the speckle
+    is spatially correlated over the resolution cell, and each pixel still follows Gamma(L, 1/L).
+    """
+    if impulse_sigma_px <= 0 or looks != int(looks):
+        factor = rng.gamma(shape=looks, scale=1.0 / looks, size=intensity.shape).astype(np.float32)
+        return intensity * factor
+    delta = np.zeros((33, 33), dtype=np.float32)
+    delta[16, 16] = 1.0
+    kernel_energy = float((ndimage.gaussian_filter(delta, impulse_sigma_px) ** 2).sum())
+    factor = np.zeros(intensity.shape, dtype=np.float32)
+    for _ in range(int(looks)):
+        for _part in ("real", "imaginary"):
+            field = ndimage.gaussian_filter(
+                rng.standard_normal(intensity.shape, dtype=np.float32), impulse_sigma_px, mode="wrap"
+            )
+            factor += field * field
+    factor /= np.float32(2 * kernel_energy * int(looks))
     return intensity * factor
 
 
@@ -535,7 +556,8 @@ def simulate_scene(
     intensity = intensity.reshape(rows, cols).astype(np.float32)
 
     # system impulse response: resolution ≈ 1.3 pixel spacings (FWHM)
-    intensity = ndimage.gaussian_filter(intensity, sigma=1.3 / 2.355, mode="nearest")
+    impulse_sigma_px = 1.3 / 2.355
+    intensity = ndimage.gaussian_filter(intensity, sigma=impulse_sigma_px, mode="nearest")
     intensity += np.float32(10 ** (NOISE_EQUIVALENT_SIGMA0_DB / 10))
 
     # irregular swath edges (start/stop of the valid range window varies along the track)
@@ -544,7 +566,7 @@ def simulate_scene(
     far_edge = cols - 6 - 10 * (1 + np.sin(2 * math.pi * r / 900.0 + rng.uniform(0, 6.3)))
     valid = inside & (col_index >= near_edge) & (col_index < far_edge)
 
-    speckled = speckle_intensity(intensity, flight.looks_equivalent_number, rng)
+    speckled = speckle_intensity(intensity, flight.looks_equivalent_number, rng, impulse_sigma_px)
     amplitude = np.where(valid, np.sqrt(np.maximum(speckled, 1e-12)), AMPLITUDE_NODATA).astype(np.float32)
     idealised = np.where(valid, np.sqrt(intensity), AMPLITUDE_NODATA).astype(np.float32)
     landcover = np.where(valid, landcover, NODATA).astype(np.uint8)

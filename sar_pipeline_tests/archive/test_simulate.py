@@ -80,12 +80,21 @@ def test_orthophoto_colours_follow_land_cover():
 
 
 @pytest.mark.parametrize("looks", [1.0, 2.0, 4.0])
-def test_speckle_is_gamma_with_l_looks(looks):
+@pytest.mark.parametrize("impulse_sigma_px", [0.0, 0.55])
+def test_speckle_is_gamma_with_l_looks(looks, impulse_sigma_px):
     intensity = np.full((400, 400), 0.1, dtype=np.float32)  # a homogeneous region
-    speckled = speckle_intensity(intensity, looks, np.random.default_rng(1))
-    assert speckled.mean() == pytest.approx(0.1, rel=0.01)
+    speckled = speckle_intensity(intensity, looks, np.random.default_rng(1), impulse_sigma_px)
+    assert speckled.mean() == pytest.approx(0.1, rel=0.02)
     enl = speckled.mean() ** 2 / speckled.var()
-    assert enl == pytest.approx(looks, rel=0.05)
+    assert enl == pytest.approx(looks, rel=0.06)
+    # gamma, not merely the right variance: the fraction below the mean is P(Gamma(L, 1/L) < 1)
+    below = {1.0: 0.632, 2.0: 0.594, 4.0: 0.567}[looks]
+    assert (speckled < 0.1).mean() == pytest.approx(below, abs=0.02)
+    neighbours = np.corrcoef(speckled[:, :-1].ravel(), speckled[:, 1:].ravel())[0, 1]
+    if impulse_sigma_px:
+        assert 0.05 < neighbours < 0.4, "speckle correlated over the resolution cell"
+    else:
+        assert abs(neighbours) < 0.02
 
 
 def test_written_scenes_have_the_enl_of_their_looks(small_demo):
