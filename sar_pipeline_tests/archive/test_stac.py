@@ -449,8 +449,10 @@ def test_real_sentinel1_geotiffs_in_a_user_catalogue(tmp_path):
     ],
     ids=["proj:epsg", "proj:wkt2", "proj:projjson"],
 )
-def test_older_projection_fields_and_start_datetime(tmp_path, projection):
-    """Catalogues written before proj:code (projection extension < 2.0) and items with a time range."""
+@pytest.mark.parametrize("level", ["item", "asset"])
+def test_older_projection_fields_and_start_datetime(tmp_path, projection, level):
+    """Catalogues written before proj:code (projection extension < 2.0), projection fields on the
+    item or on the asset (Umbra-style), and items with a time range instead of a datetime."""
     raster = write_geotiff(tmp_path / "files" / "s.tif", crs="EPSG:4326")  # the STAC fields must win
     item = pystac.Item(
         "ranged",
@@ -462,7 +464,8 @@ def test_older_projection_fields_and_start_datetime(tmp_path, projection):
     item.add_asset(
         "data", pystac.Asset(href=str(raster), roles=["data"], media_type=pystac.MediaType.GEOTIFF)
     )
-    item.properties.update({**projection, "proj:shape": [64, 80], "proj:transform": list(ROTATED)[:6]})
+    fields = {**projection, "proj:shape": [64, 80], "proj:transform": list(ROTATED)[:6]}
+    (item.properties if level == "item" else item.assets["data"].extra_fields).update(fields)
     item.assets["data"].extra_fields["raster:bands"] = [{"nodata": 0}]
     (scene,) = _flight_with_scenes(tmp_path, {"ranged": item}).list_scenes("flight-1")
     assert scene.crs == "EPSG:32631"
