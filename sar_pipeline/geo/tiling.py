@@ -433,6 +433,8 @@ class FlightTiling:
     previews: list[tuple[str, np.ndarray]]
     #: per scene: non-finite source pixels (not declared nodata) treated as nodata
     invalid_pixels: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: per scene: speckle statistics of its first kept tile (intensity back from the quantised dB)
+    speckle: dict[str, radiometry.SpeckleStatistics] = dataclasses.field(default_factory=dict)
 
 
 def tile_flight(
@@ -473,6 +475,7 @@ def tile_flight(
     dropped: list[DroppedTile] = []
     previews: list[tuple[str, np.ndarray]] = []
     invalid_by_band: dict[tuple[str, int], int] = {}
+    speckle: dict[str, radiometry.SpeckleStatistics] = {}
     out_dir = Path(out_dir)
     for scene in scenes:
         if scene.scene_id in skipped:
@@ -491,6 +494,9 @@ def tile_flight(
                         written[key] = f"{rel_dir}/{name}"
                     rows.append(tile_row(item, scene, rel_dir, written))
                     invalid_by_band[(item.scene_id, item.tile_row)] = item.invalid_pixel_count
+                    if item.scene_id not in speckle:
+                        intensity = radiometry.db_to_intensity(radiometry.to_db(item.image, item.radiometry))
+                        speckle[item.scene_id] = radiometry.speckle_statistics(intensity)
                     if len(previews) < max_previews:
                         previews.append((item.tile_id, item.image))
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
@@ -498,7 +504,9 @@ def tile_flight(
     invalid: dict[str, int] = {}
     for (scene_id, _), count in invalid_by_band.items():
         invalid[scene_id] = invalid.get(scene_id, 0) + count
-    return FlightTiling(rows, dropped, skipped, rad, previews, {k: v for k, v in invalid.items() if v})
+    return FlightTiling(
+        rows, dropped, skipped, rad, previews, {k: v for k, v in invalid.items() if v}, speckle
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,6 +192,9 @@ def test_bad_scenes_are_skipped_with_reasons_and_others_kept(tmp_path):
     # the tiles of the band holding the NaN/inf pixels carry the count; the scene is kept
     assert max(r["invalid_pixel_count"] for r in by_scene["nan"]) == 2 and len(by_scene["nan"]) > 10
     assert result.invalid_pixels == {"nan": 2}
+    # 4-look speckle averaged by the 0.8 × 0.9 m → 1 m resampling (fractional overlaps of up to 4
+    # source pixels): more looks than the source, well short of a 3×3 boxcar
+    assert 4 < result.speckle["good"].equivalent_number_of_looks < 36
     # the blocks before the truncation are kept, the missing ones are dropped naming the file
     assert by_scene["truncated"]
     assert any(d.scene_id == "truncated" and "truncated.tif" in d.reason for d in result.dropped)

@@ -120,6 +120,7 @@ def _reason_counts(reasons: list[str]) -> dict[str, int]:
     partitions_def=flight_partitions,
     group_name="flights",
     kinds={"gdal", "png", "geoparquet"},
+    pool="raster",
     deps=[dg.AssetKey("sar_scenes")],
     check_specs=[
         dg.AssetCheckSpec(name, asset="sar_tiles", description=d, blocking=name != "footprints_inside_scene")
@@ -153,6 +154,15 @@ def sar_tiles(
         "dropped_reasons": dg.MetadataValue.json(_reason_counts([d.reason for d in result.dropped])),
         "skipped_scenes": dg.MetadataValue.json(result.skipped_scenes),
         "nonfinite_pixels_as_nodata": dg.MetadataValue.json(result.invalid_pixels),
+        "speckle_first_tile": dg.MetadataValue.json(
+            {
+                scene_id: {
+                    "enl": round(st.equivalent_number_of_looks, 2),
+                    "cv": round(st.coefficient_of_variation, 3),
+                }
+                for scene_id, st in result.speckle.items()
+            }
+        ),
         "ground_sample_distance_m": params.ground_sample_distance_m,
         "db_range": f"{result.radiometry.db_min:.2f} – {result.radiometry.db_max:.2f} dB"
         if result.radiometry
@@ -183,6 +193,7 @@ def sar_tiles(
     partitions_def=flight_partitions,
     group_name="flights",
     kinds={"gdal", "png", "geoparquet"},
+    pool="raster",
     deps=[sar_tiles],
     check_specs=[
         dg.AssetCheckSpec(
