@@ -145,13 +145,14 @@ def finetune_blip(
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
 
+    base = check_blip_folder(settings.base_model_path)  # fail before reading any data
+
     # data
     items = combine(*(load_dataset_spec(spec) for spec in settings.datasets))
     pairs = training_pairs(items, settings.train_split)
     n_images = len({p for p, _ in pairs})
 
     # model
-    base = check_blip_folder(settings.base_model_path)
     device = resolve_device(settings.device)
     processor = BlipProcessor.from_pretrained(str(base))
     model = BlipForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32).to(device)

@@ -11,12 +11,15 @@ from sar_pipeline.errors import ConfigError, ModelError
 
 
 def _settings(tiny_blip_dir, realdata, out, **overrides):
+    datasets = []
+    if realdata is not None:
+        datasets = [
+            {"kind": "ucm_pairs", "path": str(realdata / "ucm_captions_images"), "holdout_fraction": 0.2}
+        ]
     values = {
         "base_model_path": str(tiny_blip_dir),
         "output_dir": str(out),
-        "datasets": [
-            {"kind": "ucm_pairs", "path": str(realdata / "ucm_captions_images"), "holdout_fraction": 0.2}
-        ],
+        "datasets": datasets,
         "max_steps": 24,
         "batch_size": 8,
         "learning_rate": 3e-3,
@@ -77,11 +80,11 @@ def test_cli_entry_without_dagster(tiny_blip_dir, realdata, tmp_path, capsys):
     )
 
 
-def test_bad_settings_and_inputs(tiny_blip_dir, realdata, tmp_path):
+def test_bad_settings_and_inputs(tiny_blip_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown keys.*lr"):
         FinetuneSettings.from_dict({"base_model_path": "x", "output_dir": "y", "lr": 1})
     with pytest.raises(ModelError, match="missing-model.*does not exist"):
-        finetune_blip(_settings(tmp_path / "missing-model", realdata, tmp_path / "o"))
+        finetune_blip(_settings(tmp_path / "missing-model", None, tmp_path / "o"))
     no_images = tmp_path / "t_precomp"
     no_images.mkdir()
     (no_images / "train_filename.txt").write_text("1.tif\n")
@@ -90,7 +93,7 @@ def test_bad_settings_and_inputs(tiny_blip_dir, realdata, tmp_path):
         finetune_blip(
             _settings(
                 tiny_blip_dir,
-                realdata,
+                None,
                 tmp_path / "o",
                 datasets=[{"kind": "precomp", "path": str(no_images), "splits": ["train"]}],
             )
