@@ -595,7 +595,7 @@ def read_manifest(path) -> list[dict[str, Any]]:
     import geopandas as gpd
     import pandas as pd
 
-    if isinstance(path, Path):  # local paths (UPath's local flavour is a Path too)
+    if isinstance(path, str | Path):  # local paths (UPath's local flavour is a Path too)
         frame = gpd.read_parquet(str(path))
     else:  # object storage: let fsspec open the file
         with path.open("rb") as f:

@@ -120,3 +120,34 @@ def test_sar_and_optical_tiles_materialise_with_checks(tmp_path):
     assert again.success
     pngs = list((storage / "flights" / FLIGHT / "sar_tiles").glob("*__r*_c???.png"))
     assert pngs and all(Image.open(p).size == (128, 128) for p in pngs)
+
+
+def test_optical_not_covering_the_flight_is_recorded_and_the_check_fails(tmp_path):
+    storage, _ = _flight(tmp_path)
+    far = tmp_path / "far.tif"
+    write_rgb(far, np.full((3, 100, 100), 90, np.uint8), Affine(1, 0, ORIGIN[0] + 50_000, 0, -1, ORIGIN[1]))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("flight", [FLIGHT])
+    result = dg.materialize(
+        [sar_tiles, optical_tiles],
+        instance=instance,
+        partition_key=FLIGHT,
+        resources={
+            "storage": StorageRoot(uri=str(storage)),
+            "archive": SarArchiveResource(
+                uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"
+            ),
+            "optical": OpticalResource(kind="mosaic", uri=str(far)),
+        },
+        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64}}}},
+    )
+    assert result.success
+    (opt,) = result.asset_materializations_for_node("optical_tiles")
+    assert opt.metadata["tile_count"].value == 0 and opt.metadata["skipped_count"].value > 0
+    assert all(
+        "far.tif" in reason and "coverage 0.000" in reason
+        for reason in opt.metadata["skipped"].value.values()
+    )
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["optical_coverage_above_threshold"] is False and checks["gsd_matches_config"] is True
+    assert read_manifest(storage / "flights" / FLIGHT / "optical_tiles" / "manifest.parquet") == []
