@@ -9,6 +9,7 @@ import pytest
 
 from sar_pipeline.archive.demo import write_demo_archive
 from sar_pipeline.archive.scene_table import read_scene_table
+from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 from sar_pipeline.cli import register_flights
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.flights.checks import sar_scenes_georeferencing, sar_scenes_metadata_complete
@@ -18,7 +19,9 @@ from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 
 @pytest.fixture(scope="module")
 def demo_archive(tmp_path_factory):
-    return write_demo_archive(tmp_path_factory.mktemp("archive") / "demo", flights=2, seed=7)
+    return write_demo_archive(
+        tmp_path_factory.mktemp("archive") / "demo", flights=2, seed=7, settings=SMALL_DEMO_SETTINGS
+    )
 
 
 def _sensor(instance, archive_uri, cursor=None):
@@ -44,7 +47,7 @@ def test_sensor_adds_only_new_flights_and_is_idempotent(demo_archive, tmp_path):
     assert not second.run_requests and not second.dynamic_partitions_requests
 
     # a new flight arrives in the archive: only it is requested
-    grown = write_demo_archive(archive, flights=3, seed=7)
+    grown = write_demo_archive(archive, flights=3, seed=7, settings=SMALL_DEMO_SETTINGS)
     (new_flight,) = set(grown.flight_ids) - set(flights)
     third = _sensor(instance, archive / "catalog.json", cursor=second.cursor)
     assert [r.partition_key for r in third.run_requests] == [new_flight]
