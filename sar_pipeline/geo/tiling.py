@@ -376,7 +376,7 @@ def _json_default(value):
     return str(value)
 
 
-def tile_row(tile: Tile, scene: SceneRecord, rel_dir: str, written: dict[str, str]) -> dict[str, Any]:
+def manifest_row(tile: Tile, scene: SceneRecord, rel_dir: str, written: dict[str, str]) -> dict[str, Any]:
     """The manifest row of a tile: ids, grid, footprints, radiometry, paths and the scene's metadata."""
     fp = tile.footprint()
     t = tile.grid.transform
@@ -492,7 +492,7 @@ def tile_flight(
                         name = f"{item.tile_id}_{key}.png"
                         (out_dir / name).write_bytes(item.extras_png.get(key) or encode_png(arr))
                         written[key] = f"{rel_dir}/{name}"
-                    rows.append(tile_row(item, scene, rel_dir, written))
+                    rows.append(manifest_row(item, scene, rel_dir, written))
                     invalid_by_band[(item.scene_id, item.tile_row)] = item.invalid_pixel_count
                     if item.scene_id not in speckle:
                         intensity = radiometry.db_to_intensity(radiometry.to_db(item.image, item.radiometry))
