@@ -125,3 +125,21 @@ def test_rematerialises_on_its_own_when_a_flight_is_captioned(tmp_path):
     instance.report_runless_asset_event(dg.AssetMaterialization("captions", partition="flight-c"))
     result = tick(result.cursor)
     assert result.get_num_requested(training_dataset.key) == 1
+
+
+def test_wired_into_the_project_definitions():
+    from sar_pipeline.definitions import defs
+
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    node = graph.get(training_dataset.key)
+    assert node.partitions_def is None
+    assert node.parent_keys == {dg.AssetKey(k) for k in ("captions", "sar_tiles", "optical_tiles")}
+    for parent in node.parent_keys:
+        assert graph.get(parent).partitions_def == flight_partitions
+        mapping = graph.get_partition_mapping(training_dataset.key, parent)
+        assert isinstance(mapping, dg.AllPartitionMapping)
+    assert {c.name for c in graph.asset_check_keys if c.asset_key == training_dataset.key} == {
+        c.check_key.name for c in CHECKS
+    }
+    assert definitions.resolve_job_def("dataset_job") is not None
