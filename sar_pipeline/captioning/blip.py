@@ -143,6 +143,10 @@ class BlipCaptioner:
 
     def caption(self, inputs: Sequence[CaptionInput]) -> list[str]:
         """Caption each input's optical tile; RasterError naming the tile if it has none or it is blank."""
+        return [text for text, _ in self.caption_with_scores(inputs)]
+
+    def caption_with_scores(self, inputs: Sequence[CaptionInput]) -> list[tuple[str, float]]:
+        """Captions with their mean log-probability per generated token (natural log, ≤ 0; higher = surer)."""
         images = []
         for item in inputs:
             if item.optical_rgb is None:
@@ -151,15 +155,18 @@ class BlipCaptioner:
                 )
             check_optical_not_blank(item.optical_rgb, item.tile_id)
             images.append(_as_rgb(item.optical_rgb))
-        return self.caption_images(images)
+        return self.caption_images(images, with_scores=True)
 
-    def caption_images(self, images: Sequence) -> list[str]:
-        """Caption a sequence of RGB images (PIL or uint8 arrays), ``batch_size`` at a time."""
+    def caption_images(self, images: Sequence, with_scores: bool = False) -> list:
+        """Caption a sequence of RGB images (PIL or uint8 arrays), ``batch_size`` at a time.
+
+        Returns the captions, or ``(caption, mean token log-probability)`` pairs if ``with_scores``.
+        """
         from PIL import Image
         from tqdm.auto import tqdm
 
         torch = self._torch
-        captions: list[str] = []
+        results: list = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="BLIP captions", unit="batch", disable=not self.progress):
             chunk = images[start : start + self.batch_size]
@@ -170,14 +177,35 @@ class BlipCaptioner:
                 pixel_values = self.processor(images=batch, return_tensors="pt")["pixel_values"]
                 pixel_values = pixel_values.to(self.device, self.dtype)
             with torch.inference_mode():
-                ids = self.model.generate(
+                out = self.model.generate(
                     pixel_values=pixel_values,
                     num_beams=self.num_beams,
                     do_sample=False,
                     max_new_tokens=self.max_new_tokens,
+                    output_scores=with_scores,
+                    return_dict_in_generate=with_scores,
                 )
-            captions.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
-        return captions
+            sequences = out.sequences if with_scores else out
+            texts = [t.strip() for t in self.processor.batch_decode(sequences, skip_special_tokens=True)]
+            if with_scores:
+                results.extend(zip(texts, self._sequence_scores(out), strict=True))
+            else:
+                results.extend(texts)
+        return results
+
+    def _sequence_scores(self, out) -> list[float]:
+        torch = self._torch
+        if getattr(out, "sequences_scores", None) is not None:  # beam search: length-normalised already
+            return [float(v) for v in out.sequences_scores]
+        steps = self.model.text_decoder.compute_transition_scores(
+            out.sequences, out.scores, normalize_logits=True
+        )
+        generated = out.sequences[:, -steps.shape[1] :]
+        pad = self.processor.tokenizer.pad_token_id
+        # tokens after the end of a caption are padding: not part of its score
+        keep = (generated != pad).to(steps.dtype)
+        mean = (steps.float() * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return [float(v) for v in torch.nan_to_num(mean, neginf=-1e4)]
 
     def pixel_values_on_device(self, images: Sequence):
         """BLIP pixel values computed with torch on the model's device: (batch, 3, H, W) in ``self.dtype``."""

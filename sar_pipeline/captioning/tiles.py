@@ -29,7 +29,9 @@ from sar_pipeline.captioning.base import (
 from sar_pipeline.errors import RasterError, SarPipelineError
 from sar_pipeline.storage import atomic_local_file
 
-#: Schema of flights/<flight_id>/captions.parquet.
+#: Schema of flights/<flight_id>/captions.parquet. ``text``: activation token + caption [+ acquisition
+#: words]; ``caption``: the captioner's raw output; ``score``: the captioner's confidence where it has
+#: one (BLIP: mean log-probability per generated token), else null.
 CAPTIONS_SCHEMA = pa.schema(
     [
         pa.field("tile_id", pa.string(), nullable=False),
@@ -99,19 +101,20 @@ def caption_flight_tiles(
     for start in range(0, len(pending), batch_size):
         chunk = pending[start : start + batch_size]
         try:
-            captions = captioner.caption([item for item, _ in chunk])
+            captions = _caption_scored(captioner, [item for item, _ in chunk])
         except SarPipelineError:
             # isolate the tile at fault; the rest of the chunk is still captioned
             captions = []
             for item, _ in chunk:
                 try:
-                    captions.extend(captioner.caption([item]))
+                    captions.extend(_caption_scored(captioner, [item]))
                 except SarPipelineError as e:
                     run.skipped.append({"tile_id": item.tile_id, "reason": str(e)})
                     captions.append(None)
-        for (item, row), caption in zip(chunk, captions, strict=True):
-            if caption is None:
+        for (item, row), scored in zip(chunk, captions, strict=True):
+            if scored is None:
                 continue
+            caption, score = scored
             metadata = ""
             if include_acquisition:
                 metadata = acquisition_words(
@@ -127,10 +130,18 @@ def caption_flight_tiles(
                     "caption": caption,
                     "captioner_id": captioner.captioner_id,
                     "captioner_version": captioner.version,
-                    "score": None,
+                    "score": score,
                 }
             )
     return run
+
+
+def _caption_scored(captioner: Captioner, items: list[CaptionInput]) -> list[tuple[str, float | None]]:
+    # captioners that can score their captions (BLIP: mean token log-probability) offer caption_with_scores
+    with_scores = getattr(captioner, "caption_with_scores", None)
+    if with_scores is not None:
+        return [(text, float(score)) for text, score in with_scores(items)]
+    return [(text, None) for text in captioner.caption(items)]
 
 
 def write_captions(table: pa.Table, path: UPath) -> None:

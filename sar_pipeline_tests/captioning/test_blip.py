@@ -28,8 +28,12 @@ def test_batched_captions_equal_one_by_one(tiny_blip_dir):
     assert len(batched) == 4 and all(isinstance(c, str) for c in batched)
     assert [captioner.caption([t])[0] for t in tiles] == batched
     assert captioner.captioner_id == "blip:tiny-blip" and len(captioner.version) == 12
+    scored = captioner.caption_with_scores(tiles)
+    assert [text for text, _ in scored] == batched
+    assert all(score <= 0 for _, score in scored)  # mean log-probabilities
     beam = BlipCaptioner(tiny_blip_dir, device="cpu", num_beams=2, max_new_tokens=6, progress=False)
     assert len(beam.caption(tiles[:2])) == 2
+    assert all(score <= 0 for _, score in beam.caption_with_scores(tiles[:2]))
 
 
 def test_missing_path_and_not_blip_are_model_errors(tmp_path, tiny_blip_dir):
