@@ -73,6 +73,8 @@ def captions(
             ),
             "captioner_id": model.captioner_id,
             "captioner_version": model.version,
+            "activation_token": captioner.activation_token,
+            "acquisition_words": captioner.include_acquisition,
             "distinct_captions": len(set(texts)),
             "caption_words_mean": float(sum(words) / len(words)),
             "most_common": dg.MetadataValue.md(
