@@ -375,13 +375,14 @@ def pairs_preview_png(
 
     from PIL import Image
 
+    from sar_pipeline.geo.tiling import to_display_uint8
     from sar_pipeline.pictures import grid
 
     sar_path = {r["tile_id"]: r["path"] for r in sar_rows}
     images, labels = [], []
     for tid, optical in colocation.previews[:max_pairs]:
         with Image.open(io.BytesIO((root / sar_path[tid]).read_bytes())) as sar:
-            images += [np.asarray(sar.convert("L")), optical]
+            images += [to_display_uint8(np.asarray(sar)), optical]
         labels += [f"SAR {tid.rsplit('__', 1)[-1]}", "optical"]
     if not images:
         return None

@@ -361,6 +361,12 @@ def tile_scene(
             ds.close()
 
 
+def to_display_uint8(image: np.ndarray) -> np.ndarray:
+    """A quantised tile as uint8 for pictures (16-bit tiles keep their top 8 bits)."""
+    image = np.asarray(image)
+    return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
+
+
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG bytes of a uint8 (L), uint16 (I;16) or RGB uint8 array."""
     buf = io.BytesIO()
@@ -498,7 +504,7 @@ def tile_flight(
                         intensity = radiometry.db_to_intensity(radiometry.to_db(item.image, item.radiometry))
                         speckle[item.scene_id] = radiometry.speckle_statistics(intensity)
                     if len(previews) < max_previews:
-                        previews.append((item.tile_id, item.image))
+                        previews.append((item.tile_id, to_display_uint8(item.image)))
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
             skipped[scene.scene_id] = str(exc)
     invalid: dict[str, int] = {}

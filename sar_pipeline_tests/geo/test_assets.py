@@ -139,7 +139,7 @@ def test_optical_not_covering_the_flight_is_recorded_and_the_check_fails(tmp_pat
             ),
             "optical": OpticalResource(kind="mosaic", uri=str(far)),
         },
-        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64}}}},
+        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64, "bit_depth": 16}}}},
     )
     assert result.success
     (opt,) = result.asset_materializations_for_node("optical_tiles")
