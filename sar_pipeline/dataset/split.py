@@ -4,19 +4,27 @@ Why blocked: neighbouring SAR tiles share speckle statistics, field patterns and
 overlap, or several flights over the same ground), so a random split leaks test ground into
 training. Here the ground is cut into square blocks of ``block_size_m`` in one metric CRS for the
 whole planet (EPSG:6933, WGS 84 / EASE-Grid 2.0 global, equal-area cylindrical, metres), each tile
-goes to the block holding its footprint's centroid, and each block goes to a split by a hash of
-``(seed, block)``. A block's split therefore never changes when flights are added: a tile that was
-in the test split of one dataset version stays there in the next.
+goes to the block holding its footprint's centroid, and whole blocks go to splits, in one of two
+ways (``SplitConfig.assignment``):
+
+* ``"balanced"`` (default): the occupied blocks are visited in the order of a hash of
+  ``(seed, block)`` and each goes to the split furthest below its target share of tiles. The
+  shares come out close to the fractions even for a few dozen blocks (the demo archive), but
+  adding flights can move a block to another split in the next dataset version.
+* ``"hash"``: each block's split is drawn from a hash of ``(seed, block size, block)`` alone. A
+  block's split never changes when flights are added (a test tile of one dataset version stays a
+  test tile in the next), but with few blocks the shares scatter widely around the fractions.
 
 Tiles on a block edge can still touch a tile of another split. Every such pair is resolved by
 dropping one of the two tiles (a guard band): the tile of the split with the lower keep priority
-goes (train before validation before test, so the evaluation sets lose as little as possible). After that, no two tiles
-of different splits intersect or come within ``touch_tolerance_m`` of each other — checked by
+goes (train before validation before test, so the evaluation sets lose as little as possible).
+After that, no two tiles of different splits intersect or come within ``touch_tolerance_m`` of each other — checked by
 :func:`leaking_pairs`, which the tests and the asset check use.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 from collections.abc import Sequence
@@ -34,6 +42,8 @@ BLOCK_CRS = "EPSG:6933"
 #: split name used for tiles dropped as guard band; they are not written to the dataset
 DROPPED = "dropped"
 
+ASSIGNMENTS = ("balanced", "hash")
+
 # Lower number = dropped first when two tiles of different splits touch.
 _KEEP_PRIORITY = {"train": 0, "validation": 1, "test": 2}
 
@@ -50,8 +60,11 @@ class SplitConfig:
     test_fraction: float = 0.1
     seed: int = 0
     touch_tolerance_m: float = 1.0
+    assignment: str = "balanced"
 
     def __post_init__(self) -> None:
+        if self.assignment not in ASSIGNMENTS:
+            raise ConfigError("assignment", f"must be one of {ASSIGNMENTS}, got {self.assignment!r}")
         if not self.block_size_m > 0:
             raise ConfigError("block_size_m", f"must be > 0, got {self.block_size_m}")
         if self.touch_tolerance_m < 0:
@@ -99,10 +112,13 @@ def block_of(centroid_x_m: float, centroid_y_m: float, block_size_m: float) -> t
     return int(np.floor(centroid_x_m / block_size_m)), int(np.floor(centroid_y_m / block_size_m))
 
 
+def _block_hash(block: tuple[int, int], config: SplitConfig) -> bytes:
+    return hashlib.sha256(f"{config.seed}:{config.block_size_m!r}:{block[0]}:{block[1]}".encode()).digest()
+
+
 def block_split(block: tuple[int, int], config: SplitConfig) -> str:
-    """The split of a block: a uniform number from a hash of ``(seed, block size, block)``."""
-    key = f"{config.seed}:{config.block_size_m!r}:{block[0]}:{block[1]}".encode()
-    u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+    """The ``"hash"`` split of a block: a uniform number from a hash of ``(seed, block size, block)``."""
+    u = int.from_bytes(_block_hash(block, config)[:8], "big") / 2**64
     edge = 0.0
     for name in SPLITS:
         edge += config.fractions[name]
@@ -110,6 +126,20 @@ def block_split(block: tuple[int, int], config: SplitConfig) -> str:
             return name
     # u is in [0, 1) and the fractions sum to 1 up to rounding: the last non-empty split takes it
     return [s for s in SPLITS if config.fractions[s] > 0][-1]
+
+
+def balanced_block_splits(tiles_per_block: dict[tuple[int, int], int], config: SplitConfig) -> dict:
+    """The ``"balanced"`` split of each occupied block: blocks in hash order, each to the split
+    with the largest shortfall of tiles against ``fraction × total tiles``."""
+    total = sum(tiles_per_block.values())
+    have = dict.fromkeys(SPLITS, 0)
+    out = {}
+    for block in sorted(tiles_per_block, key=lambda b: _block_hash(b, config)):
+        # ties go to the first split in SPLITS order (train), so the first block is train
+        split = max(SPLITS, key=lambda s: config.fractions[s] * total - have[s])
+        out[block] = split
+        have[split] += tiles_per_block[block]
+    return out
 
 
 def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResult:
@@ -124,8 +154,11 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResul
     centroids = shapely.centroid(metric)
     xs, ys = shapely.get_x(centroids), shapely.get_y(centroids)
     blocks = [block_of(x, y, config.block_size_m) for x, y in zip(xs, ys, strict=True)]
-    cache: dict[tuple[int, int], str] = {}
-    splits = [cache.setdefault(b, block_split(b, config)) for b in blocks]
+    if config.assignment == "hash":
+        by_block = {b: block_split(b, config) for b in set(blocks)}
+    else:
+        by_block = balanced_block_splits(dict(collections.Counter(blocks)), config)
+    splits = [by_block[b] for b in blocks]
 
     pairs = _touching_pairs(metric, config.touch_tolerance_m)
     # Resolve from the highest keep priority down, so the outcome does not depend on pair order:

@@ -3,7 +3,14 @@ import random
 import pytest
 from affine import Affine
 
-from sar_pipeline.dataset.split import DROPPED, SplitConfig, assign_splits, block_split, leaking_pairs
+from sar_pipeline.dataset.split import (
+    DROPPED,
+    SplitConfig,
+    assign_splits,
+    balanced_block_splits,
+    block_split,
+    leaking_pairs,
+)
 from sar_pipeline.errors import ConfigError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 
@@ -21,10 +28,17 @@ def tile_grid(rows, cols, tile_m, rotation_deg, origin=(500_000.0, 4_800_000.0))
     return utm, [to_wgs84(g, UTM31N) for g in utm]
 
 
+@pytest.mark.parametrize("assignment", ["balanced", "hash"])
 @pytest.mark.parametrize("rotation_deg", [0.0, 23.0, -61.5])
-def test_no_test_tile_touches_a_train_tile(rotation_deg):
+def test_no_test_tile_touches_a_train_tile(rotation_deg, assignment):
     utm, wgs = tile_grid(14, 14, 100.0, rotation_deg)
-    config = SplitConfig(block_size_m=300.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3)
+    config = SplitConfig(
+        block_size_m=300.0,
+        train_fraction=0.5,
+        validation_fraction=0.2,
+        test_fraction=0.3,
+        assignment=assignment,
+    )
     splits = assign_splits(wgs, config).splits
     present = {s: splits.count(s) for s in set(splits)}
     assert present.get("train", 0) > 10 and present.get("test", 0) > 5 and present.get("validation", 0) > 0
@@ -80,10 +94,22 @@ def test_block_split_follows_fractions():
     assert shares == pytest.approx({"train": 0.7, "validation": 0.1, "test": 0.2}, abs=0.03)
 
 
+def test_balanced_assignment_follows_the_fractions_with_few_blocks():
+    _, wgs = tile_grid(12, 12, 100.0, 0.0)
+    config = SplitConfig(block_size_m=200.0, train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
+    blocks = assign_splits(wgs, config).blocks
+    per_block = {b: blocks.count(b) for b in set(blocks)}
+    shares = dict.fromkeys(("train", "validation", "test"), 0)
+    for block, split in balanced_block_splits(per_block, config).items():
+        shares[split] += per_block[block] / len(wgs)
+    # blocks hold ~4 of 144 tiles, so every share is within one block of its target
+    assert shares == pytest.approx({"train": 0.7, "validation": 0.1, "test": 0.2}, abs=0.04)
+
+
 def test_existing_tiles_keep_their_split_when_a_far_flight_is_added():
     _, near = tile_grid(6, 6, 100.0, 0.0)
     _, far = tile_grid(6, 6, 100.0, 0.0, origin=(560_000.0, 4_850_000.0))
-    config = SplitConfig(block_size_m=250.0)
+    config = SplitConfig(block_size_m=250.0, assignment="hash")
     alone = assign_splits(near, config).splits
     together = assign_splits(near + far, config).splits
     assert together[: len(near)] == alone
@@ -96,6 +122,7 @@ def test_existing_tiles_keep_their_split_when_a_far_flight_is_added():
         {"train_fraction": 0.9, "validation_fraction": 0.2, "test_fraction": 0.1},
         {"train_fraction": 1.2, "validation_fraction": -0.1, "test_fraction": -0.1},
         {"touch_tolerance_m": -1.0},
+        {"assignment": "random"},
     ],
 )
 def test_bad_split_config_is_refused(kwargs):

@@ -45,6 +45,12 @@ class TrainingDatasetConfig(dg.Config):
     validation_fraction: float = Field(default=0.1, description="Share of blocks in the validation split.")
     test_fraction: float = Field(default=0.1, description="Share of blocks in the test split.")
     seed: int = Field(default=0, description="Seed of the block → split hash; change it for another split.")
+    assignment: str = Field(
+        default="balanced",
+        description="'balanced': blocks in hash order fill each split up to its share of tiles (shares close to "
+        "the fractions even with few blocks); 'hash': each block's split from its hash alone (a block never "
+        "changes split when flights are added, shares scatter with few blocks).",
+    )
     touch_tolerance_m: float = Field(
         default=1.0,
         description="Tiles of different splits closer than this (metres) count as touching; one of them is "
@@ -74,6 +80,7 @@ class TrainingDatasetConfig(dg.Config):
                 test_fraction=self.test_fraction,
                 seed=self.seed,
                 touch_tolerance_m=self.touch_tolerance_m,
+                assignment=self.assignment,
             ),
             row_group_size=self.row_group_size,
             include_metadata_text=self.include_metadata_text,
