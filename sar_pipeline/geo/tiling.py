@@ -1,7 +1,8 @@
 """Fixed-GSD native-orientation tiles of SAR scenes: grid → windowed warp → dB → 8/16-bit → tiles.
 
-A scene is resampled onto its :func:`~sar_pipeline.geo.grid.build_output_grid` one band of
-tile rows at a time (memory bounded by ``tile_size × grid width``), converted to dB and
+A scene is resampled onto its :func:`~sar_pipeline.geo.grid.build_output_grid` one block of
+at most ``max_block_tiles`` tiles of a tile row at a time (memory bounded by the block, whatever
+the scene size; only the source window under the block is read), converted to dB and
 quantised with :class:`~sar_pipeline.radiometry.RadiometryParams`, and cut into
 ``tile_size²`` tiles every ``stride`` pixels. Tiles at the right/bottom edge extend past the
 scene and are padded with nodata, so every tile has the full size; tiles whose nodata fraction
@@ -66,7 +67,8 @@ class TilingParameters:
     default_value_scale: float | None = None
     default_value_offset: float | None = None
     num_threads: int = 1  # GDAL warp threads per block
-    workers: int = 1  # bands of tile rows processed in parallel (threads)
+    workers: int = 1  # blocks of tiles processed in parallel (threads)
+    max_block_tiles: int = 16  # tiles of one tile row warped together (memory ∝ this × tile_size²)
     png_compress_level: int = 1  # zlib level: speckle barely compresses, level 1 is as small and faster
 
     def __post_init__(self):
@@ -103,7 +105,7 @@ class Tile:
     grid: OutputGrid  # the tile's own grid (crs, rotated transform, shape, GSD, orientation)
     image: np.ndarray  # quantised dB, uint8/uint16, 0 = nodata
     nodata_fraction: float
-    #: non-finite source pixels treated as nodata, counted over the band of tile rows holding the tile
+    #: non-finite source pixels treated as nodata, counted over the block of tiles warped with this one
     invalid_pixel_count: int
     radiometry: radiometry.RadiometryParams
     extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -249,7 +251,6 @@ def tile_scene(
     nodata = dataset.nodata if dataset.nodata is not None else scene.nodata
     size, step = params.tile_size, params.step
     n_rows, n_cols = tile_lattice(grid.shape, size, step)
-    band_cols = (n_cols - 1) * step + size
 
     extras: dict[str, Any] = {}
     extra_errors: dict[str, str] = {}
@@ -267,10 +268,12 @@ def tile_scene(
             extras.pop(key, None)
     read_lock = threading.Lock()  # one GDAL handle per file: reads are serialised, the rest runs in parallel
 
-    def band_items(tile_row: int) -> list[Tile | DroppedTile]:
+    def block_items(tile_row: int, first_col: int, end_col: int) -> list[Tile | DroppedTile]:
+        """Tiles ``first_col … end_col - 1`` of one tile row, from one warp of their common block."""
         row_off = tile_row * step
-        band = grid.subgrid(row_off, 0, size, band_cols)
-        ids = [tile_id_for(scene.flight_id, scene.scene_id, tile_row, c) for c in range(n_cols)]
+        block_col_off = first_col * step
+        band = grid.subgrid(row_off, block_col_off, size, (end_col - first_col - 1) * step + size)
+        ids = [tile_id_for(scene.flight_id, scene.scene_id, tile_row, c) for c in range(first_col, end_col)]
         try:
             intensity, invalid = warp_intensity_block(
                 src,
@@ -307,9 +310,10 @@ def tile_scene(
                 band_errors[key] = str(exc)
         nan = np.isnan(db)
         items: list[Tile | DroppedTile] = []
-        for tile_col, tid in enumerate(ids):
+        for tile_col, tid in enumerate(ids, start=first_col):
             col_off = tile_col * step
-            sl = np.s_[:, col_off : col_off + size]
+            local = col_off - block_col_off
+            sl = np.s_[:, local : local + size]
             nodata_fraction = float(nan[sl].mean())
             if nodata_fraction >= 1.0:
                 items.append(DroppedTile(tid, scene.scene_id, "all nodata", 1.0))
@@ -342,19 +346,23 @@ def tile_scene(
             )
         return items
 
+    # blocks of at most max_block_tiles tiles of one tile row: memory is bounded whatever the scene width
+    chunk = max(1, params.max_block_tiles)
+    blocks = [(r, c, min(c + chunk, n_cols)) for r in range(n_rows) for c in range(0, n_cols, chunk)]
     try:
         if params.workers <= 1:
-            for tile_row in range(n_rows):
-                yield from band_items(tile_row)
+            for block in blocks:
+                yield from block_items(*block)
         else:
-            # bands in flight bounded to workers + 1, so memory stays a few bands whatever the scene size
+            # blocks in flight bounded to workers + 1, so memory stays a few blocks
             with concurrent.futures.ThreadPoolExecutor(params.workers) as pool:
                 pending: collections.deque = collections.deque()
-                next_row = 0
-                while next_row < n_rows or pending:
-                    while next_row < n_rows and len(pending) <= params.workers:
-                        pending.append(pool.submit(band_items, next_row))
-                        next_row += 1
+                queue = iter(blocks)
+                for block in queue:
+                    pending.append(pool.submit(block_items, *block))
+                    if len(pending) > params.workers:
+                        yield from pending.popleft().result()
+                while pending:
                     yield from pending.popleft().result()
     finally:
         for _, _, ds in extras.values():
@@ -480,7 +488,7 @@ def tile_flight(
     rows: list[dict[str, Any]] = []
     dropped: list[DroppedTile] = []
     previews: list[tuple[str, np.ndarray]] = []
-    invalid_by_band: dict[tuple[str, int], int] = {}
+    invalid_by_block: dict[tuple[str, int, int], int] = {}
     speckle: dict[str, radiometry.SpeckleStatistics] = {}
     out_dir = Path(out_dir)
     for scene in scenes:
@@ -499,7 +507,8 @@ def tile_flight(
                         (out_dir / name).write_bytes(item.extras_png.get(key) or encode_png(arr))
                         written[key] = f"{rel_dir}/{name}"
                     rows.append(manifest_row(item, scene, rel_dir, written))
-                    invalid_by_band[(item.scene_id, item.tile_row)] = item.invalid_pixel_count
+                    block = (item.scene_id, item.tile_row, item.tile_col // max(1, params.max_block_tiles))
+                    invalid_by_block[block] = item.invalid_pixel_count
                     if item.scene_id not in speckle:
                         intensity = radiometry.db_to_intensity(radiometry.to_db(item.image, item.radiometry))
                         speckle[item.scene_id] = radiometry.speckle_statistics(intensity)
@@ -508,7 +517,7 @@ def tile_flight(
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
             skipped[scene.scene_id] = str(exc)
     invalid: dict[str, int] = {}
-    for (scene_id, _), count in invalid_by_band.items():
+    for (scene_id, _, _), count in invalid_by_block.items():
         invalid[scene_id] = invalid.get(scene_id, 0) + count
     return FlightTiling(
         rows, dropped, skipped, rad, previews, {k: v for k, v in invalid.items() if v}, speckle

@@ -224,7 +224,7 @@ def test_no_crs_raises_from_the_grid(tmp_path):
         assert scene_output_grid(scene, ds, TilingParameters()).crs == CRS
 
 
-def test_parallel_workers_give_the_same_tiles(tmp_path):
+def test_parallel_workers_and_small_blocks_give_the_same_tiles(tmp_path):
     lc_codes = np.random.default_rng(1).integers(1, 6, size=SHAPE).astype(np.uint8)
     t = native_transform(37.0, "right", 0.8, 0.9, SHAPE, flip_columns=True)
     lc = write_scene(tmp_path / "lc.tif", lc_codes, t, nodata=0)

@@ -69,6 +69,11 @@ class TilingConfig(dg.Config):
         default=1, description="Blocks of tile rows processed in parallel threads (≤ CPU cores)."
     )
 
+    max_block_tiles: int = Field(
+        default=16,
+        description="Tiles of one tile row warped in one GDAL call; memory per worker ≈ this × tile_size² × 20 bytes.",
+    )
+
     def parameters(self) -> TilingParameters:
         percentiles = None
         if self.percentile_low is not None and self.percentile_high is not None:
@@ -88,6 +93,7 @@ class TilingConfig(dg.Config):
             default_value_offset=self.default_value_offset,
             num_threads=self.num_threads,
             workers=self.workers,
+            max_block_tiles=self.max_block_tiles,
         )
 
 
