@@ -204,3 +204,14 @@ def test_empty_caption_and_missing_manifest(tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", [["  ", "ok text"]]), cap)
     with pytest.raises(DatasetError, match="caption text is empty"):
         build_dataset(tmp_path, ["flight-e"], CONFIG)
+
+
+def test_acquisition_words_can_be_appended_to_the_text(tmp_path):
+    make_flight(tmp_path, "flight-g", rows=1, cols=2)
+    config = DatasetConfig(split=SplitConfig(block_size_m=1e6), include_metadata_text=True)
+    result = build_dataset(tmp_path, ["flight-g"], config)
+    texts = load_dataset_table(tmp_path, columns=["text"]).column("text").to_pylist()
+    assert len(texts) == 2
+    assert all(t.endswith(", X-band, HH polarisation, incidence 45°, 8.0 m ground resolution") for t in texts)
+    plain = build_dataset(tmp_path, ["flight-g"], DatasetConfig(split=SplitConfig(block_size_m=1e6)))
+    assert plain.version != result.version
