@@ -9,8 +9,9 @@ ways (``SplitConfig.assignment``):
 
 * ``"balanced"`` (default): the occupied blocks are visited in the order of a hash of
   ``(seed, block)`` and each goes to the split furthest below its target share of tiles. The
-  shares come out close to the fractions even for a few dozen blocks (the demo archive), but
-  adding flights can move a block to another split in the next dataset version.
+  shares come out as close to the fractions as whole blocks allow, even with a few dozen blocks,
+  but adding flights can move a block to another split in the next dataset version. With only a
+  handful of blocks, train (the largest share) takes them all.
 * ``"hash"``: each block's split is drawn from a hash of ``(seed, block size, block)`` alone. A
   block's split never changes when flights are added (a test tile of one dataset version stays a
   test tile in the next), but with few blocks the shares scatter widely around the fractions.
@@ -18,8 +19,10 @@ ways (``SplitConfig.assignment``):
 Tiles on a block edge can still touch a tile of another split. Every such pair is resolved by
 dropping one of the two tiles (a guard band): the tile of the split with the lower keep priority
 goes (train before validation before test, so the evaluation sets lose as little as possible).
-After that, no two tiles of different splits intersect or come within ``touch_tolerance_m`` of each other — checked by
-:func:`leaking_pairs`, which the tests and the asset check use.
+After that, no two tiles of different splits intersect or come within ``touch_tolerance_m`` of
+each other — checked by :func:`leaking_pairs`, which the tests and the asset check use. The guard
+band costs roughly (tile side / block side) of the tiles next to evaluation blocks: keep blocks
+several tiles wide.
 """
 
 from __future__ import annotations
