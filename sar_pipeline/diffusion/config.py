@@ -145,6 +145,8 @@ class TrainConfig:
     # --- checkpoints, logging, reproducibility ---
     # Write a resumable state + a diffusers pipeline folder every N optimizer steps (0 = only at the end).
     checkpoint_every_steps: int = 500
+    # Write a checkpoint when training ends (benchmarks turn it off).
+    checkpoint_at_end: bool = True
     # Keep at most this many checkpoints (oldest deleted first; 0 keeps all).
     checkpoints_total_limit: int = 0
     # "latest" resumes from the newest complete checkpoint if any; "" starts afresh; or a checkpoint folder.
@@ -161,8 +163,8 @@ class TrainConfig:
     seed: int = 0
     # torch.use_deterministic_algorithms(True): bit-exact resume on CPU, slower on GPU.
     deterministic: bool = False
-    # DataLoader worker processes.
-    dataloader_num_workers: int = 0
+    # Optimizer steps left out of the reported throughput (compilation, allocator warm-up).
+    throughput_warmup_steps: int = 2
     # Steps of tiny-VAE training before diffusion (tiny preset only; no pretrained VAE on the CPU demo).
     tiny_vae_steps: int = 300
 

@@ -161,3 +161,40 @@ def require_latent_cache(storage_root: str | Path, dataset_version: str, vae, re
             "materialise the latent_cache asset (or build_latent_cache) first",
         )
     return folder
+
+
+def write_latent_cache(
+    folder: str | Path,
+    latents: torch.Tensor,
+    texts: list[str],
+    scaling_factor: float,
+    resolution: int,
+    latents_flip_azimuth: torch.Tensor | None = None,
+    dataset_version: str = "synthetic",
+    vae_id: str = "synthetic",
+) -> Path:
+    """Write precomputed ``train`` latents as a cache folder (benchmarks; other encoders)."""
+    folder = Path(folder)
+    tensors = {"latents": latents.float().contiguous()}
+    if latents_flip_azimuth is not None:
+        tensors["latents_flip_azimuth"] = latents_flip_azimuth.float().contiguous()
+    index = {
+        "dataset_version": dataset_version,
+        "vae_id": vae_id,
+        "resolution": resolution,
+        "scaling_factor": float(scaling_factor),
+        "shift_factor": 0.0,
+        "with_azimuth_flip": latents_flip_azimuth is not None,
+        "splits": {
+            "train": {
+                "count": len(latents),
+                "shards": ["train-00000.safetensors"],
+                "texts": list(texts),
+                "tile_ids": [str(i) for i in range(len(latents))],
+            }
+        },
+    }
+    with atomic_local_dir(folder) as tmp:
+        save_file(tensors, str(tmp / "train-00000.safetensors"))
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=1))
+    return folder

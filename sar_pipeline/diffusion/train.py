@@ -162,11 +162,22 @@ class TrainingProgress:
         self.__dict__.update(state)
 
 
-def step_generator(seed: int, step: int, micro: int, rank: int, device) -> torch.Generator:
-    """The random stream of one micro-batch: depends only on (seed, step, micro, rank), so resume is exact."""
-    return torch.Generator(device=device).manual_seed(
-        (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
-    )
+def step_generators(
+    seed: int, step: int, micro: int, rank: int, device
+) -> tuple[torch.Generator, torch.Generator]:
+    """The random streams of one micro-batch (data side on the CPU, noise on ``device``).
+
+    They depend only on (seed, step, micro, rank), so a resumed run draws exactly what an
+    uninterrupted one would have drawn.
+    """
+    key = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
+    return torch.Generator().manual_seed(key), torch.Generator(device=device).manual_seed(key)
+
+
+def synchronize(device) -> None:
+    """Wait for queued GPU work (only for timing; the loop itself never waits on the GPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -264,8 +275,11 @@ def merged(model):
 # training
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run (or resume) one training run; return the summary written to ``final.json``."""
+def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -> dict[str, Any]:
+    """Run (or resume) one training run; return the summary written to ``final.json``.
+
+    ``base_model`` (a models.BaseModel) replaces loading ``cfg.base_model_path`` (benchmarks).
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
@@ -306,13 +320,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     storage_root = Path(cfg.storage_root)
     dataset_version = cfg.dataset_version or data.current_version(storage_root)
     base_path = Path(cfg.base_model_path) if cfg.base_model_path else output_dir / "tiny-base"
-    if cfg.preset == "tiny" and main:
+    if cfg.preset == "tiny" and main and base_model is None:
         # no pretrained VAE on the CPU demo: the tiny base trains its VAE on the training tiles first
         ensure_tiny_base(
             base_path, storage_root, dataset_version, cfg.resolution, cfg.tiny_vae_steps, cfg.seed
         )
     accelerator.wait_for_everyone()
-    base = load_base_model(base_path, cfg.single_file_config)
+    base = base_model or load_base_model(base_path, cfg.single_file_config)
     unet, text_encoder, vae, tokenizer = base.unet, base.text_encoder, base.vae, base.tokenizer
     noise_scheduler = DDPMScheduler.from_config(base.scheduler.config)
     if cfg.prediction_type:
@@ -351,7 +365,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
             )
         class_ids = tokenize([cfg.class_prompt])[0]
     vae_scale = train_set.scaling_factor
-    del vae  # the VAE is not needed during training: latents are cached
+    vae.to("cpu")  # not used by the loop (latents are cached); kept for the checkpoints' pipelines
 
     # ---------------------------------------------------------------- what is trained
     weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
@@ -495,12 +509,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
             if ema is not None:
                 unet_out = copy.deepcopy(unet_out)
                 ema.copy_to(unet_out.parameters())
-            from diffusers import AutoencoderKL
-
             pipe = build_pipeline(
                 unet_out,
                 merged(unwrapped(text_encoder)),
-                AutoencoderKL.from_pretrained(base_path, subfolder="vae"),
+                vae,
                 tokenizer,
                 noise_scheduler.config,
             )
@@ -542,8 +554,26 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     rank = accelerator.process_index
     device = accelerator.device
     bar = tqdm(total=max_steps, initial=progress.global_step, desc="steps", disable=not main)
-    step_losses: list[float] = []
-    images_seen, train_seconds, t_last = 0, 0.0, time.perf_counter()
+    step_losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses (on device)
+    pending: list[tuple[int, torch.Tensor]] = []  # step losses not yet copied to the host
+    timed_images, timed_seconds, t_last = 0, 0.0, None  # throughput after throughput_warmup_steps
+    warm_at = progress.global_step + cfg.throughput_warmup_steps
+    if device.type == "cuda":
+        pinned = torch.cuda.is_available()
+        train_set.latents = train_set.latents.pin_memory() if pinned else train_set.latents
+        if train_set.latents_flip_azimuth is not None and pinned:
+            train_set.latents_flip_azimuth = train_set.latents_flip_azimuth.pin_memory()
+
+    def flush_losses() -> float:
+        """Copy pending step losses to the host (one sync), extend the history; return the last."""
+        nonlocal pending
+        if pending:
+            values = torch.stack([v for _, v in pending]).tolist()
+            progress.history.extend((step, value) for (step, _), value in zip(pending, values, strict=True))
+            pending = []
+            bar.set_postfix(loss=f"{progress.history[-1][1]:.4f}")
+        return progress.history[-1][1] if progress.history else float("nan")
+
     last_checkpoint = resume_from
     reporter.log(
         f"training {dataset_version}: {len(train_set.latents)} tiles, {max_steps} steps "
@@ -557,42 +587,40 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         batches = batches[: steps_per_epoch * cfg.gradient_accumulation_steps]
         while progress.batch_in_epoch < len(batches) and progress.global_step < max_steps:
             micro = progress.batch_in_epoch % cfg.gradient_accumulation_steps
-            gen = step_generator(cfg.seed, progress.global_step, micro, rank, device)
+            data_gen, noise_gen = step_generators(cfg.seed, progress.global_step, micro, rank, device)
             index = torch.tensor(batches[progress.batch_in_epoch])
             # orientation-aware augmentation: azimuth flip (pre-encoded) with p = 0.5, never a range flip
-            flip = torch.rand(len(index), generator=gen, device=device).cpu() < 0.5
+            flip = torch.rand(len(index), generator=data_gen) < 0.5
             latents = train_set.latents[index]
             if cfg.augmentation == "flip_azimuth":
                 latents = torch.where(
                     flip[:, None, None, None], train_set.latents_flip_azimuth[index], latents
                 )
             ids = input_ids[index].clone()
-            drop = torch.rand(len(index), generator=gen, device=device).cpu() < cfg.caption_dropout
+            drop = torch.rand(len(index), generator=data_gen) < cfg.caption_dropout
             ids[drop] = empty_ids
             if cfg.with_prior_preservation:
-                class_index = torch.randint(
-                    0, len(class_latents), (len(index),), generator=gen, device=device
-                ).cpu()
+                class_index = torch.randint(0, len(class_latents), (len(index),), generator=data_gen)
                 latents = torch.cat([latents, class_latents[class_index]])
                 ids = torch.cat([ids, class_ids.expand(len(index), -1)])
-            latents = latents.to(device) * vae_scale
-            ids = ids.to(device)
+            latents = latents.to(device, non_blocking=True) * vae_scale
+            ids = ids.to(device, non_blocking=True)
             if cfg.channels_last:
                 latents = latents.contiguous(memory_format=torch.channels_last)
 
             with accelerator.accumulate(
                 *[m for m, on in ((unet, cfg.train_unet), (text_encoder, cfg.train_text_encoder)) if on]
             ):
-                noise = torch.randn(latents.shape, generator=gen, device=device)
+                noise = torch.randn(latents.shape, generator=noise_gen, device=device)
                 if cfg.noise_offset:
                     noise += cfg.noise_offset * torch.randn(
-                        latents.shape[:2] + (1, 1), generator=gen, device=device
+                        latents.shape[:2] + (1, 1), generator=noise_gen, device=device
                     )
                 timesteps = torch.randint(
                     0,
                     noise_scheduler.config.num_train_timesteps,
                     (len(latents),),
-                    generator=gen,
+                    generator=noise_gen,
                     device=device,
                 )
                 noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
@@ -630,47 +658,71 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
 
             step_losses.append(loss.detach())
-            images_seen += len(index) * world
             progress.batch_in_epoch += 1
+            if t_last is not None:
+                timed_images += len(index) * world
             if not accelerator.sync_gradients:
                 continue
             # ---- one optimizer step done
             if ema is not None:
                 ema.step(unwrapped(unet).parameters())
             progress.global_step += 1
-            step_loss = float(accelerator.reduce(torch.stack(step_losses).mean(), reduction="mean"))
+            pending.append(
+                (progress.global_step, accelerator.reduce(torch.stack(step_losses).mean(), reduction="mean"))
+            )
             step_losses = []
-            progress.history.append((progress.global_step, step_loss))
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if progress.global_step == warm_at:
+                synchronize(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                t_last = time.perf_counter()
             if progress.global_step % cfg.log_every_steps == 0:
-                logs = {"loss": step_loss}
+                logs = {"loss": flush_losses()}
                 logs.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
                 accelerator.log(logs, step=progress.global_step)
             if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
-                train_seconds += time.perf_counter() - t_last
-                last_checkpoint = save_checkpoint(step_loss)
-                t_last = time.perf_counter()
+                if t_last is not None:
+                    synchronize(device)
+                    timed_seconds += time.perf_counter() - t_last
+                last_checkpoint = save_checkpoint(flush_losses())
+                if t_last is not None:
+                    t_last = time.perf_counter()
         if progress.batch_in_epoch >= len(batches):
             progress.epoch += 1
             progress.batch_in_epoch = 0
-    train_seconds += time.perf_counter() - t_last
+    synchronize(device)
+    if t_last is not None:
+        timed_seconds += time.perf_counter() - t_last
+    peak_memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    last_loss = flush_losses()
     bar.close()
 
     # ---------------------------------------------------------------- the end: a final checkpoint, a summary
-    if last_checkpoint is None or int(last_checkpoint.name[len(CHECKPOINT_PREFIX) :]) != progress.global_step:
-        last_loss = progress.history[-1][1] if progress.history else float("nan")
+    at_end = (
+        last_checkpoint is not None
+        and last_checkpoint.name == f"{CHECKPOINT_PREFIX}{progress.global_step:08d}"
+    )
+    if cfg.checkpoint_at_end and not at_end:
         last_checkpoint = save_checkpoint(last_loss)
     accelerator.end_training()
     summary = {
-        "checkpoint": str(last_checkpoint),
-        "pipeline": str(last_checkpoint / "pipeline"),
+        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
+        "pipeline": str(last_checkpoint / "pipeline") if last_checkpoint else None,
         "sample_grid": str(output_dir / "samples" / f"step-{progress.global_step:08d}.png"),
         "dataset_version": dataset_version,
         "steps": progress.global_step,
         "epoch": progress.epoch,
         "final_loss": progress.history[-1][1] if progress.history else None,
-        "images_per_second": images_seen / train_seconds if train_seconds > 0 else None,
+        "images_per_second": timed_images / timed_seconds if timed_seconds > 0 else None,
+        "seconds_per_step": timed_seconds
+        * world
+        * cfg.train_batch_size
+        * cfg.gradient_accumulation_steps
+        / timed_images
+        if timed_images
+        else None,
+        "peak_memory_gib": peak_memory / 2**30 if peak_memory is not None else None,
         "processes": world,
         "hyperparameters": cfg.to_dict(),
     }
