@@ -37,9 +37,10 @@ class TrainingDatasetConfig(dg.Config):
     """How the tiles of every captioned flight become the train/validation/test Parquet files."""
 
     block_size_m: float = Field(
-        default=2000.0,
+        default=1000.0,
         description="Side of the square ground blocks (metres, EPSG:6933) that are assigned to splits as a "
-        "whole; larger blocks = less guard-band loss, coarser split.",
+        "whole; larger blocks = less guard-band loss, coarser split. 1000 m ≈ two 512-px tiles at 1 m "
+        "GSD (airborne); use several km for satellite data.",
     )
     train_fraction: float = Field(default=0.8, description="Share of blocks in the train split.")
     validation_fraction: float = Field(default=0.1, description="Share of blocks in the validation split.")

@@ -126,7 +126,6 @@ def _reason_counts(reasons: list[str]) -> dict[str, int]:
     partitions_def=flight_partitions,
     group_name="flights",
     kinds={"gdal", "png", "geoparquet"},
-    pool="raster",
     deps=[dg.AssetKey("sar_scenes")],
     check_specs=[
         dg.AssetCheckSpec(name, asset="sar_tiles", description=d, blocking=name != "footprints_inside_scene")
@@ -199,7 +198,6 @@ def sar_tiles(
     partitions_def=flight_partitions,
     group_name="flights",
     kinds={"gdal", "png", "geoparquet"},
-    pool="raster",
     deps=[sar_tiles],
     check_specs=[
         dg.AssetCheckSpec(
