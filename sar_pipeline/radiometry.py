@@ -104,39 +104,61 @@ def to_intensity(
             intensity *= np.float32(scale) ** 2
     else:
         if nodata is None:
-            nodata_mask = np.zeros(raw.shape, bool)
+            nodata_mask = None
         elif np.isnan(nodata):
             nodata_mask = np.isnan(raw)
         else:
             nodata_mask = raw == nodata
+        if nodata_mask is not None and not nodata_mask.any():
+            nodata_mask = None
         values = raw.astype(np.float32, copy=True)
         if scale is not None and scale != 1.0:
             values *= np.float32(scale)
         if offset:
             values += np.float32(offset)
-        if unit == "amplitude":
-            intensity = values * values
+        if unit in ("amplitude", "intensity"):
             bad = values < 0
-        elif unit == "intensity":
-            intensity = values
-            bad = values < 0
+            if nodata_mask is not None:
+                bad &= ~nodata_mask
+            if bad.any():
+                raise RasterError(
+                    source,
+                    f"{int(bad.sum())} negative pixel value(s) (min {float(values[bad].min()):.4g}) in a "
+                    f"raster declared as {unit}; check the product's unit/scale/offset",
+                )
+            # in place: ``values`` is our own copy
+            intensity = np.multiply(values, values, out=values) if unit == "amplitude" else values
         elif unit == "db":
             with np.errstate(over="ignore"):
-                intensity = np.power(np.float32(10.0), values / np.float32(10.0), dtype=np.float32)
-            bad = np.zeros(raw.shape, bool)
+                np.divide(values, np.float32(10.0), out=values)
+                intensity = np.power(np.float32(10.0), values, out=values, dtype=np.float32)
         else:
             raise ConfigError("value_unit", f"unknown unit {unit!r}; expected one of {VALUE_UNITS}")
-        bad &= ~nodata_mask
-        if bad.any():
-            raise RasterError(
-                source,
-                f"{int(bad.sum())} negative pixel value(s) (min {float(values[bad].min()):.4g}) in a raster "
-                f"declared as {unit}; check the product's unit/scale/offset",
-            )
-    nonfinite = ~np.isfinite(intensity) & ~nodata_mask
-    # dB values above ~385 overflow float32 to +inf: treat like any other non-finite pixel
-    invalid_count = int(nonfinite.sum())
-    intensity[nodata_mask | nonfinite] = np.nan
+        return _mark_missing(intensity, nodata_mask)
+    return _mark_missing(intensity, nodata_mask if nodata_mask.any() else None)
+
+
+def _mark_missing(intensity: np.ndarray, nodata_mask: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """NaN where declared nodata or non-finite (dB values above ~385 overflow float32 to +inf).
+
+    Returns the array and the count of non-finite pixels that were not declared nodata.
+    """
+    # a sum is NaN/inf only if some term is (or it overflows): one cheap reduction skips the mask pass
+    with np.errstate(over="ignore", invalid="ignore"):
+        all_finite = bool(np.isfinite(intensity.sum(dtype=np.float32)))
+    invalid_count = 0
+    if all_finite:
+        missing = nodata_mask
+    else:
+        nonfinite = ~np.isfinite(intensity)
+        if nodata_mask is not None:
+            nonfinite &= ~nodata_mask
+            missing = nodata_mask | nonfinite
+        else:
+            missing = nonfinite
+        invalid_count = int(nonfinite.sum())
+    if missing is not None:
+        np.copyto(intensity, np.float32(np.nan), where=missing)
     return intensity, invalid_count
 
 
@@ -180,10 +202,16 @@ def quantize_db(db: np.ndarray, params: RadiometryParams) -> np.ndarray:
     db = np.asarray(db, dtype=np.float32)
     span = params.db_max - params.db_min
     levels = params.max_value - 1
-    scaled = (np.clip(db, params.db_min, params.db_max) - params.db_min) * np.float32(levels / span)
-    out = np.rint(scaled) + 1
-    out[np.isnan(db)] = params.nodata_value
-    return out.astype(params.dtype)
+    # one temporary, updated in place (same arithmetic, in the same order, as the plain expression)
+    scaled = np.clip(db, params.db_min, params.db_max)
+    scaled -= np.float32(params.db_min)
+    scaled *= np.float32(levels / span)
+    np.rint(scaled, out=scaled)
+    scaled += 1
+    missing = np.isnan(db)
+    if missing.any():
+        np.copyto(scaled, np.float32(params.nodata_value), where=missing)
+    return scaled.astype(params.dtype)
 
 
 def to_db(png_values: np.ndarray, params: RadiometryParams | dict) -> np.ndarray:
