@@ -109,6 +109,10 @@ class TrainConfig:
     # --- diffusion objective ---
     # What the UNet predicts: "epsilon" (SD 1.5) or "v_prediction"; "" keeps the base scheduler's.
     prediction_type: Literal["", "epsilon", "v_prediction"] = ""
+    # Rescale the noise schedule to zero terminal SNR and sample with trailing timesteps (Lin et al.
+    # 2024): the last step then holds no image, so the prompt, not the seed, sets mean brightness.
+    # Needs v_prediction.
+    zero_terminal_snr: bool = False
     # Min-SNR loss weighting gamma (Hang et al. 2023); 0 disables (plain MSE).
     snr_gamma: float = 0.0
     # Offset noise strength (lets the model learn very dark/bright mean levels); 0 disables.
@@ -163,6 +167,8 @@ class TrainConfig:
     seed: int = 0
     # torch.use_deterministic_algorithms(True): bit-exact resume on CPU, slower on GPU.
     deterministic: bool = False
+    # Keep the latent cache on the training device when it is at most this size (GiB), else in host memory.
+    device_cache_gib: float = 4.0
     # Optimizer steps left out of the reported throughput (compilation, allocator warm-up).
     throughput_warmup_steps: int = 2
     # Steps of tiny-VAE training before diffusion (tiny preset only; no pretrained VAE on the CPU demo).
@@ -190,6 +196,10 @@ class TrainConfig:
             raise ConfigError("caption_dropout", f"must be in [0, 1], got {self.caption_dropout}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError("mixed_precision", f"{self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ConfigError(
+                "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
+            )
         if self.adapter_type not in ("lora", "loha", "lokr"):
             raise ConfigError("adapter_type", f"{self.adapter_type!r}: use 'lora', 'loha' or 'lokr'")
         return self
@@ -229,8 +239,17 @@ class TrainConfig:
 
 # The tiny preset trains from random init on 2 CPU cores in minutes: small tiles, larger learning
 # rates (a random UNet needs them; the paper's 5e-5/5e-6 fine-tune a pretrained one), fewer steps.
+# v-prediction + zero terminal SNR: from random init the objective is ours to choose. With SD 1.5's
+# schedule the noisiest training step still shows the tile's mean level (averaged over the latent
+# it is a clear signal), so the model reads "dark or bright" from the noise and at sampling the
+# seed, not the prompt, picks it. Measured on the synthetic water/urban set (4 seeds, mean
+# amplitude of "water" vs "urban" prompts): epsilon, v-prediction and v + noise offset 0.1 all
+# followed the seed at 100-500 steps; v + zero terminal SNR gave 0.10 vs 0.66 at every checkpoint
+# from step 200 on.
 TINY_DEMO_RECIPE: dict[str, Any] = {
     "preset": "tiny",
+    "prediction_type": "v_prediction",
+    "zero_terminal_snr": True,
     "resolution": 64,
     "train_batch_size": 8,
     "unet_learning_rate": 1e-3,

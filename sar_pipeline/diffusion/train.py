@@ -163,15 +163,18 @@ class TrainingProgress:
 
 
 def step_generators(
-    seed: int, step: int, micro: int, rank: int, device
+    seed: int, step: int, micro: int, rank: int, data_device, device
 ) -> tuple[torch.Generator, torch.Generator]:
-    """The random streams of one micro-batch (data side on the CPU, noise on ``device``).
+    """The random streams of one micro-batch: data side (flips, caption dropout) on ``data_device``,
+    noise and timesteps on ``device``.
 
     They depend only on (seed, step, micro, rank), so a resumed run draws exactly what an
     uninterrupted one would have drawn.
     """
     key = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
-    return torch.Generator().manual_seed(key), torch.Generator(device=device).manual_seed(key)
+    return torch.Generator(device=data_device).manual_seed(key), torch.Generator(device=device).manual_seed(
+        key
+    )
 
 
 def synchronize(device) -> None:
@@ -328,9 +331,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     accelerator.wait_for_everyone()
     base = base_model or load_base_model(base_path, cfg.single_file_config)
     unet, text_encoder, vae, tokenizer = base.unet, base.text_encoder, base.vae, base.tokenizer
-    noise_scheduler = DDPMScheduler.from_config(base.scheduler.config)
-    if cfg.prediction_type:
-        noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
+    schedule_changes: dict[str, Any] = {"prediction_type": cfg.prediction_type} if cfg.prediction_type else {}
+    if cfg.zero_terminal_snr:
+        schedule_changes.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    noise_scheduler = DDPMScheduler.from_config(base.scheduler.config, **schedule_changes)
 
     # ---------------------------------------------------------------- the latent cache (no VAE in the loop)
     if cfg.latent_cache_dir:
@@ -558,11 +562,17 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     pending: list[tuple[int, torch.Tensor]] = []  # step losses not yet copied to the host
     timed_images, timed_seconds, t_last = 0, 0.0, None  # throughput after throughput_warmup_steps
     warm_at = progress.global_step + cfg.throughput_warmup_steps
-    if device.type == "cuda":
-        pinned = torch.cuda.is_available()
-        train_set.latents = train_set.latents.pin_memory() if pinned else train_set.latents
-        if train_set.latents_flip_azimuth is not None and pinned:
-            train_set.latents_flip_azimuth = train_set.latents_flip_azimuth.pin_memory()
+    # Batches are assembled where the cached latents live: on the training device when they fit
+    # (then a step never copies from the host nor waits for the GPU), else in host memory.
+    cache_bytes = train_set.latents.nbytes * (1 if train_set.latents_flip_azimuth is None else 2)
+    data_device = device if cache_bytes <= cfg.device_cache_gib * 2**30 else torch.device("cpu")
+    cache_latents = train_set.latents.to(data_device)
+    cache_flips = train_set.latents_flip_azimuth
+    cache_flips = cache_flips.to(data_device) if cache_flips is not None else None
+    input_ids, empty_ids = input_ids.to(data_device), empty_ids.to(data_device)
+    if cfg.with_prior_preservation:
+        class_latents, class_ids = class_latents.to(data_device), class_ids.to(data_device)
+    pin = data_device.type == "cpu" and device.type == "cuda"
 
     def flush_losses() -> float:
         """Copy pending step losses to the host (one sync), extend the history; return the last."""
@@ -585,24 +595,29 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
             len(train_set.latents), cfg.train_batch_size, cfg.seed, progress.epoch, rank, world
         )
         batches = batches[: steps_per_epoch * cfg.gradient_accumulation_steps]
+        epoch_index = torch.tensor(batches, device=data_device)  # one copy per epoch
         while progress.batch_in_epoch < len(batches) and progress.global_step < max_steps:
             micro = progress.batch_in_epoch % cfg.gradient_accumulation_steps
-            data_gen, noise_gen = step_generators(cfg.seed, progress.global_step, micro, rank, device)
-            index = torch.tensor(batches[progress.batch_in_epoch])
+            data_gen, noise_gen = step_generators(
+                cfg.seed, progress.global_step, micro, rank, data_device, device
+            )
+            index = epoch_index[progress.batch_in_epoch]
             # orientation-aware augmentation: azimuth flip (pre-encoded) with p = 0.5, never a range flip
-            flip = torch.rand(len(index), generator=data_gen) < 0.5
-            latents = train_set.latents[index]
+            flip = torch.rand(len(index), generator=data_gen, device=data_device) < 0.5
+            latents = cache_latents[index]
             if cfg.augmentation == "flip_azimuth":
-                latents = torch.where(
-                    flip[:, None, None, None], train_set.latents_flip_azimuth[index], latents
-                )
-            ids = input_ids[index].clone()
-            drop = torch.rand(len(index), generator=data_gen) < cfg.caption_dropout
-            ids[drop] = empty_ids
+                latents = torch.where(flip[:, None, None, None], cache_flips[index], latents)
+            # caption dropout: the empty prompt trains the unconditional branch used by CFG
+            drop = torch.rand(len(index), generator=data_gen, device=data_device) < cfg.caption_dropout
+            ids = torch.where(drop[:, None], empty_ids, input_ids[index])
             if cfg.with_prior_preservation:
-                class_index = torch.randint(0, len(class_latents), (len(index),), generator=data_gen)
+                class_index = torch.randint(
+                    0, len(class_latents), (len(index),), generator=data_gen, device=data_device
+                )
                 latents = torch.cat([latents, class_latents[class_index]])
                 ids = torch.cat([ids, class_ids.expand(len(index), -1)])
+            if pin:
+                latents, ids = latents.pin_memory(), ids.pin_memory()
             latents = latents.to(device, non_blocking=True) * vae_scale
             ids = ids.to(device, non_blocking=True)
             if cfg.channels_last:
@@ -677,6 +692,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 t_last = time.perf_counter()
+            if progress.global_step % max(1, max_steps // 20) == 0:  # ~20 progress lines per run
+                reporter.log(f"step {progress.global_step}/{max_steps}, loss {flush_losses():.4f}")
             if progress.global_step % cfg.log_every_steps == 0:
                 logs = {"loss": flush_losses()}
                 logs.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})

@@ -53,4 +53,4 @@ def test_samples_depend_on_the_prompt(tmp_path):
     water = mean_amplitude("An aerial view of water")
     urban = mean_amplitude("An aerial view of an urban area")
     print(f"mean amplitude (0..1): water {water:.3f}, urban {urban:.3f}")
-    assert water + 0.1 < urban
+    assert water + 0.2 < urban

@@ -82,7 +82,7 @@ def test_text_encoder_changes_only_when_trained_with_its_own_rate(
     assert unet_moved == ("unet" in groups)
 
 
-@pytest.mark.parametrize("adapter", ["lora", "loha"])
+@pytest.mark.parametrize("adapter", ["lora", "loha", "lokr"])
 def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
     cfg = tiny_config(
         tiny_world,
@@ -98,10 +98,14 @@ def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
     train(cfg)
     ckpt = list_checkpoints(tmp_path / "run")[-1]
     state = load_file(str(ckpt / "state" / "model.safetensors"))
-    assert any("lora_" in k or "hada_" in k for k in state)  # only adapters are trainable
+    assert any(
+        ("lora_" in k) or ("hada_" in k) or ("lokr_" in k) for k in state
+    )  # only adapters are trainable
     pipeline = ckpt / "pipeline"
     unet = _weights(pipeline, "unet")
-    assert not any("lora" in k or "hada" in k for k in unet)  # a plain diffusers UNet, adapter merged
+    assert not any(
+        ("lora" in k) or ("hada" in k) or ("lokr" in k) for k in unet
+    )  # a plain diffusers UNet, adapter merged
     assert _changed(unet, _weights(tiny_world["base"], "unet"))
     _sample(pipeline)
 

@@ -1,0 +1,75 @@
+"""The Dagster side: latent_cache and sd_model (training out of process through Pipes)."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.defs.training.assets import latent_cache, sd_model
+from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
+
+
+def test_asset_definitions():
+    spec = sd_model.specs_by_key[dg.AssetKey("sd_model")]
+    assert sd_model.op.pool == "gpu" and latent_cache.op.pool == "gpu"
+    assert set(spec.kinds) == {"pytorch", "diffusers"} and spec.group_name == "training"
+    assert {d.asset_key for d in spec.deps} == {dg.AssetKey("latent_cache"), dg.AssetKey("training_dataset")}
+    cache_spec = latent_cache.specs_by_key[dg.AssetKey("latent_cache")]
+    assert {d.asset_key for d in cache_spec.deps} == {dg.AssetKey("training_dataset")}
+
+
+def test_launch_commands():
+    one, env_one = SdTrainerLauncher().command("run.json")
+    assert one[1:] == ["-m", "sar_pipeline.diffusion.train", "--config", "run.json"] and not env_one
+    gpus, _ = SdTrainerLauncher(num_processes=4).command("run.json")
+    assert gpus[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]
+    cpus, env = SdTrainerLauncher(num_processes=2, cpu=True).command("run.json")
+    assert "torch.distributed.run" in cpus and env == {"ACCELERATE_USE_CPU": "1"}
+
+
+def test_materialise_latent_cache_and_sd_model(tmp_path):
+    storage = tmp_path / "storage"
+    write_synthetic_dataset(storage, "v1", n_per_class=4, size=64)
+    result = dg.materialize(
+        [latent_cache, sd_model],
+        resources={
+            "storage": StorageRoot(uri=str(storage)),
+            "diffusion_base": DiffusionBase(tiny_vae_steps=5),
+            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+        },
+        run_config={
+            "ops": {
+                "sd_model": {
+                    "config": {
+                        "max_train_steps": 4,
+                        "checkpoint_every_steps": 2,
+                        "train_batch_size": 4,
+                        "options": {
+                            "validation_prompts": '["An aerial view of a river"]',
+                            "validation_steps": "2",
+                        },
+                    }
+                }
+            }
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    cache_meta = result.asset_materializations_for_node("latent_cache")[0].metadata
+    assert cache_meta["dataset_version"].value == "v1" and cache_meta["train_tiles"].value == 8
+    observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+    assert [o.metadata["step"].value for o in observations] == [2, 4]
+    first = observations[0].metadata
+    assert first["learning_rates"].value == {"unet": 1e-3, "text_encoder": 1e-4}
+    assert Path(first["checkpoint"].value, "model_index.json").is_file()
+    assert first["sample_grid"].value.startswith("![validation prompts](data:image/png;base64,")
+    meta = result.asset_materializations_for_node("sd_model")[0].metadata
+    assert meta["dataset_version"].value == "v1" and meta["steps"].value == 4
+    assert (
+        Path(meta["checkpoint"].value).name == "pipeline"
+        and "checkpoint-00000004" in meta["checkpoint"].value
+    )
+    assert meta["hyperparameters"].value["unet_learning_rate"] == 1e-3
+    assert meta["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
+    assert meta["images_per_second"].value > 0
