@@ -71,7 +71,11 @@ def tiles_from_table(table: pa.Table, resolution: int) -> tuple[torch.Tensor, li
         if "tile_id" in table.column_names
         else [str(i) for i in range(table.num_rows)]
     )
-    tensors = [decode_tile(im["bytes"], resolution, source=tid) for im, tid in zip(images, ids, strict=True)]
+    tensors = []
+    for image, tile_id in zip(images, ids, strict=True):
+        if not image or not image.get("bytes"):
+            raise RasterError(tile_id, "dataset row has no image bytes")
+        tensors.append(decode_tile(image["bytes"], resolution, source=tile_id))
     return torch.stack(tensors) if tensors else torch.empty(0, 3, resolution, resolution), texts, ids
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from sar_pipeline.diffusion.config import TrainConfig
-from sar_pipeline.errors import ModelError, SarPipelineError
+from sar_pipeline.errors import ConfigError, ModelError, SarPipelineError
 
 CHECKPOINT_PREFIX = "checkpoint-"
 PARTIAL_SUFFIX = ".partial"
@@ -442,9 +442,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     world = accelerator.num_processes
     batches_per_epoch = len(train_set.latents) // (cfg.train_batch_size * world)
     if batches_per_epoch == 0:
-        raise ModelError(
+        raise ConfigError(
             cache_folder,
-            f"{len(train_set.latents)} training tiles < one global batch of {cfg.train_batch_size * world}",
+            f"{len(train_set.latents)} training tiles < one global batch of {cfg.train_batch_size * world} (lower train_batch_size)",
         )
     steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
