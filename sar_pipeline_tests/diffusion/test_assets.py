@@ -73,3 +73,22 @@ def test_materialise_latent_cache_and_sd_model(tmp_path):
     assert meta["hyperparameters"].value["unet_learning_rate"] == 1e-3
     assert meta["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
     assert meta["images_per_second"].value > 0
+
+
+def test_failed_training_fails_the_asset(tmp_path):
+    storage = tmp_path / "storage"
+    write_synthetic_dataset(storage, "v1", n_per_class=2, size=64)
+    result = dg.materialize(
+        [latent_cache, sd_model],
+        resources={
+            "storage": StorageRoot(uri=str(storage)),
+            "diffusion_base": DiffusionBase(tiny_vae_steps=0),
+            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+        },
+        run_config={"ops": {"sd_model": {"config": {"train_batch_size": 64}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "training process failed" in str(failure.event_specific_data.error)

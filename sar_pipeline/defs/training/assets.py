@@ -149,11 +149,9 @@ def sd_model(
     config_path = run_dir / "train_config.json"
     atomic_write_bytes(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
 
-    invocation = sd_trainer.launch(context, str(config_path), extras={"run_name": run_name})
-
-    for message in invocation.get_custom_messages():
+    def record_checkpoint(message) -> None:
         if not isinstance(message, dict) or message.get("kind") != "checkpoint":
-            continue
+            return
         context.log_event(
             dg.AssetObservation(
                 asset_key="sd_model",
@@ -170,6 +168,10 @@ def sd_model(
                 },
             )
         )
+
+    invocation = sd_trainer.launch(
+        context, str(config_path), extras={"run_name": run_name}, on_message=record_checkpoint
+    )
     summary = json.loads((run_dir / "final.json").read_text())
     history = json.loads((run_dir / "losses.json").read_text())
     loss_png = pictures.line_plot_png(

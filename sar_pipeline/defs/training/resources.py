@@ -1,7 +1,11 @@
 """How a diffusion training run is launched: out of process, through Dagster Pipes."""
 
+import os
+import signal
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +24,24 @@ class SdTrainerLauncher(dg.ConfigurableResource):
     """Runs ``sar_pipeline.diffusion.train`` in a child process that reports back through Pipes.
 
     Locally: a subprocess (``python -m …`` for one process, ``accelerate launch --multi_gpu
-    --num_processes N`` for DDP on GPUs, torchrun + gloo for DDP on CPUs). In production, subclass and override ``launch`` to run the same command with
-    ``dagster_k8s.PipesK8sClient`` (a GPU pod) or ``dagster_docker.PipesDockerClient``; the asset
-    does not change.
+    --num_processes N`` for DDP on GPUs, torchrun + gloo for DDP on CPUs), watched while it runs so
+    each checkpoint is recorded when written. In production, subclass and override ``launch`` to run
+    the same command with ``dagster_k8s.PipesK8sClient`` (a GPU pod) or
+    ``dagster_docker.PipesDockerClient`` and call ``on_message`` with
+    ``invocation.get_custom_messages()`` afterwards; the asset does not change.
     """
 
     num_processes: int = Field(
         default=1, description="Training processes (GPUs); > 1 runs accelerate launch (DDP)."
     )
     cpu: bool = Field(
-        default=False, description="Force CPU (accelerate launch --cpu; gloo DDP), e.g. for CI."
+        default=False,
+        description="Train on CPUs (DDP through torchrun + gloo when num_processes > 1), e.g. CI.",
     )
     python: str = Field(default=sys.executable, description="Python interpreter of the training environment.")
     accelerate_args: list[str] = Field(
         default_factory=list,
-        description="Extra 'accelerate launch' arguments (e.g. --multi_gpu, --main_process_port).",
+        description="Extra launcher arguments (accelerate launch / torchrun, e.g. --main_process_port 29501).",
     )
     env: dict[str, str] = Field(
         default_factory=lambda: {"HF_HUB_OFFLINE": "1"},
@@ -50,13 +57,46 @@ class SdTrainerLauncher(dg.ConfigurableResource):
         context: dg.AssetExecutionContext,
         config_path: str,
         extras: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
+        on_message: Callable[[Any], None] | None = None,
     ) -> dg.PipesClientCompletedInvocation:
-        """Run training to completion; raises if the child fails."""
+        """Run training to completion (raises if the child fails).
+
+        ``on_message`` is called with each custom message (one per checkpoint) while the child
+        still runs, so checkpoints show up in Dagster as they are written.
+        """
         command, launch_env = self.command(config_path)
-        client = dg.PipesSubprocessClient(env={**self.env, **launch_env, **(env or {})})
         context.log.info("launching: " + " ".join(command))
-        return client.run(context=context, command=list(command), extras=dict(extras or {}))
+        handled = 0
+        with dg.open_pipes_session(
+            context=context,
+            context_injector=dg.PipesEnvContextInjector(),
+            message_reader=dg.PipesTempFileMessageReader(),
+            extras=dict(extras or {}),
+        ) as session:
+            process = subprocess.Popen(
+                command, env={**os.environ, **self.env, **launch_env, **session.get_bootstrap_env_vars()}
+            )
+            try:
+                while process.poll() is None:
+                    time.sleep(1.0)
+                    messages = session.get_custom_messages()
+                    for message in messages[handled:]:
+                        if on_message is not None:
+                            on_message(message)
+                    handled = len(messages)
+            except dg.DagsterExecutionInterruptedError:
+                context.log.info("interrupted: sending SIGINT to the training process")
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=60)
+                raise
+            if process.returncode != 0:
+                raise dg.Failure(
+                    description=f"training process failed with code {process.returncode}: see its log above"
+                )
+        for message in session.get_custom_messages()[handled:]:  # those sent just before exit
+            if on_message is not None:
+                on_message(message)
+        return dg.PipesClientCompletedInvocation(session)
 
 
 class DiffusionBase(dg.ConfigurableResource):
