@@ -83,13 +83,15 @@ def to_intensity(
     offset: float | None = None,
     nodata: float | None = None,
     source: object = "raster",
+    overwrite_input: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Convert raw pixels to linear intensity (float32), NaN where there is no data.
 
     ``nodata`` (compared on raw values) and non-finite pixels become NaN; the number of
     non-finite pixels that were *not* declared nodata is returned beside the array so callers
     can record it. A negative amplitude or intensity contradicts the declared unit and raises
-    :class:`RasterError` naming ``source``.
+    :class:`RasterError` naming ``source``. ``overwrite_input=True`` lets a float32 ``raw`` that
+    the caller no longer needs be converted in place (saves a copy of the window).
     """
     raw = np.asarray(raw)
     if unit == "complex" or np.iscomplexobj(raw):
@@ -111,14 +113,16 @@ def to_intensity(
             nodata_mask = raw == nodata
         if nodata_mask is not None and not nodata_mask.any():
             nodata_mask = None
-        values = raw.astype(np.float32, copy=True)
+        values = raw if overwrite_input and raw.dtype == np.float32 else raw.astype(np.float32, copy=True)
         if scale is not None and scale != 1.0:
             values *= np.float32(scale)
         if offset:
             values += np.float32(offset)
         if unit in ("amplitude", "intensity"):
-            bad = values < 0
-            if nodata_mask is not None:
+            # one reduction clears the usual case; NaN (min is NaN) or negatives get the full check
+            minimum = values.min() if values.size else 0.0
+            bad = values < 0 if not minimum >= 0 else np.zeros(0, bool)
+            if nodata_mask is not None and bad.size:
                 bad &= ~nodata_mask
             if bad.any():
                 raise RasterError(
@@ -166,8 +170,11 @@ def intensity_to_db(intensity: np.ndarray, floor_db: float = -100.0) -> np.ndarr
     """``10·log10(intensity)`` as float32; zero intensity becomes ``floor_db``, NaN stays NaN."""
     intensity = np.asarray(intensity, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        db = np.float32(10.0) * np.log10(intensity)
-    db[(intensity <= 0) & ~np.isnan(intensity)] = floor_db
+        db = np.log10(intensity)
+        db *= np.float32(10.0)
+    non_positive = intensity <= 0  # False for NaN
+    if non_positive.any():
+        db[non_positive] = floor_db
     return db
 
 

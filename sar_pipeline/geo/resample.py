@@ -132,7 +132,13 @@ def warp_intensity_block(
         return out, 0
     raw = read_window(dataset, window, band, read_lock)
     intensity, invalid = radiometry.to_intensity(
-        raw, value_unit, scale=value_scale, offset=value_offset, nodata=src_nodata, source=dataset.name
+        raw,
+        value_unit,
+        scale=value_scale,
+        offset=value_offset,
+        nodata=src_nodata,
+        source=dataset.name,
+        overwrite_input=True,
     )
     src_transform = dataset.window_transform(window)
     mapping = axis_parallel_mapping(block.transform, block.shape, src_transform) if fast_path else None
@@ -219,6 +225,7 @@ def check_same_georeferencing(dataset: rasterio.DatasetReader, reference: raster
 #: largest drift (source pixels) over a block that the off-diagonal terms may cause on the fast path
 AXIS_PARALLEL_TOLERANCE_PX = 1e-6
 _EDGE_EPSILON = 1e-10  # GDAL's own epsilon on footprint edges (gdalwarpkernel.cpp, GWKAverageOrMode)
+_MIN_WEIGHT = 1e-6  # source-pixel fraction below which an overlap is rounding noise
 FAST_PATH_METHODS = (Resampling.average, Resampling.nearest)
 
 
@@ -248,7 +255,7 @@ def axis_parallel_mapping(
     :data:`AXIS_PARALLEL_TOLERANCE_PX` source pixels over the block. Returns None otherwise
     (rotated relative to each other, sheared): those go through GDAL.
     """
-    m = ~src_transform * dst_transform  # (dst col, dst row) → (src col, src row)
+    m = ~src_transform @ dst_transform  # (dst col, dst row) → (src col, src row)
     rows, cols = dst_shape
     tol = AXIS_PARALLEL_TOLERANCE_PX
     if abs(m.b) * rows + abs(m.d) * cols <= tol and m.a != 0 and m.e != 0:
@@ -282,7 +289,9 @@ def average_weights(n_out: int, scale: float, offset: float, n_in: int) -> scipy
     last = j + 1 == imax[:, None]
     w = np.where(first, np.where(single, 1.0, 1.0 - (lo[:, None] - imin[:, None])), 1.0)
     w = np.where(last & ~first, 1.0 - (imax[:, None] - hi[:, None]), w)
-    keep = inside[:, None] & (j < imax[:, None]) & (w > 0)
+    # slivers thinner than _MIN_WEIGHT are coordinate rounding noise (an aligned grid's edge computed
+    # as 1e-9 px off): ignoring them keeps the result independent of the last bit of the transforms
+    keep = inside[:, None] & (j < imax[:, None]) & (w > _MIN_WEIGHT)
     counts = keep.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     return scipy.sparse.csr_matrix(
@@ -320,8 +329,8 @@ def separable_average(values: np.ndarray, mapping: AxisMapping, dst_shape: tuple
 
     Only valid pixels are averaged: ``Σ w·v / Σ w`` over the valid pixels under each output
     pixel, the valid-weight sum computed exactly (not by subtraction), and only for output
-    columns that see an invalid pixel. Output pixels with no valid source stay NaN. ``values`` is
-    modified (NaN → 0).
+    columns that see an invalid pixel (elsewhere it is the product of the two axes' weight sums).
+    Output pixels with no valid source stay NaN. ``values`` (finite or NaN) is modified (NaN → 0).
     """
     rows, cols = dst_shape
     out_a, out_b = (cols, rows) if mapping.transposed else (rows, cols)
@@ -332,24 +341,37 @@ def separable_average(values: np.ndarray, mapping: AxisMapping, dst_shape: tuple
     else:
         a = average_weights(out_a, mapping.row_scale, mapping.row_offset, values.shape[0])
         b = average_weights(out_b, mapping.col_scale, mapping.col_offset, values.shape[1])
-    # NaN propagates through a sum: one reduction tells whether any pixel needs masking
-    any_invalid = bool(np.isnan(values.sum(dtype=np.float32)))
-    if any_invalid:
-        invalid = np.isnan(values)
-        np.copyto(values, 0.0, where=invalid)
+    # NaN propagates through a sum: column sums find the source columns holding invalid pixels
+    # (usually a few, at the swath edges) without a full mask pass
+    bad_src_cols = np.flatnonzero(np.isnan(values.sum(axis=0, dtype=np.float32)))
+    if bad_src_cols.size:
+        sub = values[:, bad_src_cols]
+        sub_invalid = np.isnan(sub)
+        sub[sub_invalid] = 0.0
+        values[:, bad_src_cols] = sub
     num = times_transpose(a @ values, b)
-    den = np.outer(np.asarray(a.sum(axis=1)).ravel(), np.asarray(b.sum(axis=1)).ravel()).astype(np.float32)
-    if any_invalid:
-        bad_src_cols = np.flatnonzero(invalid.any(axis=0))
-        touched = np.flatnonzero(b[:, bad_src_cols].getnnz(axis=1))
-        if touched.size:
-            b_t = b[touched]
-            src_cols = np.unique(b_t.indices)
-            valid = ~invalid[:, src_cols]
-            den[:, touched] = times_transpose(a @ valid.astype(np.float32), b_t[:, src_cols])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
-    out[~(den > 0)] = np.nan
+    touched = np.flatnonzero(b[:, bad_src_cols].getnnz(axis=1)) if bad_src_cols.size else bad_src_cols
+    num_touched = num[:, touched]
+    # untouched output columns: every weight counts, the weight sum is the product of the axes' sums
+    with np.errstate(divide="ignore"):
+        row_w, col_w = (np.asarray(w.sum(axis=1), dtype=np.float32).ravel() for w in (a, b))
+        row_inv = np.where(row_w > 0, np.float32(1.0) / row_w, np.float32(np.nan)).astype(np.float32)
+        col_inv = np.where(col_w > 0, np.float32(1.0) / col_w, np.float32(np.nan)).astype(np.float32)
+    out = num
+    out *= row_inv[:, None]
+    out *= col_inv[None, :]
+    if touched.size:
+        # columns that see an invalid pixel: the exact sum of the valid pixels' weights
+        b_t = b[touched]
+        src_cols = np.unique(b_t.indices)
+        valid = np.ones((values.shape[0], src_cols.size), dtype=np.float32)
+        pos = np.searchsorted(src_cols, bad_src_cols)
+        hit = pos < src_cols.size
+        hit[hit] = src_cols[pos[hit]] == bad_src_cols[hit]
+        valid[:, pos[hit]] = ~sub_invalid[:, hit]
+        den = times_transpose(a @ valid, b_t[:, src_cols])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, touched] = np.where(den > 0, num_touched / den, np.float32(np.nan))
     return np.ascontiguousarray(out.T) if mapping.transposed else out
 
 

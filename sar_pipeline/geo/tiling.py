@@ -423,6 +423,18 @@ def _json_default(value):
     return str(value)
 
 
+_SCENE_JSON: dict[int, tuple[SceneRecord, str]] = {}
+
+
+def _scene_json(scene: SceneRecord) -> str:
+    """``scene.to_row()`` as JSON, computed once per scene (every tile's manifest row carries it)."""
+    cached = _SCENE_JSON.get(id(scene))
+    if cached is None or cached[0] is not scene:
+        _SCENE_JSON.clear()  # one scene at a time: the cache never grows
+        cached = _SCENE_JSON[id(scene)] = (scene, json.dumps(scene.to_row(), default=_json_default))
+    return cached[1]
+
+
 def manifest_row(tile: Tile, scene: SceneRecord, rel_dir: str, written: dict[str, str]) -> dict[str, Any]:
     """The manifest row of a tile: ids, grid, footprints, radiometry, paths and the scene's metadata."""
     fp = tile.footprint()
@@ -463,7 +475,7 @@ def manifest_row(tile: Tile, scene: SceneRecord, rel_dir: str, written: dict[str
         "incidence_angle_deg": scene.incidence_angle_deg,
         "heading_deg": scene.heading_deg,
         "observation_direction": scene.observation_direction,
-        "scene": json.dumps(scene.to_row(), default=_json_default),
+        "scene": _scene_json(scene),
         "footprint_scene_crs": wkb.dumps(fp),
         "geometry": to_wgs84(fp, tile.grid.crs),
     }
