@@ -324,6 +324,15 @@ def times_transpose(dense: np.ndarray, weights: scipy.sparse.csr_matrix) -> np.n
     return out
 
 
+def _normalise_rows(weights: scipy.sparse.csr_matrix) -> np.ndarray:
+    """Scale each row of ``weights`` (in place) to sum 1; returns the mask of rows with no weight."""
+    counts = np.diff(weights.indptr)
+    row_of_entry = np.repeat(np.arange(weights.shape[0]), counts)
+    row_sums = np.bincount(row_of_entry, weights=weights.data, minlength=weights.shape[0])
+    weights.data /= row_sums[row_of_entry].astype(np.float32)
+    return counts == 0
+
+
 def separable_average(values: np.ndarray, mapping: AxisMapping, dst_shape: tuple[int, int]) -> np.ndarray:
     """GDAL ``average`` of ``values`` (float32, NaN = no data) onto ``dst_shape`` via per-axis weights.
 
@@ -349,17 +358,17 @@ def separable_average(values: np.ndarray, mapping: AxisMapping, dst_shape: tuple
         sub_invalid = np.isnan(sub)
         sub[sub_invalid] = 0.0
         values[:, bad_src_cols] = sub
-    num = times_transpose(a @ values, b)
+    # rows of A and B normalised to sum 1: where no pixel is invalid the product is the average
+    # itself (the 2-D weight sum is the product of the axes' sums); an output row/column with no
+    # source at all gets NaN
+    row_empty, col_empty = (_normalise_rows(w) for w in (a, b))
+    out = times_transpose(a @ values, b)
+    if row_empty.any():
+        out[row_empty, :] = np.nan
+    if col_empty.any():
+        out[:, col_empty] = np.nan
     touched = np.flatnonzero(b[:, bad_src_cols].getnnz(axis=1)) if bad_src_cols.size else bad_src_cols
-    num_touched = num[:, touched]
-    # untouched output columns: every weight counts, the weight sum is the product of the axes' sums
-    with np.errstate(divide="ignore"):
-        row_w, col_w = (np.asarray(w.sum(axis=1), dtype=np.float32).ravel() for w in (a, b))
-        row_inv = np.where(row_w > 0, np.float32(1.0) / row_w, np.float32(np.nan)).astype(np.float32)
-        col_inv = np.where(col_w > 0, np.float32(1.0) / col_w, np.float32(np.nan)).astype(np.float32)
-    out = num
-    out *= row_inv[:, None]
-    out *= col_inv[None, :]
+    num_touched = out[:, touched]
     if touched.size:
         # columns that see an invalid pixel: the exact sum of the valid pixels' weights
         b_t = b[touched]
