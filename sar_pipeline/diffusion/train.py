@@ -394,14 +394,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         )
     if cfg.channels_last:
         unet.to(memory_format=torch.channels_last)
+    # a frozen part stays fp32 (autocast computes in bf16/fp16) so checkpoints keep full-precision weights
     if not cfg.train_unet:
-        unet.to(accelerator.device, dtype=weight_dtype)
+        unet.to(accelerator.device)
     if not cfg.train_text_encoder:
-        text_encoder.to(accelerator.device, dtype=weight_dtype)
+        text_encoder.to(accelerator.device)
     ema = None
     if cfg.use_ema:
         if cfg.use_lora or not cfg.train_unet:
-            raise ModelError("use_ema", "EMA is kept for a full UNet fine-tune only")
+            raise ConfigError("use_ema", "EMA is kept for a full UNet fine-tune only (not with LoRA)")
         ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
         ema.to(accelerator.device)
 
@@ -521,14 +522,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                 noise_scheduler.config,
             )
             pipe.save_pretrained(partial / "pipeline", safe_serialization=True)
-            with torch.autocast(
-                accelerator.device.type, dtype=weight_dtype, enabled=cfg.mixed_precision != "no"
-            ):
-                grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
-            samples_dir = output_dir / "samples"
-            samples_dir.mkdir(exist_ok=True)
-            grid_path = samples_dir / f"step-{step:08d}.png"
-            grid_image.save(grid_path)
+            grid_path = None
+            if cfg.validation_prompts:
+                with torch.autocast(
+                    accelerator.device.type, dtype=weight_dtype, enabled=cfg.mixed_precision != "no"
+                ):
+                    grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
+                grid_path = output_dir / "samples" / f"step-{step:08d}.png"
+                grid_path.parent.mkdir(exist_ok=True)
+                grid_image.save(grid_path)
             info = {
                 "step": step,
                 "epoch": progress.epoch,
@@ -540,7 +542,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                 "dataset_version": dataset_version,
                 "checkpoint": str(final),
                 "pipeline": str(final / "pipeline"),
-                "sample_grid": str(grid_path),
+                "sample_grid": str(grid_path) if grid_path else None,
             }
             (partial / "checkpoint.json").write_text(json.dumps(info, indent=1))
             if final.exists():

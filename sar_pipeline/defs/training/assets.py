@@ -22,6 +22,17 @@ from sar_pipeline.diffusion.models import load_base_model
 from sar_pipeline.storage import atomic_write_bytes, local_str, validate_id
 
 
+def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
+    """The validation-prompt grid as an inline image, if one was drawn."""
+    if not path or not Path(path).is_file():
+        return {}
+    return {
+        "sample_grid": dg.MetadataValue.md(
+            pictures.markdown_image(Path(path).read_bytes(), "validation prompts")
+        )
+    }
+
+
 class LatentCacheConfig(dg.Config):
     """Which splits to encode, and where."""
 
@@ -160,11 +171,7 @@ def sd_model(
                     "loss": message["loss"],
                     "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
                     "checkpoint": dg.MetadataValue.path(message["pipeline"]),
-                    "sample_grid": dg.MetadataValue.md(
-                        pictures.markdown_image(
-                            Path(message["sample_grid"]).read_bytes(), "validation prompts"
-                        )
-                    ),
+                    **_grid_metadata(message.get("sample_grid")),
                 },
             )
         )
@@ -177,7 +184,6 @@ def sd_model(
     loss_png = pictures.line_plot_png(
         {"loss": ([s for s, _ in history], [v for _, v in history])}, "training loss", "step", "MSE"
     )
-    grid_png = Path(summary["sample_grid"]).read_bytes()
     child = invocation.get_materialize_result()
     return dg.MaterializeResult(
         metadata={
@@ -189,6 +195,6 @@ def sd_model(
             "images_per_second": summary["images_per_second"],
             "hyperparameters": dg.MetadataValue.json(cfg.to_dict()),
             "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
-            "sample_grid": dg.MetadataValue.md(pictures.markdown_image(grid_png, "validation prompts")),
+            **_grid_metadata(summary["sample_grid"]),
         }
     )
