@@ -9,3 +9,10 @@ flight_job = dg.define_asset_job(
     partitions_def=flight_partitions,
     description="The per-flight stages for one flight partition.",
 )
+
+# Latent cache and Stable Diffusion fine-tuning on the current training dataset (pool "gpu").
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("training"),
+    description="Cache VAE latents of the current dataset version, then fine-tune the diffusion model.",
+)
