@@ -2,7 +2,24 @@
 
 Each call warps one output block (e.g. one band of tile rows): only the source window that the
 block's footprint covers (plus a margin for the resampling kernel) is read, so memory is bounded
-by the block size whatever the scene size. The warp itself is GDAL's (``rasterio.warp.reproject``).
+by the block size whatever the scene size.
+
+Two warp engines, same results:
+
+* **Fast path** (``average`` and ``nearest`` when the output axes are parallel to the source's,
+  which is what native-orientation grids of orthogonal rasters always are, flips and swapped axes
+  included): output pixel → source pixel is a per-axis affine map, so the warp is separable.
+  ``average`` is ``A @ values @ B.T`` with sparse per-axis weight matrices holding GDAL's own
+  footprint weights (``GWKAverageOrMode``: covered length, a single pixel weighs 1, edge pixels
+  measured from the footprint edge), nodata handled with exact valid-weight sums;
+  ``nearest`` is an index gather. About 7× faster than GDAL's kernel on the benchmark's blocks;
+  equal to it within float32 rounding (``sar_pipeline_tests/geo/test_fastpath.py``), except that
+  an overlap thinner than 1e-6 source pixel (coordinate rounding noise on aligned grids) is
+  ignored, so an output pixel whose only valid source is such a sliver is nodata here where GDAL
+  may give it a value, and GDAL itself leaves some outermost pixels covering a sliver of the
+  scene as nodata where the fast path averages the sliver.
+* **GDAL** (``rasterio.warp.reproject``) for every other method and for grids not parallel to
+  the source (a non-orthogonal raster).
 
 SAR values are converted to linear intensity *before* warping, so ``average`` (the default when
 downsampling) averages power, not dB. Nodata and non-finite source pixels are carried as NaN and
@@ -174,7 +191,8 @@ def warp_codes_block(
 ) -> np.ndarray:
     """Class codes (uint8, e.g. land cover) of ``dataset`` on ``block``, nearest neighbour; ``nodata`` outside.
 
-    Axis-parallel blocks use :func:`separable_nearest` (an index gather) unless ``fast_path=False``.
+    Source pixels equal to the raster's own nodata become ``nodata`` too. Axis-parallel blocks use
+    :func:`separable_nearest` (an index gather) unless ``fast_path=False``.
     """
     rows, cols = block.shape
     out = np.full((rows, cols), nodata, dtype=np.uint8)

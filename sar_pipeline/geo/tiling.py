@@ -2,7 +2,8 @@
 
 A scene is resampled onto its :func:`~sar_pipeline.geo.grid.build_output_grid` one block of
 at most ``max_block_tiles`` tiles of a tile row at a time (memory bounded by the block, whatever
-the scene size; only the source window under the block is read), converted to dB and
+the scene size; only the source window under the block is read, once; native-orientation grids
+take the separable fast path of :mod:`sar_pipeline.geo.resample`), converted to dB and
 quantised with :class:`~sar_pipeline.radiometry.RadiometryParams`, and cut into
 ``tile_size²`` tiles every ``stride`` pixels. Tiles at the right/bottom edge extend past the
 scene and are padded with nodata, so every tile has the full size; tiles whose nodata fraction
@@ -71,7 +72,9 @@ class TilingParameters:
     num_threads: int = 1  # GDAL warp threads per block
     workers: int = 1  # blocks of tiles processed in parallel (threads)
     max_block_tiles: int = 16  # tiles of one tile row warped together (memory ∝ this × tile_size²)
-    png_compress_level: int = 1  # zlib level: speckle barely compresses, level 1 is as small and faster
+    # zlib level; SAR tiles are Huffman-only coded (see encode_png): any level ≥ 1 gives the same bytes,
+    # 0 stores them uncompressed; extra assets (land cover) use Pillow at this level
+    png_compress_level: int = 1
 
     def __post_init__(self):
         if self.tile_size < 1:
