@@ -1,9 +1,9 @@
 """``sar-pipeline``: the demo, the main job from the command line, and the archive tools.
 
-    sar-pipeline demo                 # demo archive → every stage, on the embedded default
-    sar-pipeline run                  # the main job on the configured archive (env / defs)
-    sar-pipeline register-flights     # only add the archive's new flights as partitions
-    sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
+sar-pipeline demo                 # demo archive → every stage, on the embedded default
+sar-pipeline run                  # the main job on the configured archive (env / defs)
+sar-pipeline register-flights     # only add the archive's new flights as partitions
+sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def run_main_job(flights: list[str] | None = None) -> int:
     flight_job = defs.resolve_job_def("flight_job")
     for flight_id in todo:
         started = time.perf_counter()
-        result = flight_job.execute_in_process(instance=instance, partition_key=flight_id, raise_on_error=False)
+        result = flight_job.execute_in_process(
+            instance=instance, partition_key=flight_id, raise_on_error=False
+        )
         status = "ok" if result.success else "FAILED"
         failures += not result.success
         print(f"  flight {flight_id}: {status} ({time.perf_counter() - started:.1f} s, run {result.run_id})")
@@ -116,8 +118,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sar-pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sar-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="write the demo archive (if missing) and run the main job on it")

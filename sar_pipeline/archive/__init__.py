@@ -22,7 +22,9 @@ def load_archive(uri: str, archive_class: str = DEFAULT_ARCHIVE_CLASS, **options
         raise ConfigError(archive_class, f"cannot import the archive class ({exc})") from exc
     archive = cls(uri, **options)
     if not isinstance(archive, SarArchive):
-        raise ConfigError(archive_class, "does not implement SarArchive (list_flights, list_scenes, open_scene)")
+        raise ConfigError(
+            archive_class, "does not implement SarArchive (list_flights, list_scenes, open_scene)"
+        )
     return archive
 
 

@@ -68,7 +68,9 @@ def scene_table(scenes: Sequence[SceneRecord]) -> gpd.GeoDataFrame:
 def write_scene_table(table: gpd.GeoDataFrame, path) -> None:
     """Write the table as GeoParquet, atomically (local path or UPath)."""
     with atomic_local_file(path) as tmp:
-        table.to_parquet(tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False)
+        table.to_parquet(
+            tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False
+        )
 
 
 def read_scene_table(path) -> list[SceneRecord]:

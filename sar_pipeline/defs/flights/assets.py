@@ -49,7 +49,9 @@ def sar_scenes(
             "skipped_scenes": len(skipped),
             "skip_reasons": dg.MetadataValue.md("\n".join(f"- {s}" for s in skipped) or "none"),
             "frequency_bands": ", ".join(sorted({s.frequency_band or "unknown" for s in scenes})),
-            "polarizations": ", ".join(sorted({p for s in scenes for p in (s.polarizations or ("unknown",))})),
+            "polarizations": ", ".join(
+                sorted({p for s in scenes for p in (s.polarizations or ("unknown",))})
+            ),
             "pixel_spacing_m_range": f"{min(spacings):.3f} – {max(spacings):.3f}" if spacings else "unknown",
             "footprint_area_km2": float(table["footprint_area_m2"].sum() / 1e6),
             "quicklook": dg.MetadataValue.md(markdown_image(quicklook, f"{scenes[0].scene_id} quick-look")),

@@ -9,8 +9,11 @@ def _scenes(context: dg.AssetCheckExecutionContext, storage: StorageRoot):
     return read_scene_table(storage.flight_path(context.partition_key, "sar_scenes.parquet"))
 
 
-@dg.asset_check(asset=sar_scenes, description="Every scene has a parsable CRS, an invertible "
-                "geotransform and a non-empty raster.", blocking=True)
+@dg.asset_check(
+    asset=sar_scenes,
+    description="Every scene has a parsable CRS, an invertible geotransform and a non-empty raster.",
+    blocking=True,
+)
 def sar_scenes_georeferencing(context: dg.AssetCheckExecutionContext, storage: StorageRoot):
     problems = {s.scene_id: georeferencing_problems(s) for s in _scenes(context, storage)}
     bad = {k: v for k, v in problems.items() if v}
@@ -20,16 +23,20 @@ def sar_scenes_georeferencing(context: dg.AssetCheckExecutionContext, storage: S
     )
 
 
-@dg.asset_check(asset=sar_scenes, description="Share of optional acquisition fields that are known; "
-                "unknown ones are allowed but reported (warning).")
+@dg.asset_check(
+    asset=sar_scenes,
+    description="Share of optional acquisition fields that are known; "
+    "unknown ones are allowed but reported (warning).",
+)
 def sar_scenes_metadata_complete(context: dg.AssetCheckExecutionContext, storage: StorageRoot):
     scenes = _scenes(context, storage)
-    missing = {
-        s.scene_id: [f for f in ACQUISITION_FIELDS if getattr(s, f) is None] for s in scenes
-    }
+    missing = {s.scene_id: [f for f in ACQUISITION_FIELDS if getattr(s, f) is None] for s in scenes}
     missing = {k: v for k, v in missing.items() if v}
     return dg.AssetCheckResult(
         passed=not missing,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"scenes_with_unknown_fields": len(missing), "unknown_fields": dg.MetadataValue.json(missing)},
+        metadata={
+            "scenes_with_unknown_fields": len(missing),
+            "unknown_fields": dg.MetadataValue.json(missing),
+        },
     )
