@@ -63,11 +63,10 @@ from sar_pipeline.archive.simulate import (
     simulate_ground,
     simulate_scene,
 )
+from sar_pipeline.archive.stac import HEADING_PROPERTY, KIND_PROPERTY
 from sar_pipeline.errors import ConfigError
 
 CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
-KIND_PROPERTY = "sar_pipeline:kind"  # "flight" or "optical" on collections
-HEADING_PROPERTY = "sar_pipeline:heading_deg"
 DEMO_PROPERTY = "sar_pipeline:demo"  # on the root catalogue: seed and settings it was built with
 OPTICAL_COLLECTION_ID = "optical-orthophoto"
 ORTHOPHOTO_RELATIVE_PATH = "optical/orthophoto.tif"
