@@ -375,6 +375,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.mixed_precision]
     unet.requires_grad_(cfg.train_unet and not cfg.use_lora)
     text_encoder.requires_grad_(cfg.train_text_encoder and not cfg.use_lora)
+    # from_pretrained returns eval-mode modules: a trained part must be in train mode (transformers
+    # checkpoints activations only in train mode), a frozen one in eval mode
+    unet.train(cfg.train_unet)
+    text_encoder.train(cfg.train_text_encoder)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
@@ -447,7 +451,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
             cache_folder,
             f"{len(train_set.latents)} training tiles < one global batch of {cfg.train_batch_size * world} (lower train_batch_size)",
         )
-    steps_per_epoch = max(1, batches_per_epoch // cfg.gradient_accumulation_steps)
+    steps_per_epoch = batches_per_epoch // cfg.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            "gradient_accumulation_steps",
+            f"{cfg.gradient_accumulation_steps} micro-batches per step but an epoch holds only "
+            f"{batches_per_epoch} (lower gradient_accumulation_steps or train_batch_size)",
+        )
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
     lr_scheduler = get_scheduler(

@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from sar_pipeline.diffusion.latent_cache import LatentCacheError
+from sar_pipeline.diffusion.models import load_base_model
 from sar_pipeline.diffusion.train import CheckpointError, launch_command, list_checkpoints, train
+from sar_pipeline.errors import ConfigError
 from sar_pipeline_tests.diffusion.conftest import CHILD_ENV, run_child, tiny_config
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
 
@@ -80,6 +82,35 @@ def test_text_encoder_changes_only_when_trained_with_its_own_rate(
     unet_moved = _changed(_weights(pipeline, "unet"), _weights(tiny_world["base"], "unet"))
     assert te_moved == text_encoder_moves
     assert unet_moved == ("unet" in groups)
+
+
+@pytest.mark.parametrize(
+    ("options", "unet_trains", "text_encoder_trains"),
+    [
+        ({"train_text_encoder": False}, True, False),
+        ({"train_unet": False}, False, True),
+    ],
+)
+def test_trained_parts_in_train_mode_frozen_in_eval_mode(
+    tiny_world, tmp_path, options, unet_trains, text_encoder_trains
+):
+    base = load_base_model(tiny_world["base"])  # from_pretrained: both parts in eval mode
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=1,
+        checkpoint_every_steps=0,
+        checkpoint_at_end=False,
+        **options,
+    )
+    train(cfg, base_model=base)
+    assert (base.unet.training, base.text_encoder.training) == (unet_trains, text_encoder_trains)
+
+
+def test_more_accumulation_steps_than_batches_per_epoch_is_refused(tiny_world, tmp_path):
+    cfg = tiny_config(tiny_world, tmp_path / "run", train_batch_size=8, gradient_accumulation_steps=5)
+    with pytest.raises(ConfigError, match="an epoch holds only 4"):
+        train(cfg)
 
 
 @pytest.mark.parametrize("adapter", ["lora", "loha", "lokr"])
