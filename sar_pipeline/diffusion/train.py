@@ -495,6 +495,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     if resume_from is not None:
         check_checkpoint(resume_from)
         accelerator.load_state(str(resume_from / "state"))
+        if ema is not None:
+            ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
         reporter.log(
             f"resumed from {resume_from}: step {progress.global_step}, epoch {progress.epoch}, "
             f"batch {progress.batch_in_epoch}"
