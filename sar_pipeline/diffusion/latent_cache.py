@@ -73,7 +73,11 @@ def build_latent_cache(
     target = cache_dir(storage_root, dataset_version, vid)
     if (target / INDEX_NAME).is_file():
         index = json.loads((target / INDEX_NAME).read_text())
-        if index.get("resolution") == resolution and set(splits) <= set(index["splits"]):
+        if (
+            index.get("resolution") == resolution
+            and set(splits) <= set(index["splits"])
+            and (index.get("with_azimuth_flip") or not with_azimuth_flip)
+        ):
             return target
     vae = vae.to(device).eval()
     index = {

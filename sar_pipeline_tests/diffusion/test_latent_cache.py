@@ -60,3 +60,13 @@ def test_resolution_mismatch_and_missing_shard(tiny_world, tmp_path):
     (folder / shard).unlink()
     with pytest.raises(LatentCacheError, match="missing"):
         load_latent_cache(folder)
+
+
+def test_cache_without_flips_is_rebuilt_when_flips_are_asked_for(tiny_world, tmp_path):
+    storage = tmp_path / "storage"
+    write_synthetic_dataset(storage, "v4", n_per_class=2, size=64)
+    vae = load_base_model(tiny_world["base"]).vae
+    folder = build_latent_cache(storage, "v4", vae, 64, with_azimuth_flip=False)
+    assert load_latent_cache(folder).latents_flip_azimuth is None
+    assert build_latent_cache(storage, "v4", vae, 64) == folder
+    assert load_latent_cache(folder).latents_flip_azimuth.shape == (4, 4, 16, 16)
