@@ -15,6 +15,7 @@ from affine import Affine
 from pyproj import CRS
 from rasterio.enums import Resampling
 
+from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SarArchive, SceneRecord
 from sar_pipeline.errors import ArchiveError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
@@ -106,7 +107,11 @@ def georeferencing_problems(scene: SceneRecord) -> list[str]:
 
 
 def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) -> bytes:
-    """A small 8-bit quick-look of a scene in its native (raster) orientation, in dB, decimated."""
+    """A small 8-bit quick-look of a scene in its native (raster) orientation, in dB, decimated.
+
+    Pixel values are read in the scene's unit with its scale/offset (integer-scaled products
+    included); nodata and non-positive backscatter are black.
+    """
     with archive.open_scene(scene) as src:
         scale = max(src.height, src.width) / max_size
         out_shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
@@ -114,14 +119,16 @@ def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) 
             band = src.read(1, out_shape=out_shape, resampling=Resampling.average, masked=True)
         except rasterio.errors.RasterioIOError as exc:
             raise ArchiveError(scene.raster_href, f"cannot read the raster for a quick-look ({exc})") from exc
-    unit = (scene.value_unit or "amplitude").lower()
-    values = np.asarray(band.filled(np.nan))
-    values = np.abs(values) if np.iscomplexobj(values) else values.astype(np.float64)
-    mask = np.ma.getmaskarray(band) | ~np.isfinite(values)
-    if unit == "db":
-        db = values
-    else:
-        mask |= values <= 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            db = (10.0 if unit == "intensity" else 20.0) * np.log10(values)
+    unit = radiometry.resolve_value_unit(scene.value_unit, band.dtype)
+    # NaN marks nodata; integer rasters cannot hold it, so widen them first
+    raw = band if np.iscomplexobj(band) else band.astype(np.float32)
+    intensity, _ = radiometry.to_intensity(
+        raw.filled(np.nan),
+        unit,
+        scale=scene.value_scale,
+        offset=scene.value_offset,
+        source=scene.raster_href,
+    )
+    db = radiometry.intensity_to_db(intensity)
+    mask = ~np.isfinite(intensity) | (intensity <= 0)
     return png_bytes(to_uint8(db, nodata_mask=mask))
