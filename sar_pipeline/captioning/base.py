@@ -70,7 +70,7 @@ def acquisition_words(
     if frequency_band and str(frequency_band).strip():
         band = str(frequency_band).strip()
         parts.append(band if band.lower().endswith("band") else f"{band}-band")
-    pols = _polarization_list(polarizations)
+    pols = polarization_list(polarizations)
     if pols:
         parts.append(f"{'+'.join(pols)} polarisation")
     if _finite(incidence_angle_deg):
@@ -100,7 +100,8 @@ def _finite(value: object) -> bool:
         return False
 
 
-def _polarization_list(polarizations: str | Sequence[str] | None) -> list[str]:
+def polarization_list(polarizations: str | Sequence[str] | None) -> list[str]:
+    """Polarisation names, upper-case, from a list or a text such as ``"HH+HV"``/``"hh, hv"``."""
     if polarizations is None:
         return []
     if isinstance(polarizations, str):

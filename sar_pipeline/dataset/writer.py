@@ -38,7 +38,7 @@ import shapely
 from PIL import Image
 from upath import UPath
 
-from sar_pipeline.captioning.base import acquisition_words
+from sar_pipeline.captioning.base import acquisition_words, polarization_list
 from sar_pipeline.dataset.schema import (
     GEOMETRY_COLUMN,
     IMAGE_COLUMNS,
@@ -155,27 +155,19 @@ def _as_int(value: Any) -> int | None:
     return None if f is None else int(f)
 
 
-def _as_utc(value: Any) -> dt.datetime | None:
+def _as_utc(value: Any, source: str) -> dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise DatasetError(source, f"acquisition time {value!r} is not ISO 8601") from exc
     if hasattr(value, "to_pydatetime"):  # pandas Timestamp (nanosecond columns)
         value = value.to_pydatetime()
     if isinstance(value, dt.datetime):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     return None
-
-
-def _as_polarizations(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = value.replace("+", ",").replace(" ", ",").split(",")
-    else:
-        items = [str(v) for v in value]
-    items = [p.strip().upper() for p in items if p and p.strip()]
-    return items or None
 
 
 def _as_wkb(value: Any, source: str) -> bytes:
@@ -316,10 +308,13 @@ def _make_row(
         "crs": _pick(sar, "crs"),
         "transform": [float(v) for v in transform][:6] if transform is not None else None,
         "ground_sample_distance_m": _as_float(_pick(sar, "ground_sample_distance_m", "gsd_m")),
-        "acquisition_datetime": _as_utc(_pick(sar, "acquisition_datetime", "datetime", "scene_datetime")),
+        "acquisition_datetime": _as_utc(
+            _pick(sar, "acquisition_datetime", "datetime", "scene_datetime"), source
+        ),
         "platform": _pick(sar, "platform"),
         "frequency_band": _pick(sar, "frequency_band", "band"),
-        "polarizations": _as_polarizations(_pick(sar, "polarizations", "polarisations", "polarization")),
+        "polarizations": polarization_list(_pick(sar, "polarizations", "polarisations", "polarization"))
+        or None,
         "incidence_angle_deg": _as_float(_pick(sar, "incidence_angle_deg")),
         "heading_deg": _as_float(_pick(sar, "heading_deg")),
         "observation_direction": _pick(sar, "observation_direction"),

@@ -215,3 +215,16 @@ def test_acquisition_words_can_be_appended_to_the_text(tmp_path):
     assert all(t.endswith(", X-band, HH polarisation, incidence 45°, 8.0 m ground resolution") for t in texts)
     plain = build_dataset(tmp_path, ["flight-g"], DatasetConfig(split=SplitConfig(block_size_m=1e6)))
     assert plain.version != result.version
+
+
+def test_unparsable_acquisition_time_names_the_tile(tmp_path):
+    ids = make_flight(tmp_path, "flight-h", rows=1, cols=2)
+    manifest = tmp_path / "flights" / "flight-h" / "sar_tiles" / "manifest.parquet"
+    table = pq.read_table(manifest)
+    table = table.set_column(table.schema.get_field_index("datetime"), "datetime", [["yesterday", None]])
+    pq.write_table(table, manifest)
+    with pytest.raises(DatasetError, match=rf"{ids[0]}.*'yesterday' is not ISO 8601"):
+        build_dataset(tmp_path, ["flight-h"], CONFIG)
+    skipped = []
+    result = build_dataset(tmp_path, ["flight-h"], CONFIG, on_error=skipped.append)
+    assert len(skipped) == 1 and sum(result.row_counts.values()) + result.dropped_guard_tiles == 1
