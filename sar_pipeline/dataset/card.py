@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 from upath import UPath
 
+from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
 from sar_pipeline.dataset.schema import SPLITS
 from sar_pipeline.pictures import grid, png_bytes
 from sar_pipeline.storage import as_path
@@ -59,7 +60,9 @@ def caption_words(caption: str, activation_token: str = "") -> list[str]:
     return [w for w in _WORD.findall(caption.lower()) if w not in _STOPWORDS and w not in skip]
 
 
-def top_words_markdown(texts: Sequence[str], activation_token: str = "An aerial view", top: int = 20) -> str:
+def top_words_markdown(
+    texts: Sequence[str], activation_token: str = DEFAULT_ACTIVATION_TOKEN, top: int = 20
+) -> str:
     """Markdown table of the ``top`` most frequent content words over the texts."""
     counter = collections.Counter(w for t in texts for w in caption_words(t, activation_token))
     lines = ["| word | count |", "|---|---:|"]
@@ -110,7 +113,7 @@ def build_card(
     rows: Sequence[dict[str, Any]],
     storage_root: UPath | str | os.PathLike | None = None,
     mosaic_tiles: int = 12,
-    activation_token: str = "An aerial view",
+    activation_token: str = DEFAULT_ACTIVATION_TOKEN,
 ) -> DatasetCard:
     """The card for dataset rows (dicts with flight_id, frequency_band, split, text, caption and
     image_path relative to ``storage_root``); the mosaic shows ``mosaic_tiles`` of them."""
