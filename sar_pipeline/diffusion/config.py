@@ -189,7 +189,7 @@ class TrainConfig:
                 "augmentation",
                 f"{self.augmentation!r}: only 'none' or 'flip_azimuth' (a range flip would mirror shadow and layover)",
             )
-        for name in ("train_batch_size", "gradient_accumulation_steps", "resolution"):
+        for name in ("train_batch_size", "gradient_accumulation_steps", "resolution", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.caption_dropout <= 1.0:

@@ -706,7 +706,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 t_last = time.perf_counter()
-            if progress.global_step % max(1, max_steps // 20) == 0:  # ~20 progress lines per run
+            # ~20 progress lines per run, never more often than the losses are copied to the host
+            if progress.global_step % max(cfg.log_every_steps, max_steps // 20) == 0:
                 reporter.log(f"step {progress.global_step}/{max_steps}, loss {flush_losses():.4f}")
             if progress.global_step % cfg.log_every_steps == 0:
                 logs = {"loss": flush_losses()}

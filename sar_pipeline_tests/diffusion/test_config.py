@@ -45,3 +45,8 @@ def test_nothing_to_train_is_refused():
 def test_tiny_recipe_overrides():
     cfg = recipe("tiny", max_train_steps=10, train_batch_size=None)
     assert cfg.preset == "tiny" and cfg.max_train_steps == 10 and cfg.train_batch_size == 8
+
+
+def test_zero_log_interval_is_refused():
+    with pytest.raises(ConfigError, match="log_every_steps"):
+        TrainConfig.from_dict({"base_model_path": "/m", "log_every_steps": 0})
