@@ -26,6 +26,11 @@ _WEIGHT_FILES = (
 
 def check_blip_folder(model_path: str | Path) -> Path:
     """Return ``model_path`` as a Path if it looks like a BLIP captioning checkpoint, else raise ModelError."""
+    if "://" in str(model_path):
+        # Path() would fold "s3://b/m" into the relative "s3:/b/m" and report it missing
+        raise ModelError(
+            model_path, "BLIP loads from a local folder; copy the checkpoint from object storage first"
+        )
     path = Path(model_path).expanduser()
     if not path.exists():
         raise ModelError(path, "BLIP model folder does not exist")

@@ -52,6 +52,8 @@ def test_missing_path_and_not_blip_are_model_errors(tmp_path, tiny_blip_dir):
         BlipCaptioner(no_weights)
     with pytest.raises(ConfigError, match="model_path"):
         make_captioner("blip")
+    with pytest.raises(ModelError, match="s3://bucket/blip.*local folder"):
+        BlipCaptioner("s3://bucket/blip")
 
 
 def test_blank_optical_tile_is_an_error_naming_the_tile(tiny_blip_dir):

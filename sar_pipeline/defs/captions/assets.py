@@ -17,7 +17,7 @@ from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import ConfigError, SarPipelineError
-from sar_pipeline.storage import atomic_write_bytes, local_str, validate_id
+from sar_pipeline.storage import atomic_write_bytes, is_local, local_str, validate_id
 
 
 @dg.asset(
@@ -163,6 +163,10 @@ def blip_remote_sensing(
 ) -> dg.MaterializeResult:
     base = config.base_model_path
     if not base:
+        if not is_local(storage.root()):
+            raise ConfigError(
+                "base_model_path", "empty: the tiny demo BLIP is only made under a local storage root"
+            )
         tiny = storage.path("models", "blip_tiny_random")
         if not (tiny / "config.json").exists():
             write_tiny_blip(local_str(tiny))
