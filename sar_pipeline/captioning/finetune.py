@@ -209,8 +209,9 @@ def finetune_blip(
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = model(**batch).loss
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -219,7 +220,7 @@ def finetune_blip(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            losses.append(float(loss.item()))
+            losses.append(loss_value)
             progress.update(1)
             if step % settings.log_every == 0 or step == settings.max_steps:
                 report(
