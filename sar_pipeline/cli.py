@@ -97,7 +97,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     demo = write_demo_archive(archive_dir, flights=args.flights, seed=args.seed)
     print(f"demo archive: {demo.catalog_path} ({time.perf_counter() - started:.1f} s)")
-    os.environ.setdefault("SAR_PIPELINE_ARCHIVE", str(demo.catalog_path))
+    # the demo runs on the archive it just wrote (its orthophoto is the default optical source),
+    # even when the shell still points SAR_PIPELINE_ARCHIVE at another archive
+    os.environ["SAR_PIPELINE_ARCHIVE"] = str(demo.catalog_path)
     failures = run_main_job()
     return 1 if failures else 0
 
