@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -20,7 +19,7 @@ from sar_pipeline.archive.protocol import SarArchive, SceneRecord
 from sar_pipeline.errors import ArchiveError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
 from sar_pipeline.pictures import png_bytes, to_uint8
-from sar_pipeline.storage import atomic_local_file
+from sar_pipeline.storage import as_path, atomic_local_file, is_local, local_str
 
 #: acquisition fields a complete record has (the ``sar_scenes`` completeness check counts them)
 ACQUISITION_FIELDS = (
@@ -75,8 +74,13 @@ def write_scene_table(table: gpd.GeoDataFrame, path) -> None:
 
 
 def read_scene_table(path) -> list[SceneRecord]:
-    """The scene records stored by :func:`write_scene_table`."""
-    frame = gpd.read_parquet(str(path) if isinstance(path, Path) else path)
+    """The scene records stored by :func:`write_scene_table` (local path or UPath)."""
+    path = as_path(path)
+    if is_local(path):
+        frame = gpd.read_parquet(local_str(path))
+    else:  # geopandas cannot take a remote UPath: hand it an fsspec file
+        with path.open("rb") as f:
+            frame = gpd.read_parquet(f)
     records = []
     for row in frame.to_dict("records"):
         for col in _JSON_COLUMNS:

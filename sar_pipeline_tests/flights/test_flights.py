@@ -2,10 +2,12 @@
 
 import json
 import shutil
+import uuid
 
 import dagster as dg
 import geopandas as gpd
 import pytest
+from upath import UPath
 
 from sar_pipeline.archive.demo import write_demo_archive
 from sar_pipeline.archive.scene_table import read_scene_table
@@ -90,3 +92,25 @@ def test_register_flights_uses_the_sensor_and_adds_partitions(demo_archive, monk
     new = register_flights(defs(), instance)
     assert sorted(new) == sorted(instance.get_dynamic_partitions("flight")) == sorted(demo_archive.flight_ids)
     assert register_flights(defs(), instance) == []
+
+
+def test_sar_scenes_and_checks_on_an_object_store_root(demo_archive):
+    """The storage root may be s3://…: an in-memory fsspec filesystem stands in for it."""
+    root = f"memory://sar-pipeline-{uuid.uuid4().hex[:8]}/storage"
+    instance = dg.DagsterInstance.ephemeral()
+    flight = sorted(demo_archive.flight_ids)[0]
+    instance.add_dynamic_partitions("flight", [flight])
+    result = dg.materialize(
+        [sar_scenes, sar_scenes_georeferencing, sar_scenes_metadata_complete],
+        instance=instance,
+        partition_key=flight,
+        resources={
+            "archive": SarArchiveResource(uri=str(demo_archive.catalog_path)),
+            "storage": StorageRoot(uri=root),
+        },
+    )
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    table = UPath(root) / "flights" / flight / "sar_scenes.parquet"
+    assert [s.flight_id for s in read_scene_table(table)] and table.exists()
+    assert (UPath(root) / "flights" / flight / "sar_scenes_quicklook.png").read_bytes()[:4] == b"\x89PNG"
