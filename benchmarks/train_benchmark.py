@@ -21,6 +21,8 @@ latents) scaled to the batch, / (seconds per step × 989 TFLOP/s, H100 dense bf1
     .venv/bin/python benchmarks/train_benchmark.py --reference ../shared/bench/sd_reference_step.py
     .venv/bin/python benchmarks/train_benchmark.py --reference ../shared/bench/sd_reference_step.py --tiny
 
+On a GPU machine without diffusers (carried as a wheel) see docs/benchmarks.md for the one-call command.
+
 ``--tiny`` runs on the CPU with the tiny preset (64 px, batch 4, a few steps) to prove the script works;
 its reference side is a line-by-line CPU port of the reference step (the reference file itself
 needs CUDA). Prints one JSON object per mode and a Markdown table for docs/benchmarks.md.
@@ -39,6 +41,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the repository root, so that a GPU machine without the package installed imports sar_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TFLOP_PER_IMAGE = 2.407 + 3 * 0.0133  # UNet fwd+bwd + text encoder fwd+bwd, cached latents (39.2 per 16)
 H100_BF16_DENSE_TFLOPS = 989.0
