@@ -159,7 +159,7 @@ class BlipCaptioner:
                     item.tile_id, "no optical tile: the BLIP captioner captions the optical image"
                 )
             check_optical_not_blank(item.optical_rgb, item.tile_id)
-            images.append(_as_rgb(item.optical_rgb))
+            images.append(_as_rgb(item.optical_rgb, item.tile_id))
         return self.caption_images(images, with_scores=True)
 
     def caption_images(self, images: Sequence, with_scores: bool = False) -> list:
@@ -231,10 +231,10 @@ class BlipCaptioner:
         return ((x - mean) / std).to(self.dtype)
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def _as_rgb(image: np.ndarray, source: str = "optical tile") -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise RasterError("optical tile", f"expected (rows, cols, 3) RGB, got shape {arr.shape}")
+        raise RasterError(source, f"optical tile: expected (rows, cols, 3) RGB, got shape {arr.shape}")
     return np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))

@@ -63,6 +63,11 @@ def test_blank_optical_tile_is_an_error_naming_the_tile(tiny_blip_dir):
         captioner.caption([blank])
     with pytest.raises(RasterError, match="tile-9.*no optical tile"):
         captioner.caption([CaptionInput("tile-9")])
+    two_bands = CaptionInput(
+        "tile-7", optical_rgb=np.zeros((8, 8, 2), np.uint8) + np.arange(2, dtype=np.uint8)
+    )
+    with pytest.raises(RasterError, match=r"tile-7.*expected \(rows, cols, 3\) RGB"):
+        captioner.caption([two_bands])
 
 
 def test_device_preprocessing_matches_the_image_processor(tiny_blip_dir):
