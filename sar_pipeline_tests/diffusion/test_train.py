@@ -138,6 +138,12 @@ def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
         ("lora" in k) or ("hada" in k) or ("lokr" in k) for k in unet
     )  # a plain diffusers UNet, adapter merged
     assert _changed(unet, _weights(tiny_world["base"], "unet"))
+    # only the targeted modules moved: every other weight is the base model's
+    for part, targets in (("unet", cfg.unet_lora_targets), ("text_encoder", cfg.text_encoder_lora_targets)):
+        trained, base = _weights(pipeline, part), _weights(tiny_world["base"], part)
+        moved = {k for k in trained if not torch.equal(trained[k], base[k])}
+        assert moved, part
+        assert all(any(f".{t}." in k for t in targets) for k in moved), (part, sorted(moved)[:5])
     _sample(pipeline)
 
 
