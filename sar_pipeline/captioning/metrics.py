@@ -119,7 +119,9 @@ def _ptb_tokenize(captions: dict[object, list[str]]) -> dict[object, list[str]]:
         os.path.dirname(os.path.abspath(ptbtokenizer.__file__)), ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
     )
     keys = [k for k, v in captions.items() for _ in v]
-    sentences = "\n".join(c.replace("\n", " ") for v in captions.values() for c in v)
+    # one caption per line: any line break inside a caption (\r, U+2028…) would shift every later
+    # caption onto another image's line, so all whitespace is folded to single spaces
+    sentences = "\n".join(" ".join(c.split()) for v in captions.values() for c in v)
     with tempfile.TemporaryDirectory() as tmp:
         text_file = os.path.join(tmp, "captions.txt")
         with open(text_file, "w", encoding="utf-8") as f:
@@ -139,6 +141,8 @@ def _ptb_tokenize(captions: dict[object, list[str]]) -> dict[object, list[str]]:
             "PTB tokenizer", f"java exited with {done.returncode}: {done.stderr.decode()[-500:]}"
         )
     lines = done.stdout.decode("utf-8").split("\n")
+    if len(lines) < len(keys):
+        raise ConfigError("PTB tokenizer", f"returned {len(lines)} lines for {len(keys)} captions")
     out: dict[object, list[str]] = {}
     for key, line in zip(keys, lines, strict=False):
         words = [w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS]

@@ -84,3 +84,10 @@ def test_tokenisation_equals_pycocoevalcaps_wrapper():
     }
     expected = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
     assert _ptb_tokenize(captions) == expected
+
+
+def test_line_breaks_inside_a_caption_do_not_shift_the_others():
+    from sar_pipeline.captioning.metrics import _ptb_tokenize
+
+    captions = {"a": ["one\rcaption", "two\u2028captions"], "b": ["the last one"]}
+    assert _ptb_tokenize(captions) == {"a": ["one caption", "two captions"], "b": ["the last one"]}
