@@ -7,12 +7,6 @@ from sar_pipeline.defs.jobs import flight_job
 from sar_pipeline.defs.resources import SarArchiveResource
 
 
-def new_flight_ids(listed: list[str], cursor: str | None, registered: set[str]) -> list[str]:
-    """Flights listed by the archive that neither the cursor nor the instance has seen."""
-    seen = set(json.loads(cursor)["seen"]) if cursor else set()
-    return sorted(f for f in listed if f not in seen and f not in registered)
-
-
 @dg.sensor(
     job=flight_job,
     minimum_interval_seconds=300,
@@ -24,13 +18,15 @@ def new_flights(context: dg.SensorEvaluationContext, archive: SarArchiveResource
     listed = [f.flight_id for f in sar_archive.list_flights()]
     for problem in getattr(sar_archive, "problems", []):
         context.log.warning(f"archive problem: {problem}")
+    seen = set(json.loads(context.cursor)["seen"]) if context.cursor else set()
+    # the instance's partitions count as seen too: a reset cursor re-requests nothing
     registered = set(context.instance.get_dynamic_partitions(flight_partitions.name))
-    new = new_flight_ids(listed, context.cursor, registered)
-    seen = sorted(set(json.loads(context.cursor)["seen"] if context.cursor else []) | set(listed))
+    new = sorted(f for f in listed if f not in seen and f not in registered)
+    cursor = json.dumps({"seen": sorted(seen | set(listed))})
     if not new:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new flight"), cursor=json.dumps({"seen": seen}))
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new flight"), cursor=cursor)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=f, run_key=f) for f in new],
         dynamic_partitions_requests=[flight_partitions.build_add_request(new)],
-        cursor=json.dumps({"seen": seen}),
+        cursor=cursor,
     )
