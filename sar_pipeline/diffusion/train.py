@@ -540,6 +540,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                     accelerator.device.type, dtype=weight_dtype, enabled=cfg.mixed_precision != "no"
                 ):
                     grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
+                vae.to("cpu")  # sampling moved it to the device; the loop does not use it
                 grid_path = output_dir / "samples" / f"step-{step:08d}.png"
                 grid_path.parent.mkdir(exist_ok=True)
                 grid_image.save(grid_path)
