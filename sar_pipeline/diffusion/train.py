@@ -605,6 +605,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         f"({num_epochs} epochs × {steps_per_epoch}), {world} process(es), groups "
         + ", ".join(f"{g['name']} lr={g['lr']:g}" for g in optimizer.param_groups)
     )
+    if warm_at == progress.global_step:  # no warm-up: time from the first step
+        t_last = time.perf_counter()
     while progress.global_step < max_steps and progress.epoch < num_epochs:
         batches = data.epoch_batches(
             len(train_set.latents), cfg.train_batch_size, cfg.seed, progress.epoch, rank, world

@@ -107,6 +107,19 @@ def test_trained_parts_in_train_mode_frozen_in_eval_mode(
     assert (base.unet.training, base.text_encoder.training) == (unet_trains, text_encoder_trains)
 
 
+def test_throughput_without_warm_up_steps(tiny_world, tmp_path):
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=1,
+        checkpoint_every_steps=0,
+        checkpoint_at_end=False,
+        throughput_warmup_steps=0,
+    )
+    summary = train(cfg)
+    assert summary["images_per_second"] > 0 and summary["seconds_per_step"] > 0
+
+
 def test_more_accumulation_steps_than_batches_per_epoch_is_refused(tiny_world, tmp_path):
     cfg = tiny_config(tiny_world, tmp_path / "run", train_batch_size=8, gradient_accumulation_steps=5)
     with pytest.raises(ConfigError, match="an epoch holds only 4"):
