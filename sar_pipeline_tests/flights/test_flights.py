@@ -1,12 +1,17 @@
 """The flight partitions: the new_flights sensor and the sar_scenes asset, through Dagster's APIs."""
 
+import datetime as dt
 import json
+import os
 import shutil
 import uuid
 
 import dagster as dg
 import geopandas as gpd
+import numpy as np
+import pystac
 import pytest
+import rasterio
 from upath import UPath
 
 from sar_pipeline.archive.demo import write_demo_archive
@@ -17,6 +22,7 @@ from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.flights.checks import sar_scenes_georeferencing, sar_scenes_metadata_complete
 from sar_pipeline.defs.flights.sensors import new_flights
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline_tests.archive.conftest import ROTATED
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +120,46 @@ def test_sar_scenes_and_checks_on_an_object_store_root(demo_archive):
     table = UPath(root) / "flights" / flight / "sar_scenes.parquet"
     assert [s.flight_id for s in read_scene_table(table)] and table.exists()
     assert (UPath(root) / "flights" / flight / "sar_scenes_quicklook.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_scene_without_quicklook_still_gives_the_table(tmp_path):
+    """Pixels that contradict the declared unit (negative amplitudes) only cost the quick-look."""
+    raster = tmp_path / "stac" / "files" / "scene-a.tif"
+    raster.parent.mkdir(parents=True)
+    profile = {"driver": "GTiff", "width": 30, "height": 20, "count": 1, "dtype": "float32"}
+    with rasterio.open(raster, "w", **profile, crs="EPSG:32631", transform=ROTATED, nodata=None) as dst:
+        dst.write(np.full((1, 20, 30), -0.5, np.float32))
+    when = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    collection = pystac.Collection(
+        "flight-neg",
+        "a flight",
+        pystac.Extent(pystac.SpatialExtent([[0, 0, 1, 1]]), pystac.TemporalExtent([[when, None]])),
+    )
+    item = pystac.Item("scene-a", geometry=None, bbox=None, datetime=when, properties={})
+    asset = pystac.Asset(href=str(raster), media_type=pystac.MediaType.GEOTIFF, roles=["data"])
+    asset.extra_fields["raster:bands"] = [{"unit": "amplitude"}]
+    item.add_asset("amplitude", asset)
+    collection.add_item(item)
+    catalog = pystac.Catalog("mine", "my flights")
+    catalog.add_child(collection)
+    catalog.normalize_hrefs(str(tmp_path / "stac") + os.sep)
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("flight", ["flight-neg"])
+    result = dg.materialize(
+        [sar_scenes],
+        instance=instance,
+        partition_key="flight-neg",
+        resources={
+            "archive": SarArchiveResource(uri=str(tmp_path / "stac" / "catalog.json")),
+            "storage": StorageRoot(uri=str(tmp_path / "storage")),
+        },
+    )
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("sar_scenes")
+    assert mat.metadata["scene_count"].value == 1
+    assert (
+        "no quick-look" in mat.metadata["quicklook"].value and "negative" in mat.metadata["quicklook"].value
+    )
+    assert read_scene_table(tmp_path / "storage" / "flights" / "flight-neg" / "sar_scenes.parquet")

@@ -37,8 +37,14 @@ def sar_scenes(
     path = storage.flight_path(flight_id, "sar_scenes.parquet")
     write_scene_table(table, path)
 
-    quicklook = quicklook_png(sar_archive, scenes[0])
-    atomic_write_bytes(storage.flight_path(flight_id, "sar_scenes_quicklook.png"), quicklook)
+    try:
+        quicklook = quicklook_png(sar_archive, scenes[0])
+    except SarPipelineError as error:  # the table is the output; the picture is only for people
+        context.log.warning(f"no quick-look: {error}")
+        quicklook_md = f"no quick-look: {error}"
+    else:
+        atomic_write_bytes(storage.flight_path(flight_id, "sar_scenes_quicklook.png"), quicklook)
+        quicklook_md = markdown_image(quicklook, f"{scenes[0].scene_id} quick-look")
     spacings = [
         v for s in scenes for v in (s.pixel_spacing_range_m, s.pixel_spacing_azimuth_m) if v is not None
     ]
@@ -54,6 +60,6 @@ def sar_scenes(
             ),
             "pixel_spacing_m_range": f"{min(spacings):.3f} – {max(spacings):.3f}" if spacings else "unknown",
             "footprint_area_km2": float(table["footprint_area_m2"].sum() / 1e6),
-            "quicklook": dg.MetadataValue.md(markdown_image(quicklook, f"{scenes[0].scene_id} quick-look")),
+            "quicklook": dg.MetadataValue.md(quicklook_md),
         }
     )
