@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 
 from sar_pipeline.diffusion.config import TrainConfig
 from sar_pipeline.errors import ConfigError, ModelError, SarPipelineError
+from sar_pipeline.storage import atomic_write_bytes
 
 CHECKPOINT_PREFIX = "checkpoint-"
 PARTIAL_SUFFIX = ".partial"
@@ -317,7 +319,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         torch.backends.cudnn.allow_tf32 = True
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        atomic_write_bytes(output_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=1).encode())
 
     # ---------------------------------------------------------------- models
     storage_root = Path(cfg.storage_root)
@@ -542,8 +544,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                     grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
                 vae.to("cpu")  # sampling moved it to the device; the loop does not use it
                 grid_path = output_dir / "samples" / f"step-{step:08d}.png"
-                grid_path.parent.mkdir(exist_ok=True)
-                grid_image.save(grid_path)
+                png = io.BytesIO()
+                grid_image.save(png, format="PNG")
+                atomic_write_bytes(grid_path, png.getvalue())
             info = {
                 "step": step,
                 "epoch": progress.epoch,
@@ -762,8 +765,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         "hyperparameters": cfg.to_dict(),
     }
     if main:
-        (output_dir / "losses.json").write_text(json.dumps(progress.history))
-        (output_dir / "final.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_bytes(output_dir / "losses.json", json.dumps(progress.history).encode())
+        atomic_write_bytes(output_dir / "final.json", json.dumps(summary, indent=1).encode())
         reporter.materialization(
             {
                 "checkpoint": summary["pipeline"],
