@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import shapely
-from pyproj import Transformer
+from pyproj import Proj, Transformer
 
 from sar_pipeline.dataset.schema import SPLITS
 from sar_pipeline.errors import ConfigError
@@ -51,6 +51,7 @@ ASSIGNMENTS = ("balanced", "hash")
 _KEEP_PRIORITY = {"train": 0, "validation": 1, "test": 2}
 
 _TO_BLOCK_CRS = Transformer.from_crs("OGC:CRS84", BLOCK_CRS, always_xy=True)
+_BLOCK_PROJ = Proj(BLOCK_CRS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,24 @@ def to_block_crs(footprints_wgs84: Sequence) -> np.ndarray:
     return shapely.transform(geoms, lambda xy: np.column_stack(_TO_BLOCK_CRS.transform(xy[:, 0], xy[:, 1])))
 
 
+def block_crs_distance(footprints_wgs84: Sequence, distance_m: float) -> float:
+    """A ground distance (metres) in :data:`BLOCK_CRS` units, large enough everywhere over the footprints.
+
+    EPSG:6933 is equal-area, not equidistant: away from ±30° latitude it stretches one axis and
+    shrinks the other (at 43.6° N one ground metre spans 1.19 units east-west, 0.84 north-south),
+    so the largest scale factor over the footprints' latitudes is used.
+    """
+    if distance_m <= 0 or len(footprints_wgs84) == 0:
+        return 0.0
+    bounds = shapely.bounds(np.asarray(footprints_wgs84, dtype=object))
+    low, high = float(np.nanmin(bounds[:, 1])), float(np.nanmax(bounds[:, 3]))
+    # the east-west scale grows with |latitude|, the north-south one shrinks: check both ends (and 0)
+    latitudes = np.clip([low, high, 0.0] if low < 0 < high else [low, high], -86.0, 86.0)
+    factors = _BLOCK_PROJ.get_factors(np.zeros(len(latitudes)), latitudes)
+    scale = max(np.max(factors.parallel_scale), np.max(factors.meridional_scale))
+    return distance_m * float(scale)
+
+
 def block_of(centroid_x_m: float, centroid_y_m: float, block_size_m: float) -> tuple[int, int]:
     """Block (column, row) index holding a point given in :data:`BLOCK_CRS` metres."""
     return int(np.floor(centroid_x_m / block_size_m)), int(np.floor(centroid_y_m / block_size_m))
@@ -163,7 +182,7 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResul
         by_block = balanced_block_splits(dict(collections.Counter(blocks)), config)
     splits = [by_block[b] for b in blocks]
 
-    pairs = _touching_pairs(metric, config.touch_tolerance_m)
+    pairs = _touching_pairs(metric, block_crs_distance(footprints_wgs84, config.touch_tolerance_m))
     # Resolve from the highest keep priority down, so the outcome does not depend on pair order:
     # a validation tile goes iff it touches a test tile; a train tile goes iff it touches a test
     # tile or a validation tile that was kept.
@@ -182,11 +201,11 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResul
     return SplitResult(splits=splits, blocks=blocks)
 
 
-def _touching_pairs(metric_geoms: np.ndarray, tolerance_m: float) -> list[tuple[int, int]]:
-    """Index pairs ``i < j`` of geometries that intersect or lie within ``tolerance_m`` (metres)."""
+def _touching_pairs(metric_geoms: np.ndarray, tolerance: float) -> list[tuple[int, int]]:
+    """Index pairs ``i < j`` of geometries that intersect or lie within ``tolerance`` (BLOCK_CRS units)."""
     tree = shapely.STRtree(metric_geoms)
-    if tolerance_m > 0:
-        left, right = tree.query(metric_geoms, predicate="dwithin", distance=tolerance_m)
+    if tolerance > 0:
+        left, right = tree.query(metric_geoms, predicate="dwithin", distance=tolerance)
     else:
         left, right = tree.query(metric_geoms, predicate="intersects")
     mask = left < right
@@ -202,9 +221,9 @@ def leaking_pairs(
     keep = [k for k, s in enumerate(splits) if s != DROPPED]
     if not keep:
         return []
-    metric = to_block_crs([footprints_wgs84[k] for k in keep])
+    kept = [footprints_wgs84[k] for k in keep]
     pairs = []
-    for a, b in _touching_pairs(metric, tolerance_m):
+    for a, b in _touching_pairs(to_block_crs(kept), block_crs_distance(kept, tolerance_m)):
         i, j = keep[a], keep[b]
         if splits[i] != splits[j]:
             pairs.append((i, j))

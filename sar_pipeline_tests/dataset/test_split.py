@@ -132,3 +132,15 @@ def test_bad_split_config_is_refused(kwargs):
 
 def test_empty_input():
     assert assign_splits([], SplitConfig()).splits == []
+
+
+def test_touch_tolerance_is_in_ground_metres_far_from_30_degrees():
+    # EPSG:6933 stretches east-west distances 1.73× at 60° N: 0.9 m on the ground is 1.56 units
+    from shapely.geometry import box
+
+    def square(x0):
+        return to_wgs84(box(x0, 6_650_000.0, x0 + 10.0, 6_650_010.0), "EPSG:32633")
+
+    a, near, far = square(500_000.0), square(500_010.9), square(500_015.0)
+    assert leaking_pairs([a, near], ["train", "test"], tolerance_m=1.0) == [(0, 1)]
+    assert leaking_pairs([a, far], ["train", "test"], tolerance_m=1.0) == []
