@@ -244,7 +244,11 @@ def collect_flight(
             cap = caption_rows.get(tile_id)
             if cap is None:
                 raise DatasetError(source, f"no caption in {cap_path}")
-            rows.append(_make_row(storage_root, flight_id, sar_row, cap, optical_rows.get(tile_id), source))
+            try:
+                row = _make_row(storage_root, flight_id, sar_row, cap, optical_rows.get(tile_id), source)
+            except (TypeError, ValueError) as exc:  # a column of the wrong type (transform, tile_row…)
+                raise DatasetError(source, f"malformed manifest row ({type(exc).__name__}: {exc})") from exc
+            rows.append(row)
         except SarPipelineError as err:
             if on_error is None:
                 raise

@@ -228,3 +228,10 @@ def test_unparsable_acquisition_time_names_the_tile(tmp_path):
     skipped = []
     result = build_dataset(tmp_path, ["flight-h"], CONFIG, on_error=skipped.append)
     assert len(skipped) == 1 and sum(result.row_counts.values()) + result.dropped_guard_tiles == 1
+    # any other column of the wrong type is named too, not a bare ValueError
+    table = pq.read_table(manifest).drop_columns(["datetime"])
+    bad = [["a", "b", "c", "d", "e", "f"], None]
+    table = table.set_column(table.schema.get_field_index("transform"), "transform", [bad])
+    pq.write_table(table, manifest)
+    with pytest.raises(DatasetError, match=rf"{ids[0]}.*malformed manifest row"):
+        build_dataset(tmp_path, ["flight-h"], CONFIG)
