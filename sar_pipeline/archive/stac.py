@@ -482,7 +482,8 @@ class StacSarArchive:
                 with rasterio.open(_rasterio_href(href)) as src:
                     if crs is None and src.crs is not None:
                         crs = _crs_string(src.crs)
-                    if transform is None and src.crs is not None:
+                    # rasterio reports the identity for a raster without geotransform
+                    if transform is None and (src.crs is not None or not src.transform.is_identity):
                         transform = list(src.transform)[:6]
                     if shape is None:
                         shape = [src.height, src.width]
@@ -493,9 +494,15 @@ class StacSarArchive:
                     name, f"cannot read the raster {href} for its georeferencing: {exc}"
                 ) from exc
         if crs is None or transform is None:
-            raise ArchiveError(
-                name, "has no projection info: no proj:code/proj:epsg/proj:wkt2 and the raster has no CRS"
-            )
+            missing = [
+                what
+                for what, value in (
+                    ("no CRS (proj:code/proj:epsg/proj:wkt2/proj:projjson, nor in the raster)", crs),
+                    ("no geotransform (proj:transform, nor in the raster)", transform),
+                )
+                if value is None
+            ]
+            raise ArchiveError(name, "has no projection info: " + "; ".join(missing))
         try:
             transform = tuple(float(v) for v in list(transform)[:6])
             shape = (int(shape[0]), int(shape[1]))

@@ -288,7 +288,14 @@ def test_item_without_projection_info_and_raster_without_crs(tmp_path):
     assert [s.scene_id for s in archive.list_scenes("flight-1", on_error=errors.append)] == ["good"]
     (error,) = errors
     assert isinstance(error, ArchiveError) and "item 'plain'" in str(error)
-    assert "has no projection info" in error.reason
+    assert "has no projection info" in error.reason and "no CRS" in error.reason
+
+    # the CRS in the item, the geotransform only in the raster: usable
+    with_code = _plain_item("with-code", no_crs)
+    with_code.properties["proj:code"] = "EPSG:32631"
+    archive = _flight_with_scenes(tmp_path / "second", {"with-code": with_code})
+    (scene,) = archive.list_scenes("flight-1")
+    assert scene.crs == "EPSG:32631" and scene.transform == pytest.approx(tuple(ROTATED)[:6])
 
 
 def test_unusable_assets_and_bad_projection_fields(tmp_path):
