@@ -10,11 +10,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from upath import UPath
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
 from sar_pipeline.dataset.schema import SPLITS
+from sar_pipeline.geo.tiling import to_display_uint8
 from sar_pipeline.pictures import grid, png_bytes
 from sar_pipeline.storage import as_path
 
@@ -96,7 +98,11 @@ def mosaic_png(samples: Sequence[tuple[bytes, str]], columns: int = 4, cell: int
     """A grid of SAR tiles (PNG bytes) each labelled with its caption; None when there are none."""
     if not samples:
         return None
-    images = [Image.open(io.BytesIO(data)) for data, _ in samples]
+    images = []
+    for data, _ in samples:
+        with Image.open(io.BytesIO(data)) as img:
+            # 16-bit tiles would turn white in an RGB conversion: show their top 8 bits
+            images.append(to_display_uint8(np.asarray(img)))
     picture = grid(images, columns=min(columns, len(images)), labels=[c for _, c in samples], cell=cell)
     return png_bytes(picture)
 

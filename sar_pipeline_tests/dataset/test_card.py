@@ -42,3 +42,16 @@ def test_card_pictures_from_a_written_dataset(tmp_path):
     assert mosaic.size == (4 * 192, 2 * (192 + 14))
     assert "| flight-a | X |" in card.counts_markdown
     assert build_card(result.rows).mosaic_png is None
+
+
+def test_mosaic_shows_16_bit_tiles_in_grey_levels():
+    import numpy as np
+
+    from sar_pipeline.dataset.card import mosaic_png
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    mosaic = np.asarray(Image.open(io.BytesIO(mosaic_png([(buf.getvalue(), "a ramp")], cell=64))))
+    cell = mosaic[:64, :64, 0].astype(float)
+    assert 100 < cell.mean() < 155 and cell.min() < 10  # a grey ramp, not a white square
