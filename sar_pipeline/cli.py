@@ -40,8 +40,6 @@ def register_flights(defs, instance) -> list[str]:
     sensor = defs.resolve_sensor_def("new_flights")
     context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
     result = sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return [r.partition_key for r in result.run_requests or []]
