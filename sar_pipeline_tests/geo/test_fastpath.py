@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from affine import Affine
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from rasterio.io import MemoryFile
@@ -82,6 +82,8 @@ def test_fast_average_equals_gdal_average(
     grid = build_output_grid(
         CRS, t, shape, gsd, heading_deg=heading if use_heading else None, observation_direction=look
     )
+    # an output of a few pixels is all edge ring: nothing would be left to compare
+    assume(min(grid.shape) >= 8)
     assert axis_parallel_mapping(grid.transform, grid.shape, t) is not None  # native grids take the fast path
     with _memory_scene(amplitude, t) as mem, mem.open() as ds:
         kw = dict(value_unit="amplitude", resampling="average")
