@@ -257,6 +257,16 @@ def sample_grid(pipeline, cfg: TrainConfig, device) -> tuple[Any, list[Any]]:
     ), images
 
 
+def mean_brightness(prompts: list[str], images: list[Any]) -> dict[str, float]:
+    """Mean pixel value (0–1) of each validation prompt's sample: how the prompt sets the tone."""
+    import numpy as np
+
+    return {
+        p: round(float(np.asarray(im, dtype=np.float32).mean() / 255.0), 4)
+        for p, im in zip(prompts, images, strict=True)
+    }
+
+
 def add_adapter(model, cfg: TrainConfig, rank: int, alpha: int, targets: list[str]):
     """Wrap ``model`` in a peft adapter (LoRA, LoHa or LoKr) whose weights alone are trained."""
     import peft
@@ -537,11 +547,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
             )
             pipe.save_pretrained(partial / "pipeline", safe_serialization=True)
             grid_path = None
+            prompt_brightness = None
             if cfg.validation_prompts:
                 with torch.autocast(
                     accelerator.device.type, dtype=weight_dtype, enabled=cfg.mixed_precision != "no"
                 ):
-                    grid_image, _ = sample_grid(pipe, cfg, accelerator.device)
+                    grid_image, images = sample_grid(pipe, cfg, accelerator.device)
+                prompt_brightness = mean_brightness(cfg.validation_prompts, images)
                 vae.to("cpu")  # sampling moved it to the device; the loop does not use it
                 grid_path = output_dir / "samples" / f"step-{step:08d}.png"
                 png = io.BytesIO()
@@ -559,6 +571,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
                 "checkpoint": str(final),
                 "pipeline": str(final / "pipeline"),
                 "sample_grid": str(grid_path) if grid_path else None,
+                "validation_mean_brightness": prompt_brightness,
             }
             (partial / "checkpoint.json").write_text(json.dumps(info, indent=1))
             if final.exists():

@@ -171,6 +171,9 @@ def sd_model(
                     "loss": message["loss"],
                     "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
                     "checkpoint": dg.MetadataValue.path(message["pipeline"]),
+                    "validation_mean_brightness": dg.MetadataValue.json(
+                        message.get("validation_mean_brightness") or {}
+                    ),
                     **_grid_metadata(message.get("sample_grid")),
                 },
             )
@@ -184,6 +187,7 @@ def sd_model(
     loss_png = pictures.line_plot_png(
         {"loss": ([s for s, _ in history], [v for _, v in history])}, "training loss", "step", "MSE"
     )
+    last = json.loads((Path(summary["checkpoint"]) / "checkpoint.json").read_text())
     child = invocation.get_materialize_result()
     return dg.MaterializeResult(
         metadata={
@@ -195,6 +199,8 @@ def sd_model(
             "images_per_second": summary["images_per_second"],
             "hyperparameters": dg.MetadataValue.json(cfg.to_dict()),
             "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
+            # mean pixel value (0–1) of each validation prompt's sample at the last checkpoint
+            "validation_mean_brightness": dg.MetadataValue.json(last.get("validation_mean_brightness") or {}),
             **_grid_metadata(summary["sample_grid"]),
         }
     )
