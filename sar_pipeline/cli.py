@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from sar_pipeline import paths
@@ -55,6 +56,9 @@ def run_main_job(flights: list[str] | None = None) -> int:
 
     from sar_pipeline.definitions import defs as load_defs
 
+    # Dagster's notices about its own preview/beta APIs (used inside Pipes) are not for the user
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     home = _prepare_dagster_home()
     instance = dg.DagsterInstance.get()
     defs = load_defs()
