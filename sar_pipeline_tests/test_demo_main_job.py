@@ -7,11 +7,11 @@ The fine-tuned model must have learnt something of the demo's SAR: over fixed se
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from sar_pipeline.cli import main
+from sar_pipeline_tests.diffusion.synthetic import sample_mean_amplitude
 
 SEEDS = (0, 1, 2, 3)
 
@@ -39,21 +39,7 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
 
-    def mean_amplitude(prompt: str) -> float:
-        images = [
-            pipe(
-                prompt,
-                num_inference_steps=10,
-                height=size,
-                width=size,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="np",
-            ).images[0]
-            for seed in SEEDS
-        ]
-        return float(np.mean(images))
-
-    river = mean_amplitude("An aerial view of a river")
-    urban = mean_amplitude("An aerial view of an urban area")
+    river = sample_mean_amplitude(pipe, "An aerial view of a river", SEEDS, size)
+    urban = sample_mean_amplitude(pipe, "An aerial view of an urban area", SEEDS, size)
     print(f"demo model, mean amplitude (0..1): river {river:.3f}, urban {urban:.3f}")
     assert river + 0.05 < urban

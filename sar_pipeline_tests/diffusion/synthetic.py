@@ -76,3 +76,23 @@ def write_synthetic_dataset(
 
 if __name__ == "__main__":
     print(write_synthetic_dataset(sys.argv[1]))
+
+
+def sample_mean_amplitude(pipe, prompt: str, seeds, size: int, guidance_scale: float = 7.5) -> float:
+    """Mean pixel value (0–1) of ``pipe``'s samples of ``prompt`` over fixed ``seeds``."""
+    import numpy as np
+    import torch
+
+    images = [
+        pipe(
+            prompt,
+            num_inference_steps=10,
+            guidance_scale=guidance_scale,
+            height=size,
+            width=size,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images[0]
+        for seed in seeds
+    ]
+    return float(np.mean(images))

@@ -1,14 +1,12 @@
 """Done-when of issue 5: the tiny preset learns, on 2 CPU cores, that "water" is dark and "urban" bright."""
 
-import numpy as np
 import pytest
-import torch
 
 from sar_pipeline.diffusion.config import recipe
 from sar_pipeline.diffusion.latent_cache import build_latent_cache
 from sar_pipeline.diffusion.models import ensure_tiny_base, load_base_model
 from sar_pipeline.diffusion.train import train
-from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
+from sar_pipeline_tests.diffusion.synthetic import sample_mean_amplitude, write_synthetic_dataset
 
 SEEDS = (0, 1, 2, 3)
 
@@ -35,22 +33,7 @@ def test_samples_depend_on_the_prompt(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(summary["pipeline"])
     pipe.set_progress_bar_config(disable=True)
 
-    def mean_amplitude(prompt: str) -> float:
-        images = [
-            pipe(
-                prompt,
-                num_inference_steps=10,
-                guidance_scale=3.0,
-                height=64,
-                width=64,
-                generator=torch.Generator().manual_seed(s),
-                output_type="np",
-            ).images[0]
-            for s in SEEDS
-        ]
-        return float(np.mean(images))
-
-    water = mean_amplitude("An aerial view of water")
-    urban = mean_amplitude("An aerial view of an urban area")
+    water = sample_mean_amplitude(pipe, "An aerial view of water", SEEDS, 64, guidance_scale=3.0)
+    urban = sample_mean_amplitude(pipe, "An aerial view of an urban area", SEEDS, 64, guidance_scale=3.0)
     print(f"mean amplitude (0..1): water {water:.3f}, urban {urban:.3f}")
     assert water + 0.2 < urban
