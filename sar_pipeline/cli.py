@@ -88,7 +88,7 @@ def run_main_job(flights: list[str] | None = None) -> int:
     storage = defs.resources.get("storage")
     print(f"\nDagster home (SQLite): {home}")
     print(f"Outputs (storage root): {getattr(storage, 'uri', paths.storage_dir())}")
-    print("Open the UI:  DAGSTER_HOME=" + str(home) + " .venv/bin/dg dev --host 127.0.0.1")
+    print(f"Open the UI:  source .venv/bin/activate && DAGSTER_HOME={home} dg dev --host 127.0.0.1")
     return failures
 
 
