@@ -54,22 +54,33 @@ def write_rgb(path, rgb, transform):
         dst.write(rgb)
 
 
+def _materialise(storage, instance, assets, sar_config, optical_uri=None):
+    """Materialise ``assets`` for FLIGHT with the test archive and, if given, an optical mosaic."""
+    resources = {
+        "storage": StorageRoot(uri=str(storage)),
+        "archive": SarArchiveResource(uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"),
+    }
+    if optical_uri is not None:
+        resources["optical"] = OpticalResource(kind="mosaic", uri=str(optical_uri))
+    return dg.materialize(
+        assets,
+        instance=instance,
+        partition_key=FLIGHT,
+        resources=resources,
+        run_config={"ops": {"sar_tiles": {"config": sar_config}}},
+    )
+
+
 def test_sar_and_optical_tiles_materialise_with_checks(tmp_path):
     storage, ortho = _flight(tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("flight", [FLIGHT])
-    result = dg.materialize(
+    result = _materialise(
+        storage,
+        instance,
         [sar_tiles, optical_tiles],
-        instance=instance,
-        partition_key=FLIGHT,
-        resources={
-            "storage": StorageRoot(uri=str(storage)),
-            "archive": SarArchiveResource(
-                uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"
-            ),
-            "optical": OpticalResource(kind="mosaic", uri=str(ortho)),
-        },
-        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64, "ground_sample_distance_m": 1.25}}}},
+        {"tile_size": 64, "ground_sample_distance_m": 1.25},
+        ortho,
     )
     assert result.success
     (sar,) = result.asset_materializations_for_node("sar_tiles")
@@ -105,18 +116,7 @@ def test_sar_and_optical_tiles_materialise_with_checks(tmp_path):
     )
 
     # re-materialising replaces the folder as a whole
-    again = dg.materialize(
-        [sar_tiles],
-        instance=instance,
-        partition_key=FLIGHT,
-        resources={
-            "storage": StorageRoot(uri=str(storage)),
-            "archive": SarArchiveResource(
-                uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"
-            ),
-        },
-        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 128, "ground_sample_distance_m": 1.25}}}},
-    )
+    again = _materialise(storage, instance, [sar_tiles], {"tile_size": 128, "ground_sample_distance_m": 1.25})
     assert again.success
     pngs = list((storage / "flights" / FLIGHT / "sar_tiles").glob("*__r*_c???.png"))
     assert pngs and all(Image.open(p).size == (128, 128) for p in pngs)
@@ -128,18 +128,8 @@ def test_optical_not_covering_the_flight_is_recorded_and_the_check_fails(tmp_pat
     write_rgb(far, np.full((3, 100, 100), 90, np.uint8), Affine(1, 0, ORIGIN[0] + 50_000, 0, -1, ORIGIN[1]))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("flight", [FLIGHT])
-    result = dg.materialize(
-        [sar_tiles, optical_tiles],
-        instance=instance,
-        partition_key=FLIGHT,
-        resources={
-            "storage": StorageRoot(uri=str(storage)),
-            "archive": SarArchiveResource(
-                uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"
-            ),
-            "optical": OpticalResource(kind="mosaic", uri=str(far)),
-        },
-        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64, "bit_depth": 16}}}},
+    result = _materialise(
+        storage, instance, [sar_tiles, optical_tiles], {"tile_size": 64, "bit_depth": 16}, far
     )
     assert result.success
     (opt,) = result.asset_materializations_for_node("optical_tiles")
