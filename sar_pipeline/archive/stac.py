@@ -165,6 +165,20 @@ def _is_raster_asset(asset: pystac.Asset) -> bool:
     return not media_type and asset.href.split("?", 1)[0].lower().endswith(_RASTER_SUFFIXES)
 
 
+def _resolve(link: pystac.Link, root, what: str, report: Callable[[ArchiveError], None]):
+    """The STAC object behind ``link``, or None after reporting why it cannot be read."""
+    try:
+        link.resolve_stac_object(root=root)
+        return link.target
+    except Exception as exc:  # pystac raises many kinds (I/O, JSON, schema): all mean "unreadable"
+        report(
+            ArchiveError(
+                link.get_absolute_href() or link.href, f"cannot read {what} ({type(exc).__name__}: {exc})"
+            )
+        )
+        return None
+
+
 def _describe(obj: pystac.STACObject) -> str:
     kind = "collection" if isinstance(obj, pystac.Collection) else type(obj).__name__.lower()
     href = obj.get_self_href()
@@ -245,38 +259,22 @@ class StacSarArchive:
                         "(make it a pystac.Collection with an extent), so these items are ignored",
                     )
                 )
-            children = []
-            for link in node.get_child_links():
-                try:
-                    link.resolve_stac_object(root=root)
-                    child = link.target
-                except Exception as exc:
-                    report(
-                        ArchiveError(
-                            link.get_absolute_href() or link.href,
-                            f"cannot read child catalogue of {_describe(node)} ({type(exc).__name__}: {exc})",
-                        )
-                    )
-                    continue
-                if isinstance(child, pystac.Catalog):
-                    children.append(child)
+            children = [
+                child
+                for link in node.get_child_links()
+                if isinstance(
+                    child := _resolve(link, root, f"child catalogue of {_describe(node)}", report),
+                    pystac.Catalog,
+                )
+            ]
             stack.extend(reversed(children))
 
     def _items(
         self, collection: pystac.Collection, report: Callable[[ArchiveError], None]
     ) -> Iterator[pystac.Item]:
+        root = collection.get_root()
         for link in collection.get_item_links():
-            try:
-                link.resolve_stac_object(root=collection.get_root())
-                item = link.target
-            except Exception as exc:
-                report(
-                    ArchiveError(
-                        link.get_absolute_href() or link.href,
-                        f"cannot read item of {_describe(collection)} ({type(exc).__name__}: {exc})",
-                    )
-                )
-                continue
+            item = _resolve(link, root, f"item of {_describe(collection)}", report)
             if isinstance(item, pystac.Item):
                 yield item
 
