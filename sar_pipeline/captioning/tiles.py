@@ -58,17 +58,6 @@ class CaptionRun:
         return pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
 
 
-def read_manifest(path: UPath) -> list[dict]:
-    """Rows of a (Geo)Parquet tile manifest as dicts (geometry left as WKB bytes)."""
-    try:
-        with path.open("rb") as f:
-            return pq.read_table(f).to_pylist()
-    except FileNotFoundError as e:
-        raise RasterError(path, "tile manifest missing: materialise the upstream tiles first") from e
-    except (OSError, pa.ArrowException) as e:
-        raise RasterError(path, f"unreadable Parquet manifest: {e}") from e
-
-
 def caption_flight_tiles(
     root: UPath,
     sar_manifest: Sequence[dict],

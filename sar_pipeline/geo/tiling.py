@@ -654,25 +654,21 @@ def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
 
 
 def read_manifest(path) -> list[dict[str, Any]]:
-    """Manifest rows written by :func:`write_manifest` (list columns as lists, datetimes as datetime)."""
-    import geopandas as gpd
-    import pandas as pd
+    """Manifest rows written by :func:`write_manifest` (nulls as None, lists as lists, datetimes as
+    datetime, ``geometry`` as a shapely polygon). Local path or UPath on object storage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    if isinstance(path, str | Path):  # local paths (UPath's local flavour is a Path too)
-        frame = gpd.read_parquet(str(path))
-    else:  # object storage: let fsspec open the file
-        with path.open("rb") as f:
-            frame = gpd.read_parquet(f)
-    rows = []
-    for row in frame.to_dict("records"):
-        for key, value in row.items():
-            if isinstance(value, np.ndarray):
-                row[key] = value.tolist()
-            elif isinstance(value, pd.Timestamp):
-                row[key] = value.to_pydatetime()
-            elif value is pd.NaT:
-                row[key] = None
-        rows.append(row)
+    try:
+        with open(path, "rb") if isinstance(path, str | Path) else path.open("rb") as f:
+            rows = pq.read_table(f).to_pylist()
+    except FileNotFoundError as exc:
+        raise RasterError(path, "tile manifest missing: materialise the upstream tiles first") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise RasterError(path, f"unreadable Parquet manifest: {exc}") from exc
+    for row in rows:
+        if isinstance(row.get("geometry"), bytes):
+            row["geometry"] = wkb.loads(row["geometry"])
     return rows
 
 

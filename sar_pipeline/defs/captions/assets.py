@@ -11,12 +11,13 @@ from pydantic import Field
 from sar_pipeline.captioning.datasets import combine, load_dataset_spec
 from sar_pipeline.captioning.evaluate import evaluate_blip
 from sar_pipeline.captioning.metrics import metrics_markdown_table
-from sar_pipeline.captioning.tiles import caption_flight_tiles, read_manifest, write_captions
+from sar_pipeline.captioning.tiles import caption_flight_tiles, write_captions
 from sar_pipeline.captioning.tiny import write_tiny_blip
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import ConfigError, SarPipelineError
+from sar_pipeline.geo.tiling import read_manifest
 from sar_pipeline.storage import atomic_write_bytes, is_local, local_str, validate_id
 
 
