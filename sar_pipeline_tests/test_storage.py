@@ -19,3 +19,12 @@ def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):
     assert target.read_bytes() == b"first"
     assert not (tmp_path / "ckpt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left visible
+
+
+def test_model_stages_refuse_a_remote_storage_root_with_the_reason():
+    from sar_pipeline.defs.resources import StorageRoot
+
+    local = StorageRoot(uri="/tmp/sar-storage")
+    assert str(local.local_path("models", "sd")) == "/tmp/sar-storage/models/sd"
+    with pytest.raises(ConfigError, match=r"storage.uri=memory://bucket/root.*local or mounted storage root"):
+        StorageRoot(uri="memory://bucket/root").local_path("models", "sd")

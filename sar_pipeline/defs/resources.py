@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -11,7 +12,8 @@ from upath import UPath
 
 from sar_pipeline import paths
 from sar_pipeline.archive import DEFAULT_ARCHIVE_CLASS, SarArchive, load_archive
-from sar_pipeline.storage import as_path, validate_id
+from sar_pipeline.errors import ConfigError
+from sar_pipeline.storage import as_path, is_local, local_str, validate_id
 
 
 class StorageRoot(dg.ConfigurableResource):
@@ -33,6 +35,18 @@ class StorageRoot(dg.ConfigurableResource):
             for piece in str(part).split("/"):
                 p = p / validate_id(piece, "path component")
         return p
+
+    def local_path(self, *parts: str) -> Path:
+        """``path(*parts)`` as a local filesystem path, for stages whose tools (transformers,
+        diffusers, accelerate) read and write plain folders; a remote root is refused clearly."""
+        p = self.path(*parts)
+        if not is_local(p):
+            raise ConfigError(
+                f"storage.uri={self.uri}",
+                "the model stages (BLIP fine-tuning, latent cache, diffusion training) need a local or "
+                "mounted storage root (e.g. an s3 bucket mounted with mountpoint-s3 or s3fs-fuse)",
+            )
+        return Path(local_str(p))
 
     def flight_path(self, flight_id: str, *parts: str) -> UPath:
         """``root/flights/<flight_id>/parts…``: where a flight partition's outputs live."""

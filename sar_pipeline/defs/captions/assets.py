@@ -18,7 +18,7 @@ from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.geo.tiling import read_manifest
-from sar_pipeline.storage import atomic_write_bytes, is_local, local_str, validate_id
+from sar_pipeline.storage import atomic_write_bytes, validate_id
 
 
 @dg.asset(
@@ -164,18 +164,14 @@ def blip_remote_sensing(
 ) -> dg.MaterializeResult:
     base = config.base_model_path
     if not base:
-        if not is_local(storage.root()):
-            raise ConfigError(
-                "base_model_path", "empty: the tiny demo BLIP is only made under a local storage root"
-            )
-        tiny = storage.path("models", "blip_tiny_random")
+        tiny = storage.local_path("models", "blip_tiny_random")
         if not (tiny / "config.json").exists():
-            write_tiny_blip(local_str(tiny))
-        base = local_str(tiny)
+            write_tiny_blip(tiny)
+        base = str(tiny)
         context.log.warning(f"no base_model_path: starting from a tiny random BLIP at {base} (demo only)")
     settings = {
         "base_model_path": base,
-        "output_dir": local_str(storage.path("models", "blip_remote_sensing")),
+        "output_dir": str(storage.local_path("models", "blip_remote_sensing")),
         "datasets": _dataset_specs(config.datasets),
         "max_steps": config.max_steps,
         "batch_size": config.batch_size,
@@ -217,7 +213,7 @@ class CaptionMetricsConfig(dg.Config):
 def caption_metrics(
     context: dg.AssetExecutionContext, config: CaptionMetricsConfig, storage: StorageRoot
 ) -> dg.MaterializeResult:
-    model_path = local_str(storage.path("models", "blip_remote_sensing"))
+    model_path = str(storage.local_path("models", "blip_remote_sensing"))
     items = combine(*(load_dataset_spec(spec) for spec in _dataset_specs(config.datasets)))
     result = evaluate_blip(
         model_path,

@@ -19,7 +19,7 @@ from sar_pipeline.diffusion import data
 from sar_pipeline.diffusion import latent_cache as latents
 from sar_pipeline.diffusion.config import recipe
 from sar_pipeline.diffusion.models import load_base_model
-from sar_pipeline.storage import atomic_write_bytes, local_str, validate_id
+from sar_pipeline.storage import atomic_write_bytes, validate_id
 
 
 def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
@@ -56,7 +56,7 @@ def latent_cache(
     storage: StorageRoot,
     diffusion_base: DiffusionBase,
 ) -> dg.MaterializeResult:
-    root = local_str(storage.root())
+    root = str(storage.local_path())
     version = data.current_version(root)
     base = load_base_model(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
@@ -140,7 +140,7 @@ def sd_model(
     diffusion_base: DiffusionBase,
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
-    root = local_str(storage.root())
+    root = str(storage.local_path())
     version = data.current_version(root)
     fields = {k: v for k, v in config.model_dump().items() if k not in ("run_name", "options")}
     fields.update({k: json.loads(v) for k, v in config.options.items()})
@@ -155,7 +155,7 @@ def sd_model(
     )
     recipe_hash = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     run_name = validate_id(config.run_name or f"{version}-{recipe_hash}", "run name")
-    run_dir = Path(local_str(storage.path("models", "sd", run_name)))
+    run_dir = storage.local_path("models", "sd", run_name)
     cfg.output_dir = str(run_dir)
     config_path = run_dir / "train_config.json"
     atomic_write_bytes(config_path, json.dumps(cfg.to_dict(), indent=1).encode())

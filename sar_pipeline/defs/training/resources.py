@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,7 +14,6 @@ from pydantic import Field
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.models import ensure_tiny_base
 from sar_pipeline.diffusion.train import launch_command
-from sar_pipeline.storage import local_str
 
 TRAIN_MODULE = "sar_pipeline.diffusion.train"
 
@@ -127,9 +125,9 @@ class DiffusionBase(dg.ConfigurableResource):
         """The base model folder; for tiny, written once per dataset version under models/tiny-base/."""
         if self.preset != "tiny":
             return self.base_model_path
-        folder = Path(local_str(storage.path("models", "tiny-base", dataset_version)))
+        folder = storage.local_path("models", "tiny-base", dataset_version)
         ensure_tiny_base(
-            folder, local_str(storage.root()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
+            folder, str(storage.local_path()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
         )
         return str(folder)
 
