@@ -1,0 +1,72 @@
+"""The one place a stage's settings are defined: a pydantic model per stage, free of Dagster.
+
+Each setting has one name, one default, one unit (in its name or description), one docstring
+(the field's ``description``) and one validation, in the domain package that uses it
+(``geo``, ``dataset``, ``captioning``, ``diffusion``…). ``defs/`` exposes the same model to the
+Launchpad without restating it::
+
+    class TilingConfig(dg.Config, TilingSettings):
+        \"\"\"How SAR scenes become tiles.\"\"\"
+
+The domain code takes the domain model; the Dagster class *is* one (``isinstance`` holds), so an
+asset passes its ``config`` straight through. Field types stay within what Dagster's config
+system accepts (``list`` not ``tuple``, ``Literal`` for closed choices, ``X | None`` for
+optional values); ``sar_pipeline_tests/test_settings.py`` walks every asset and resource and
+checks that the Launchpad shows exactly the domain model's fields, defaults and descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+
+class Settings(pydantic.BaseModel):
+    """Base of every stage's settings: an unknown key is an error, never silently ignored."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def settings_models(cls: type) -> list[type[Settings]]:
+    """The domain :class:`Settings` models ``cls`` is built from (most derived first)."""
+    return [
+        base
+        for base in cls.__mro__
+        if isinstance(base, type)
+        and issubclass(base, Settings)
+        and base is not Settings
+        and base.__module__.split(".")[:2] != ["sar_pipeline", "defs"]
+    ]
+
+
+def field_rows(model: type[pydantic.BaseModel]) -> list[dict[str, Any]]:
+    """One row per field: name, type, default (``None`` where required) and description."""
+    rows = []
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None:
+            default = info.default_factory()
+        else:
+            default = None if info.is_required() else info.default
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append(
+            {
+                "name": name,
+                "type": type_name,
+                "default": default,
+                "required": info.is_required(),
+                "description": info.description or "",
+            }
+        )
+    return rows
+
+
+def markdown_table(model: type[pydantic.BaseModel]) -> str:
+    """The model's fields as a Markdown table (README's configuration section is built from it)."""
+    lines = ["| setting | default | meaning |", "|---|---|---|"]
+    for row in field_rows(model):
+        default = "(required)" if row["required"] else f"`{row['default']!r}`"
+        text = " ".join(row["description"].split()).replace("|", "\\|")
+        lines.append(f"| `{row['name']}` | {default} | {text} |")
+    return "\n".join(lines)
