@@ -2,9 +2,10 @@
 
 A *flight* is one acquisition campaign (a STAC Collection in the STAC implementation); its
 *scenes* are rasters in native SAR geometry (STAC Items). Users with another archive API (ONERA's
-SETHI, a vendor REST API…) implement :class:`SarArchive` and name their class in the
-``archive`` resource's ``archive_class`` (``"my_package.module:MyArchive"``); the class is built
-with ``MyArchive(uri, **options)``.
+SETHI, a vendor REST API…) implement :class:`SarArchive`, register the class as an entry point of
+the group ``sar_pipeline.archives`` in their package (see :mod:`sar_pipeline.archive.plugins`) and
+name that entry point in the ``archive`` resource's ``archive_class``; the class is built with
+``MyArchive(uri, **options)``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any, Protocol, runtime_checkable
 import rasterio
 
 from sar_pipeline.errors import SarPipelineError
-
-UNKNOWN = None  # optional acquisition fields absent from the archive are recorded as None
 
 
 @dataclasses.dataclass(frozen=True)

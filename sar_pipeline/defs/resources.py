@@ -65,7 +65,9 @@ class SarArchiveResource(dg.ConfigurableResource):
     )
     archive_class: str = Field(
         default=DEFAULT_ARCHIVE_CLASS,
-        description="'package.module:Class' implementing sar_pipeline.archive.SarArchive.",
+        description="Name of an installed SarArchive plug-in: an entry point of group "
+        "'sar_pipeline.archives' ('stac' = the STAC archive; your package registers its own class). "
+        "Anything else is refused.",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the class.")
 

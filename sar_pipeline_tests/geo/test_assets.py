@@ -3,6 +3,7 @@
 import dagster as dg
 import geopandas as gpd
 import numpy as np
+import pytest
 from affine import Affine
 from PIL import Image
 
@@ -19,8 +20,17 @@ from sar_pipeline_tests.geo.scenes import (
     speckled_amplitude,
     write_scene,
 )
+from sar_pipeline_tests.plugins import register_archive_plugin
 
 FLIGHT = "flight-7"
+
+
+@pytest.fixture(autouse=True)
+def record_archive(tmp_path, monkeypatch):
+    """The test archive, installed as the plug-in ``record`` (scenes come from sar_scenes.parquet)."""
+    register_archive_plugin(
+        monkeypatch, tmp_path / "plugins", "record", "sar_pipeline_tests.geo.scenes:RecordArchive"
+    )
 
 
 def _flight(tmp_path):
@@ -58,7 +68,7 @@ def _materialise(storage, instance, assets, sar_config, optical_uri=None):
     """Materialise ``assets`` for FLIGHT with the test archive and, if given, an optical mosaic."""
     resources = {
         "storage": StorageRoot(uri=str(storage)),
-        "archive": SarArchiveResource(uri="", archive_class="sar_pipeline_tests.geo.scenes:RecordArchive"),
+        "archive": SarArchiveResource(uri="", archive_class="record"),
     }
     if optical_uri is not None:
         resources["optical"] = OpticalResource(kind="mosaic", uri=str(optical_uri))
