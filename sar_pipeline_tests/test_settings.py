@@ -53,7 +53,6 @@ NOT_YET_ONE_MODEL = {
     "asset sd_model",
     "resource diffusion_base",
     "resource sd_trainer",
-    "asset training_dataset",
     "asset blip_remote_sensing",
     "asset caption_metrics",
     "resource captioner",

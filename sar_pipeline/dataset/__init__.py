@@ -1,9 +1,11 @@
 """The training dataset: Parquet schema, spatially blocked split, deterministic writer, reader API.
 
-Downstream stages read it with :func:`load_dataset_table` / :func:`current_version`.
+``collect`` gathers every flight's rows from the tile manifests and captions, ``split`` assigns
+ground blocks to train/validation/test, ``write`` writes the versioned Parquet files, ``read`` is
+what downstream stages use: :func:`load_dataset_table` / :func:`current_version`.
 """
 
-from sar_pipeline.dataset.writer import (
+from sar_pipeline.dataset.read import (
     current_version,
     dataset_info,
     dataset_split_paths,

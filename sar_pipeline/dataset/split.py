@@ -5,7 +5,7 @@ overlap, or several flights over the same ground), so a random split leaks test 
 training. Here the ground is cut into square blocks of ``block_size_m`` in one metric CRS for the
 whole planet (EPSG:6933, WGS 84 / EASE-Grid 2.0 global, equal-area cylindrical, metres), each tile
 goes to the block holding its footprint's centroid, and whole blocks go to splits, in one of two
-ways (``SplitConfig.assignment``):
+ways (``SplitSettings.assignment``):
 
 * ``"balanced"`` (default): the occupied blocks are visited in the order of a hash of
   ``(seed, block)`` and each goes to the split furthest below its target share of tiles. The
@@ -31,13 +31,16 @@ import collections
 import dataclasses
 import hashlib
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+import pydantic
 import shapely
+from pydantic import Field
 from pyproj import Proj, Transformer
 
 from sar_pipeline.dataset.schema import SPLITS
-from sar_pipeline.errors import ConfigError
+from sar_pipeline.settings import Settings
 
 #: the common metric CRS of the blocks (equal-area, metres, valid to ±86° latitude)
 BLOCK_CRS = "EPSG:6933"
@@ -45,7 +48,8 @@ BLOCK_CRS = "EPSG:6933"
 #: split name used for tiles dropped as guard band; they are not written to the dataset
 DROPPED = "dropped"
 
-ASSIGNMENTS = ("balanced", "hash")
+#: blocks narrower than this many tiles lose a large share of their tiles to the guard band
+MIN_TILES_PER_BLOCK = 3
 
 # Lower number = dropped first when two tiles of different splits touch.
 _KEEP_PRIORITY = {"train": 0, "validation": 1, "test": 2}
@@ -54,39 +58,57 @@ _TO_BLOCK_CRS = Transformer.from_crs("OGC:CRS84", BLOCK_CRS, always_xy=True)
 _BLOCK_PROJ = Proj(BLOCK_CRS)
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitConfig:
-    """How tiles are split; every field enters the dataset version hash."""
+class SplitSettings(Settings):
+    """How tiles are split into train/validation/test; every field enters the dataset version hash."""
 
-    block_size_m: float = 5000.0
-    train_fraction: float = 0.8
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-    touch_tolerance_m: float = 1.0
-    assignment: str = "balanced"
+    block_size_m: float = Field(
+        default=5000.0,
+        gt=0,
+        description="Side of the square ground blocks (metres, EPSG:6933) assigned to splits as a whole. "
+        "Keep it several tiles wide: the guard band drops about (tile side / block side) of the tiles "
+        "next to evaluation blocks. A tile is 512 px × the tiling GSD (512 m at the default 1 m), so "
+        "5000 m is about ten tiles wide and loses about a tenth; at 10 m GSD (satellite, 5 km tiles) "
+        "raise it to 25000 m or more.",
+    )
+    train_fraction: float = Field(default=0.8, ge=0, description="Target share of tiles in the train split.")
+    validation_fraction: float = Field(
+        default=0.1, ge=0, description="Target share of tiles in the validation split."
+    )
+    test_fraction: float = Field(default=0.1, ge=0, description="Target share of tiles in the test split.")
+    seed: int = Field(
+        default=0, description="Seed of the block order / block hash; change it for another split."
+    )
+    touch_tolerance_m: float = Field(
+        default=1.0,
+        ge=0,
+        description="Tiles of different splits closer than this (metres) count as touching; one of them "
+        "is dropped (guard band).",
+    )
+    assignment: Literal["balanced", "hash"] = Field(
+        default="balanced",
+        description="'balanced': blocks in hash order fill each split up to its share of tiles (shares "
+        "close to the fractions even with few blocks); 'hash': each block's split from its hash alone (a "
+        "block never changes split when flights are added, shares scatter with few blocks).",
+    )
 
-    def __post_init__(self) -> None:
-        if self.assignment not in ASSIGNMENTS:
-            raise ConfigError("assignment", f"must be one of {ASSIGNMENTS}, got {self.assignment!r}")
-        if not self.block_size_m > 0:
-            raise ConfigError("block_size_m", f"must be > 0, got {self.block_size_m}")
-        if self.touch_tolerance_m < 0:
-            raise ConfigError("touch_tolerance_m", f"must be >= 0, got {self.touch_tolerance_m}")
-        fractions = self.fractions
-        if any(f < 0 for f in fractions.values()) or not np.isclose(sum(fractions.values()), 1.0):
-            raise ConfigError(
-                "split fractions",
-                f"train/validation/test fractions must be >= 0 and sum to 1, got {fractions}",
-            )
+    @pydantic.model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitSettings:
+        if not np.isclose(sum(self.fractions.values()), 1.0):
+            raise ValueError(f"split fractions: train/validation/test must sum to 1, got {self.fractions}")
+        return self
 
     @property
     def fractions(self) -> dict[str, float]:
+        """Target share of tiles per split (train, validation, test)."""
         return {
             "train": self.train_fraction,
             "validation": self.validation_fraction,
             "test": self.test_fraction,
         }
+
+    def split_json(self) -> dict[str, float | int | str]:
+        """The split fields only, as JSON values (what enters the version hash and dataset_info.json)."""
+        return {name: getattr(self, name) for name in SplitSettings.model_fields}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +117,8 @@ class SplitResult:
 
     splits: list[str]
     blocks: list[tuple[int, int]]
+    #: median tile side on the ground (metres): square root of the median footprint area
+    median_tile_side_m: float = 0.0
 
     @property
     def dropped_count(self) -> int:
@@ -134,11 +158,11 @@ def block_of(centroid_x_m: float, centroid_y_m: float, block_size_m: float) -> t
     return int(np.floor(centroid_x_m / block_size_m)), int(np.floor(centroid_y_m / block_size_m))
 
 
-def _block_hash(block: tuple[int, int], config: SplitConfig) -> bytes:
+def _block_hash(block: tuple[int, int], config: SplitSettings) -> bytes:
     return hashlib.sha256(f"{config.seed}:{config.block_size_m!r}:{block[0]}:{block[1]}".encode()).digest()
 
 
-def block_split(block: tuple[int, int], config: SplitConfig) -> str:
+def block_split(block: tuple[int, int], config: SplitSettings) -> str:
     """The ``"hash"`` split of a block: a uniform number from a hash of ``(seed, block size, block)``."""
     u = int.from_bytes(_block_hash(block, config)[:8], "big") / 2**64
     edge = 0.0
@@ -150,7 +174,7 @@ def block_split(block: tuple[int, int], config: SplitConfig) -> str:
     return [s for s in SPLITS if config.fractions[s] > 0][-1]
 
 
-def balanced_block_splits(tiles_per_block: dict[tuple[int, int], int], config: SplitConfig) -> dict:
+def balanced_block_splits(tiles_per_block: dict[tuple[int, int], int], config: SplitSettings) -> dict:
     """The ``"balanced"`` split of each occupied block: blocks in hash order, each to the split
     with the largest shortfall of tiles against ``fraction × total tiles``."""
     total = sum(tiles_per_block.values())
@@ -164,7 +188,7 @@ def balanced_block_splits(tiles_per_block: dict[tuple[int, int], int], config: S
     return out
 
 
-def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResult:
+def assign_splits(footprints_wgs84: Sequence, config: SplitSettings) -> SplitResult:
     """Split tiles by ground block, then drop guard-band tiles so no two splits touch.
 
     ``footprints_wgs84``: shapely polygons in WGS84 (lon, lat). Output order follows the input;
@@ -198,7 +222,21 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitConfig) -> SplitResul
                     doomed.add(a)
         for a in doomed:
             splits[a] = DROPPED
-    return SplitResult(splits=splits, blocks=blocks)
+    # EPSG:6933 is equal-area: a footprint's area there is its ground area in m²
+    tile_side_m = float(np.sqrt(np.median(shapely.area(metric))))
+    return SplitResult(splits=splits, blocks=blocks, median_tile_side_m=tile_side_m)
+
+
+def block_size_advice(block_size_m: float, tile_side_m: float) -> str | None:
+    """A warning naming the setting to change when blocks are under :data:`MIN_TILES_PER_BLOCK`
+    tiles wide (the guard band then drops a large share of the tiles), else None."""
+    if tile_side_m <= 0 or block_size_m >= MIN_TILES_PER_BLOCK * tile_side_m:
+        return None
+    return (
+        f"block_size_m={block_size_m:g} is under {MIN_TILES_PER_BLOCK} tiles wide (tiles are about "
+        f"{tile_side_m:.0f} m on the ground): the guard band drops many tiles between splits; set "
+        f"training_dataset's block_size_m to {10 * tile_side_m:.0f} or more (about ten tiles)"
+    )
 
 
 def _touching_pairs(metric_geoms: np.ndarray, tolerance: float) -> list[tuple[int, int]]:

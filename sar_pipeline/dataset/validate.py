@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import shapely
 from upath import UPath
 
+from sar_pipeline.dataset.read import dataset_info, dataset_split_paths, load_dataset_table
 from sar_pipeline.dataset.schema import SPLITS
 from sar_pipeline.dataset.split import leaking_pairs
-from sar_pipeline.dataset.writer import dataset_info, dataset_split_paths, load_dataset_table
 
 #: a split is expected to be non-empty once its share of the blocks reaches this many blocks
 MIN_EXPECTED_BLOCKS = 3.0

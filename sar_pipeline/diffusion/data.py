@@ -8,7 +8,6 @@ single-band or RGB PNG, 512×512, rows = azimuth, columns = range) and a ``text`
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from sar_pipeline.dataset import current_version  # noqa: F401  (re-exported: data.current_version)
 from sar_pipeline.errors import ConfigError, RasterError
-
-
-def current_version(storage_root: str | Path) -> str:
-    """The dataset version named by ``<storage>/dataset/current.json``."""
-    try:
-        from sar_pipeline.dataset import current_version as _current_version
-    except ImportError:
-        _current_version = None
-    if _current_version is not None:
-        return _current_version(storage_root)
-    path = Path(storage_root) / "dataset" / "current.json"
-    if not path.is_file():
-        raise ConfigError(path, "no current dataset version: materialise training_dataset first")
-    return json.loads(path.read_text())["version"]
 
 
 def load_split(storage_root: str | Path, version: str, split: str) -> pa.Table:

@@ -62,6 +62,9 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         assert total == sum(meta[f"row_count_{s}"].value for s in ("train", "validation", "test"))
         assert total + meta["dropped_guard_tiles"].value == 93
         assert "| flight-a | X |" in meta["counts"].value
+        # 16-px tiles at 8 m: 128 m on the ground; 400 m blocks are three tiles wide, no advice
+        assert meta["median_tile_side_m"].value == pytest.approx(128.0, rel=1e-3)
+        assert meta["block_size_advice"].value.startswith("none")
         assert "data:image/png;base64," in meta["mosaic"].value
         assert "data:image/png;base64," in meta["caption_lengths"].value
         assert "| field |" in meta["top_words"].value

@@ -3,8 +3,7 @@ import io
 from PIL import Image
 
 from sar_pipeline.dataset.card import build_card, caption_words, counts_markdown, top_words_markdown
-from sar_pipeline.dataset.split import SplitConfig
-from sar_pipeline.dataset.writer import DatasetConfig, build_dataset
+from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline_tests.dataset.fixtures import make_flight
 
 
@@ -34,7 +33,7 @@ def test_top_words_leave_out_the_activation_token_and_stop_words():
 
 def test_card_pictures_from_a_written_dataset(tmp_path):
     make_flight(tmp_path, "flight-a", rows=4, cols=4)
-    result = build_dataset(tmp_path, ["flight-a"], DatasetConfig(split=SplitConfig(block_size_m=10_000.0)))
+    result = build_dataset(tmp_path, ["flight-a"], TrainingDatasetSettings(block_size_m=10_000.0))
     card = build_card(result.rows, tmp_path, mosaic_tiles=6)
     hist = Image.open(io.BytesIO(card.caption_length_png))
     assert hist.format == "PNG" and hist.size[0] > 100

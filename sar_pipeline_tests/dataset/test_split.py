@@ -1,17 +1,18 @@
 import random
 
+import pydantic
 import pytest
 from affine import Affine
 
 from sar_pipeline.dataset.split import (
     DROPPED,
-    SplitConfig,
+    SplitSettings,
     assign_splits,
     balanced_block_splits,
+    block_size_advice,
     block_split,
     leaking_pairs,
 )
-from sar_pipeline.errors import ConfigError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 
 UTM31N = "EPSG:32631"
@@ -32,7 +33,7 @@ def tile_grid(rows, cols, tile_m, rotation_deg, origin=(500_000.0, 4_800_000.0))
 @pytest.mark.parametrize("rotation_deg", [0.0, 23.0, -61.5])
 def test_no_test_tile_touches_a_train_tile(rotation_deg, assignment):
     utm, wgs = tile_grid(14, 14, 100.0, rotation_deg)
-    config = SplitConfig(
+    config = SplitSettings(
         block_size_m=300.0,
         train_fraction=0.5,
         validation_fraction=0.2,
@@ -56,7 +57,7 @@ def test_no_test_tile_touches_a_train_tile(rotation_deg, assignment):
 def test_without_guard_band_the_blocks_leak():
     # The check above can fail: the raw per-block assignment has touching tiles in different splits.
     utm, wgs = tile_grid(14, 14, 100.0, 23.0)
-    config = SplitConfig(block_size_m=300.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3)
+    config = SplitSettings(block_size_m=300.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3)
     blocks = assign_splits(wgs, config).blocks
     raw = [block_split(b, config) for b in blocks]
     assert leaking_pairs(wgs, raw, tolerance_m=1.0)
@@ -67,7 +68,7 @@ def test_overlapping_tiles_of_two_flights_never_straddle_splits():
     _, second = tile_grid(10, 10, 100.0, 37.0, origin=(500_230.0, 4_799_870.0))
     wgs = first + second
     splits = assign_splits(
-        wgs, SplitConfig(block_size_m=250.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2)
+        wgs, SplitSettings(block_size_m=250.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2)
     ).splits
     assert leaking_pairs(wgs, splits) == []
     assert len({s for s in splits if s != DROPPED}) == 3
@@ -75,17 +76,17 @@ def test_overlapping_tiles_of_two_flights_never_straddle_splits():
 
 def test_split_is_deterministic_and_independent_of_order():
     _, wgs = tile_grid(8, 8, 100.0, 12.0)
-    config = SplitConfig(block_size_m=250.0, seed=3)
+    config = SplitSettings(block_size_m=250.0, seed=3)
     first = assign_splits(wgs, config).splits
     order = list(range(len(wgs)))
     random.Random(1).shuffle(order)
     shuffled = assign_splits([wgs[k] for k in order], config).splits
     assert [shuffled[order.index(k)] for k in range(len(wgs))] == first
-    assert assign_splits(wgs, SplitConfig(block_size_m=250.0, seed=4)).splits != first
+    assert assign_splits(wgs, SplitSettings(block_size_m=250.0, seed=4)).splits != first
 
 
 def test_block_split_follows_fractions():
-    config = SplitConfig(train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
+    config = SplitSettings(train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
     counts = {"train": 0, "validation": 0, "test": 0}
     for bx in range(60):
         for by in range(50):
@@ -96,7 +97,7 @@ def test_block_split_follows_fractions():
 
 def test_balanced_assignment_follows_the_fractions_with_few_blocks():
     _, wgs = tile_grid(12, 12, 100.0, 0.0)
-    config = SplitConfig(block_size_m=200.0, train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
+    config = SplitSettings(block_size_m=200.0, train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
     blocks = assign_splits(wgs, config).blocks
     per_block = {b: blocks.count(b) for b in set(blocks)}
     shares = dict.fromkeys(("train", "validation", "test"), 0)
@@ -109,29 +110,30 @@ def test_balanced_assignment_follows_the_fractions_with_few_blocks():
 def test_existing_tiles_keep_their_split_when_a_far_flight_is_added():
     _, near = tile_grid(6, 6, 100.0, 0.0)
     _, far = tile_grid(6, 6, 100.0, 0.0, origin=(560_000.0, 4_850_000.0))
-    config = SplitConfig(block_size_m=250.0, assignment="hash")
+    config = SplitSettings(block_size_m=250.0, assignment="hash")
     alone = assign_splits(near, config).splits
     together = assign_splits(near + far, config).splits
     assert together[: len(near)] == alone
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "named"),
     [
-        {"block_size_m": 0.0},
-        {"train_fraction": 0.9, "validation_fraction": 0.2, "test_fraction": 0.1},
-        {"train_fraction": 1.2, "validation_fraction": -0.1, "test_fraction": -0.1},
-        {"touch_tolerance_m": -1.0},
-        {"assignment": "random"},
+        ({"block_size_m": 0.0}, "block_size_m"),
+        ({"train_fraction": 0.9, "validation_fraction": 0.2, "test_fraction": 0.1}, "must sum to 1"),
+        ({"train_fraction": 1.2, "validation_fraction": -0.1, "test_fraction": -0.1}, "validation_fraction"),
+        ({"touch_tolerance_m": -1.0}, "touch_tolerance_m"),
+        ({"assignment": "random"}, "assignment"),
+        ({"block_size": 500.0}, "block_size"),  # a misspelt setting is an error, never ignored
     ],
 )
-def test_bad_split_config_is_refused(kwargs):
-    with pytest.raises(ConfigError):
-        SplitConfig(**kwargs)
+def test_bad_split_settings_are_refused_naming_the_setting(kwargs, named):
+    with pytest.raises(pydantic.ValidationError, match=named):
+        SplitSettings(**kwargs)
 
 
 def test_empty_input():
-    assert assign_splits([], SplitConfig()).splits == []
+    assert assign_splits([], SplitSettings()).splits == []
 
 
 def test_touch_tolerance_is_in_ground_metres_far_from_30_degrees():
@@ -144,3 +146,13 @@ def test_touch_tolerance_is_in_ground_metres_far_from_30_degrees():
     a, near, far = square(500_000.0), square(500_010.9), square(500_015.0)
     assert leaking_pairs([a, near], ["train", "test"], tolerance_m=1.0) == [(0, 1)]
     assert leaking_pairs([a, far], ["train", "test"], tolerance_m=1.0) == []
+
+
+def test_blocks_narrower_than_a_few_tiles_get_advice_naming_the_setting():
+    _, wgs = tile_grid(6, 6, 512.0, 23.0)  # 512-px tiles at 1 m GSD
+    result = assign_splits(wgs, SplitSettings())
+    assert result.median_tile_side_m == pytest.approx(512.0, rel=1e-3)
+    assert block_size_advice(5000.0, result.median_tile_side_m) is None  # the default: ~10 tiles
+    # 10 m satellite GSD: 5120-m tiles, the default block is one tile wide
+    advice = block_size_advice(5000.0, 5120.0)
+    assert "block_size_m=5000" in advice and "block_size_m to 51200" in advice

@@ -3,13 +3,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from sar_pipeline.dataset.split import SplitConfig
 from sar_pipeline.dataset.validate import incomplete_rows, leaking_tiles, unexpectedly_empty_splits
-from sar_pipeline.dataset.writer import DatasetConfig, build_dataset
+from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline_tests.dataset.fixtures import make_flight
 
-CONFIG = DatasetConfig(
-    split=SplitConfig(block_size_m=500.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2)
+CONFIG = TrainingDatasetSettings(
+    block_size_m=500.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2
 )
 
 

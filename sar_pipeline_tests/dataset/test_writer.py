@@ -13,14 +13,14 @@ from sar_pipeline.dataset import (
     huggingface_data_files,
     load_dataset_table,
 )
-from sar_pipeline.dataset.split import SplitConfig, leaking_pairs
-from sar_pipeline.dataset.writer import DatasetConfig, DatasetError, build_dataset
+from sar_pipeline.dataset.collect import DatasetError
+from sar_pipeline.dataset.split import leaking_pairs
+from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.errors import ConfigError, RasterError
 from sar_pipeline_tests.dataset.fixtures import make_flight
 
-CONFIG = DatasetConfig(
-    split=SplitConfig(block_size_m=200.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3),
-    row_group_size=8,
+CONFIG = TrainingDatasetSettings(
+    block_size_m=200.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3, row_group_size=8
 )
 
 
@@ -112,7 +112,7 @@ def test_huggingface_loads_every_split_and_skips_empty_ones(tmp_path, monkeypatc
 
     make_flight(tmp_path, "flight-f", rows=2, cols=2)
     # one huge block: every tile in one split, the other two files are empty
-    result = build_dataset(tmp_path, ["flight-f"], DatasetConfig(split=SplitConfig(block_size_m=1e6)))
+    result = build_dataset(tmp_path, ["flight-f"], TrainingDatasetSettings(block_size_m=1e6))
     (only,) = [s for s, n in result.row_counts.items() if n]
     empty = [s for s in result.files if s != only]
     assert all(pq.read_table(tmp_path / result.files[s]).num_rows == 0 for s in empty)
@@ -145,7 +145,7 @@ def test_same_inputs_give_byte_identical_files(built, tmp_path):
     for split, rel in result.files.items():
         assert (root / rel).read_bytes() == (other_root / elsewhere.files[split]).read_bytes(), split
     # a different split config is a different dataset
-    changed = DatasetConfig(split=SplitConfig(block_size_m=200.0, seed=1), row_group_size=8)
+    changed = TrainingDatasetSettings(block_size_m=200.0, seed=1, row_group_size=8)
     assert build_dataset(other_root, ["flight-a", "flight-b"], changed).version != result.version
     assert current_version(other_root) != result.version
 
@@ -197,7 +197,7 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 def test_empty_caption_and_missing_manifest(tmp_path):
     make_flight(tmp_path, "flight-e", rows=1, cols=2)
-    with pytest.raises(DatasetError, match=r"flight-x.*manifest.parquet: file not found"):
+    with pytest.raises(RasterError, match=r"flight-x/sar_tiles/manifest.parquet: tile manifest missing"):
         build_dataset(tmp_path, ["flight-e", "flight-x"], CONFIG)
     cap = tmp_path / "flights" / "flight-e" / "captions.parquet"
     table = pq.read_table(cap)
@@ -208,12 +208,12 @@ def test_empty_caption_and_missing_manifest(tmp_path):
 
 def test_acquisition_words_can_be_appended_to_the_text(tmp_path):
     make_flight(tmp_path, "flight-g", rows=1, cols=2)
-    config = DatasetConfig(split=SplitConfig(block_size_m=1e6), include_metadata_text=True)
+    config = TrainingDatasetSettings(block_size_m=1e6, include_metadata_text=True)
     result = build_dataset(tmp_path, ["flight-g"], config)
     texts = load_dataset_table(tmp_path, columns=["text"]).column("text").to_pylist()
     assert len(texts) == 2
     assert all(t.endswith(", X-band, HH polarisation, incidence 45°, 8.0 m ground resolution") for t in texts)
-    plain = build_dataset(tmp_path, ["flight-g"], DatasetConfig(split=SplitConfig(block_size_m=1e6)))
+    plain = build_dataset(tmp_path, ["flight-g"], TrainingDatasetSettings(block_size_m=1e6))
     assert plain.version != result.version
 
 

@@ -1,11 +1,10 @@
 """The training dataset over every captioned flight: Parquet splits, a content-hash version, a card."""
 
 import dagster as dg
-from pydantic import Field
 
 from sar_pipeline.dataset.card import build_card
-from sar_pipeline.dataset.split import SplitConfig
-from sar_pipeline.dataset.writer import DatasetConfig, build_dataset
+from sar_pipeline.dataset.split import block_size_advice
+from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
@@ -33,59 +32,8 @@ dataset_automation_condition = (
 ).with_label("on new captions")
 
 
-class TrainingDatasetConfig(dg.Config):
+class TrainingDatasetConfig(dg.Config, TrainingDatasetSettings):
     """How the tiles of every captioned flight become the train/validation/test Parquet files."""
-
-    block_size_m: float = Field(
-        default=1000.0,
-        description="Side of the square ground blocks (metres, EPSG:6933) that are assigned to splits as a "
-        "whole; larger blocks = less guard-band loss, coarser split. 1000 m ≈ two 512-px tiles at 1 m "
-        "GSD (airborne); use several km for satellite data.",
-    )
-    train_fraction: float = Field(default=0.8, description="Share of blocks in the train split.")
-    validation_fraction: float = Field(default=0.1, description="Share of blocks in the validation split.")
-    test_fraction: float = Field(default=0.1, description="Share of blocks in the test split.")
-    seed: int = Field(default=0, description="Seed of the block → split hash; change it for another split.")
-    assignment: str = Field(
-        default="balanced",
-        description="'balanced': blocks in hash order fill each split up to its share of tiles (shares close to "
-        "the fractions even with few blocks); 'hash': each block's split from its hash alone (a block never "
-        "changes split when flights are added, shares scatter with few blocks).",
-    )
-    touch_tolerance_m: float = Field(
-        default=1.0,
-        description="Tiles of different splits closer than this (metres) count as touching; one of them is "
-        "dropped (guard band).",
-    )
-    include_metadata_text: bool = Field(
-        default=False,
-        description="Append SAR acquisition words (band, polarisation, incidence, GSD) to each text, unless "
-        "the captions already end with them.",
-    )
-    skip_bad_tiles: bool = Field(
-        default=True,
-        description="Leave out tiles without caption or with an unreadable image (listed in metadata) "
-        "instead of failing.",
-    )
-    row_group_size: int = Field(
-        default=64, description="Rows per Parquet row group (fixed: reproducible files)."
-    )
-    mosaic_tiles: int = Field(default=12, description="Tiles shown with their captions in the dataset card.")
-
-    def dataset_config(self) -> DatasetConfig:
-        return DatasetConfig(
-            split=SplitConfig(
-                block_size_m=self.block_size_m,
-                train_fraction=self.train_fraction,
-                validation_fraction=self.validation_fraction,
-                test_fraction=self.test_fraction,
-                seed=self.seed,
-                touch_tolerance_m=self.touch_tolerance_m,
-                assignment=self.assignment,
-            ),
-            row_group_size=self.row_group_size,
-            include_metadata_text=self.include_metadata_text,
-        )
 
 
 @dg.asset(
@@ -119,9 +67,12 @@ def training_dataset(
     result = build_dataset(
         storage.root(),
         captioned,
-        config.dataset_config(),
+        config,
         on_error=record_skip if config.skip_bad_tiles else None,
     )
+    advice = block_size_advice(config.block_size_m, result.median_tile_side_m)
+    if advice:
+        context.log.warning(advice)
     card = build_card(result.rows, storage.root(), mosaic_tiles=config.mosaic_tiles)
     metadata = {
         "dataset_version": result.version,
@@ -132,6 +83,8 @@ def training_dataset(
         "flight_count": len(result.flights),
         "block_count": result.block_count,
         "dropped_guard_tiles": result.dropped_guard_tiles,
+        "median_tile_side_m": result.median_tile_side_m,
+        "block_size_advice": advice or "none: blocks are several tiles wide",
         "skipped_tiles": len(result.skipped),
         "skip_reasons": dg.MetadataValue.md("\n".join(f"- {s}" for s in result.skipped[:100]) or "none"),
         "counts": dg.MetadataValue.md(card.counts_markdown),

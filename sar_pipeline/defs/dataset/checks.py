@@ -7,6 +7,14 @@ from sar_pipeline.defs.dataset.assets import training_dataset
 from sar_pipeline.defs.resources import StorageRoot
 
 
+def _no_problems(problems: list[dict[str, str]], count_name: str) -> dg.AssetCheckResult:
+    """Passed when ``problems`` is empty; metadata: their number and the first 20."""
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={count_name: len(problems), "examples": dg.MetadataValue.json(problems[:20])},
+    )
+
+
 @dg.asset_check(
     asset=training_dataset,
     blocking=True,
@@ -14,11 +22,7 @@ from sar_pipeline.defs.resources import StorageRoot
     "EPSG:6933): the spatially blocked split holds in the written files.",
 )
 def training_dataset_no_spatial_leakage(storage: StorageRoot) -> dg.AssetCheckResult:
-    pairs = leaking_tiles(storage.root())
-    return dg.AssetCheckResult(
-        passed=not pairs,
-        metadata={"leaking_pairs": len(pairs), "examples": dg.MetadataValue.json(pairs[:20])},
-    )
+    return _no_problems(leaking_tiles(storage.root()), "leaking_pairs")
 
 
 @dg.asset_check(
@@ -27,11 +31,7 @@ def training_dataset_no_spatial_leakage(storage: StorageRoot) -> dg.AssetCheckRe
     description="Every row has a non-empty text and SAR image bytes.",
 )
 def training_dataset_rows_complete(storage: StorageRoot) -> dg.AssetCheckResult:
-    problems = incomplete_rows(storage.root())
-    return dg.AssetCheckResult(
-        passed=not problems,
-        metadata={"incomplete_rows": len(problems), "examples": dg.MetadataValue.json(problems[:20])},
-    )
+    return _no_problems(incomplete_rows(storage.root()), "incomplete_rows")
 
 
 @dg.asset_check(

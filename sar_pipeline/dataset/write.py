@@ -1,0 +1,232 @@
+"""Write the training dataset: split the collected rows, write one Parquet file per split, version it.
+
+Output under the storage root::
+
+    dataset/<version>/{train,validation,test}.parquet   schema in sar_pipeline.dataset.schema
+    dataset/<version>/dataset_info.json                 counts, settings, file hashes
+    dataset/current.json                                {"version": …, "splits": {…}, …}
+
+Same inputs and settings ⇒ byte-identical files: rows sorted by (flight, scene, tile row, tile col,
+tile id), fixed row-group size and compression, no timestamps in the file metadata. The version
+id is the SHA-256 of the written split files (so it is a hash of rows + image bytes + the split
+settings that shaped them), shortened to 16 hex digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from pydantic import Field
+from upath import UPath
+
+from sar_pipeline.dataset.collect import DatasetError, collect_tiles, read_image_file
+from sar_pipeline.dataset.schema import GEOMETRY_COLUMN, IMAGE_COLUMNS, SCHEMA_VERSION, SPLITS, dataset_schema
+from sar_pipeline.dataset.split import DROPPED, SplitSettings, assign_splits
+from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.storage import as_path, atomic_local_dir, atomic_write_bytes
+
+#: Parquet compression codec and level (image bytes are PNG already; zstd helps the rest). Fixed,
+#: like every writer option, so the same rows always give the same bytes.
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+
+
+class TrainingDatasetSettings(SplitSettings):
+    """How the tiles of every captioned flight become the train/validation/test Parquet files."""
+
+    row_group_size: int = Field(
+        default=64,
+        ge=1,
+        description="Rows per Parquet row group (~64 tiles ≈ a few MB); fixed so files are reproducible.",
+    )
+    include_metadata_text: bool = Field(
+        default=False,
+        description="Append SAR acquisition words (band, polarisation, incidence, GSD) to each text, "
+        "unless the captions already end with them.",
+    )
+    skip_bad_tiles: bool = Field(
+        default=True,
+        description="Leave out tiles without caption or with an unreadable image (listed in metadata) "
+        "instead of failing.",
+    )
+    mosaic_tiles: int = Field(
+        default=12, ge=0, description="Tiles shown with their captions in the dataset card."
+    )
+
+    def version_json(self) -> dict[str, Any]:
+        """What of the settings shapes the files: enters the version hash and ``dataset_info.json``."""
+        return {
+            "split": self.split_json(),
+            "row_group_size": self.row_group_size,
+            "compression": COMPRESSION,
+            "compression_level": COMPRESSION_LEVEL,
+            "include_metadata_text": self.include_metadata_text,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetWriteResult:
+    """What :func:`build_dataset` wrote."""
+
+    version: str
+    row_counts: dict[str, int]
+    dropped_guard_tiles: int
+    block_count: int
+    #: median tile side on the ground, metres (for :func:`~sar_pipeline.dataset.split.block_size_advice`)
+    median_tile_side_m: float
+    flights: list[str]
+    skipped: list[str]
+    files: dict[str, str]  # split → path relative to the storage root
+    #: written rows without image bytes, plus ``image_path`` (SAR tile, relative to the storage root)
+    rows: list[dict[str, Any]]
+
+
+def _image_struct(storage_root: UPath, rel_path: str | None) -> dict[str, Any] | None:
+    if not rel_path:
+        return None
+    return {"bytes": read_image_file(storage_root / rel_path, "image"), "path": rel_path}
+
+
+def _batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def write_split_file(
+    storage_root: UPath,
+    rows: list[dict[str, Any]],
+    target: str | os.PathLike,
+    settings: TrainingDatasetSettings,
+) -> None:
+    """Write one split's rows (already sorted) to a local Parquet file, reading images batch by batch.
+
+    An empty split becomes a file with the schema and no row group (a zero-row row group would
+    make ``datasets`` fail with "BatchSize must be greater than 0")."""
+    schema = dataset_schema(r[GEOMETRY_COLUMN] for r in rows)
+    with pq.ParquetWriter(
+        str(target),
+        schema,
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        use_dictionary=True,
+        write_statistics=True,
+        version="2.6",
+        data_page_version="1.0",
+    ) as writer:
+        for batch in _batches(rows, settings.row_group_size):
+            records = []
+            for row in batch:
+                record = {k: v for k, v in row.items() if not k.startswith("_")}
+                for column in IMAGE_COLUMNS:
+                    record[column] = _image_struct(storage_root, row["_image_paths"].get(column))
+                records.append(record)
+            writer.write_table(
+                pa.Table.from_pylist(records, schema=schema), row_group_size=settings.row_group_size
+            )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_dataset(
+    storage_root: UPath | str | os.PathLike,
+    flight_ids: Sequence[str],
+    settings: TrainingDatasetSettings | None = None,
+    on_error: Callable[[SarPipelineError], None] | None = None,
+) -> DatasetWriteResult:
+    """Collect every flight's tiles, split them, write ``dataset/<version>/`` and point
+    ``dataset/current.json`` at it. Raises DatasetError when no tile is left to write.
+
+    ``on_error``: when given, bad tiles are passed to it and left out; otherwise the first one raises.
+    """
+    settings = settings or TrainingDatasetSettings()
+    root = as_path(storage_root)
+    collected = collect_tiles(root, flight_ids, settings.include_metadata_text, on_error)
+    if not collected.rows:
+        raise DatasetError(
+            root, f"no dataset rows: flights {collected.flights or '(none)'} have no captioned tiles"
+        )
+    footprints = shapely.from_wkb([r[GEOMETRY_COLUMN] for r in collected.rows])
+    result = assign_splits(list(footprints), settings)
+    for row, split in zip(collected.rows, result.splits, strict=True):
+        row["split"] = split
+    kept = [r for r in collected.rows if r["split"] != DROPPED]
+    by_split = {s: [r for r in kept if r["split"] == s] for s in SPLITS}
+
+    with tempfile.TemporaryDirectory(prefix="sar-dataset-") as tmp:
+        hashes = {}
+        for split in SPLITS:
+            local = Path(tmp) / f"{split}.parquet"
+            write_split_file(root, by_split[split], local, settings)
+            hashes[split] = _sha256_file(local)
+        digest = hashlib.sha256(
+            json.dumps(
+                {"schema_version": SCHEMA_VERSION, "files": hashes, "config": settings.version_json()},
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        version = digest[:16]
+        row_counts = {s: len(by_split[s]) for s in SPLITS}
+        info = {
+            "version": version,
+            "schema_version": SCHEMA_VERSION,
+            "config": settings.version_json(),
+            "flights": collected.flights,
+            "row_counts": row_counts,
+            "dropped_guard_tiles": result.dropped_count,
+            "block_count": result.block_count,
+            "skipped_tiles": [str(e) for e in collected.skipped],
+            "files_sha256": hashes,
+        }
+        (Path(tmp) / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        target = root / "dataset" / version
+        if not _complete(target):
+            with atomic_local_dir(target) as out:
+                for name in [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]:
+                    os.replace(Path(tmp) / name, Path(out) / name)
+    files = {s: f"dataset/{version}/{s}.parquet" for s in SPLITS}
+    current = {"version": version, "splits": files, "row_counts": row_counts}
+    atomic_write_bytes(
+        root / "dataset" / "current.json", (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
+    )
+    return DatasetWriteResult(
+        version=version,
+        row_counts=row_counts,
+        dropped_guard_tiles=result.dropped_count,
+        block_count=result.block_count,
+        median_tile_side_m=result.median_tile_side_m,
+        flights=collected.flights,
+        skipped=[str(e) for e in collected.skipped],
+        files=files,
+        rows=[_public_row(r) for r in kept],
+    )
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if not k.startswith("_")}
+    out["image_path"] = row["_image_paths"]["image"]
+    return out
+
+
+def _complete(version_dir: UPath) -> bool:
+    """A version folder exists whole (same name ⇒ same content, so it need not be rewritten)."""
+    names = [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]
+    if not all((version_dir / n).exists() for n in names):
+        return False
+    local = getattr(version_dir, "protocol", "") in ("", "file", "local")
+    return local or (version_dir / "_COMPLETE").exists()
