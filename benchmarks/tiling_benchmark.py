@@ -38,7 +38,8 @@ from rasterio.windows import Window
 
 from sar_pipeline.archive.protocol import SceneRecord
 from sar_pipeline.geo.grid import build_output_grid
-from sar_pipeline.geo.tiling import TilingParameters, tile_flight
+from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.geo.tiling import tile_flight
 
 CRS = "EPSG:32631"
 HEADING_DEG = 30.0
@@ -86,7 +87,7 @@ def time_decode(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def time_ours(path: Path, out: Path, params: TilingParameters) -> tuple[float, int, list[tuple[int, int]]]:
+def time_ours(path: Path, out: Path, params: TilingSettings) -> tuple[float, int, list[tuple[int, int]]]:
     with rasterio.open(path) as ds:
         scene = SceneRecord(scene_id="bench", flight_id="bench", raster_href=str(path), crs=CRS,
                             transform=tuple(ds.transform)[:6], shape=(ds.height, ds.width), nodata=0.0,
@@ -106,7 +107,7 @@ def time_ours(path: Path, out: Path, params: TilingParameters) -> tuple[float, i
 
 
 def time_gdal_cli(
-    path: Path, out: Path, params: TilingParameters, kept: list[tuple[int, int]]
+    path: Path, out: Path, params: TilingSettings, kept: list[tuple[int, int]]
 ) -> tuple[float, float, int]:
     """gdalwarp onto the same grid, then gdal_translate for the tiles ours kept (GDAL is not charged
     for deciding which tiles to drop, nor for the dB step: a conservative reference)."""
@@ -169,7 +170,7 @@ def main() -> None:
         generate_scene(scene, args.size)
         print(f"generated {scene} ({scene.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
     mp = args.size * args.size / 1e6
-    params = TilingParameters(
+    params = TilingSettings(
         ground_sample_distance_m=args.gsd,
         tile_size=args.tile_size,
         resampling=args.resampling,

@@ -4,6 +4,10 @@ sar-pipeline demo                 # demo archive → every stage, on the embedde
 sar-pipeline run                  # the main job on the configured archive (env / defs)
 sar-pipeline register-flights     # only add the archive's new flights as partitions
 sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
+
+Every stage runs with the settings of sar_pipeline.definitions (the same models the UI's
+Launchpad shows): the archive and storage root from $SAR_PIPELINE_ARCHIVE/$SAR_PIPELINE_STORAGE
+when set, else the embedded demo under $SAR_PIPELINE_DATA (./data).
 """
 
 from __future__ import annotations
@@ -76,18 +80,15 @@ def run_main_job(flights: list[str] | None = None) -> int:
         failures += not result.success
         print(f"  flight {flight_id}: {status} ({time.perf_counter() - started:.1f} s, run {result.run_id})")
     for job_name in ("dataset_job", "training_job"):
-        try:
-            job = defs.resolve_job_def(job_name)
-        except Exception:  # not defined in this build of the pipeline
-            continue
         started = time.perf_counter()
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
         failures += not result.success
         print(f"  {job_name}: {'ok' if result.success else 'FAILED'} ({time.perf_counter() - started:.1f} s)")
 
-    storage = defs.resources.get("storage")
+    # the storage resource as the runs saw it ($SAR_PIPELINE_STORAGE resolved, else its default)
+    storage = defs.resources["storage"].process_config_and_initialize()
     print(f"\nDagster home (SQLite): {home}")
-    print(f"Outputs (storage root): {getattr(storage, 'uri', paths.storage_dir())}")
+    print(f"Outputs (storage root): {storage.uri}")
     print(f"Open the UI:  source .venv/bin/activate && DAGSTER_HOME={home} dg dev --host 127.0.0.1")
     return failures
 

@@ -16,12 +16,15 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal, get_args
 
 import numpy as np
 
 from sar_pipeline.errors import ConfigError, RasterError
 
-VALUE_UNITS = ("amplitude", "intensity", "db", "complex")
+#: what a raster's pixel values hold (see the module's conventions)
+ValueUnit = Literal["amplitude", "intensity", "db", "complex"]
+VALUE_UNITS: tuple[str, ...] = get_args(ValueUnit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +184,6 @@ def intensity_to_db(intensity: np.ndarray, floor_db: float = -100.0) -> np.ndarr
 def db_to_intensity(db: np.ndarray) -> np.ndarray:
     """Inverse of :func:`intensity_to_db` (NaN stays NaN)."""
     return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
-
-
-def amplitude_to_db(amplitude: np.ndarray) -> np.ndarray:
-    """``20·log10(amplitude)``, via intensity."""
-    a = np.asarray(amplitude, dtype=np.float32)
-    return intensity_to_db(a * a)
 
 
 def percentile_db_range(db_samples: np.ndarray, low: float, high: float) -> tuple[float, float]:

@@ -15,9 +15,27 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import Field
 from upath import UPath
 
+from sar_pipeline import paths
 from sar_pipeline.errors import ConfigError
+from sar_pipeline.settings import Settings
+
+#: the environment variable the deployment sets to choose the storage root (see :class:`StorageSettings`)
+STORAGE_VARIABLE = "SAR_PIPELINE_STORAGE"
+
+
+class StorageSettings(Settings):
+    """Where assets write their files."""
+
+    uri: str = Field(
+        default_factory=lambda: str(paths.storage_dir()),
+        description="Local folder or fsspec URI (s3://bucket/prefix) under which every asset writes. "
+        "Definitions read it from $SAR_PIPELINE_STORAGE when that is set; else <data>/storage "
+        "($SAR_PIPELINE_DATA, default ./data). The model stages need a local or mounted folder.",
+    )
+
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 DOMAIN_PACKAGES = ["archive", "geo", "captioning", "dataset", "diffusion"]
-DOMAIN_MODULES = ["radiometry", "storage", "pictures", "paths", "errors"]
+DOMAIN_MODULES = ["radiometry", "storage", "pictures", "paths", "errors", "settings", "timestamps", "stac_io"]
 
 CODE = f"""
 import builtins, importlib, pkgutil, sys

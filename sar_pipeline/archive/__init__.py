@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from sar_pipeline.archive.plugins import DEFAULT_ARCHIVE_CLASS, ENTRY_POINT_GROUP, load_archive
+from sar_pipeline.archive.plugins import (
+    DEFAULT_ARCHIVE_CLASS,
+    ENTRY_POINT_GROUP,
+    ArchiveSettings,
+    load_archive,
+)
 from sar_pipeline.archive.protocol import FlightRecord, SarArchive, SceneRecord
 
 __all__ = [
+    "ArchiveSettings",
     "DEFAULT_ARCHIVE_CLASS",
     "ENTRY_POINT_GROUP",
     "FlightRecord",

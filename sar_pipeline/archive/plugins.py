@@ -20,12 +20,42 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from pydantic import Field
+
+from sar_pipeline import paths
 from sar_pipeline.archive.protocol import SarArchive
 from sar_pipeline.errors import ConfigError
+from sar_pipeline.settings import Settings
 
 ENTRY_POINT_GROUP = "sar_pipeline.archives"
 DEFAULT_ARCHIVE_CLASS = "stac"
 SETTING = "archive.archive_class"
+#: the environment variable the deployment sets to choose the archive (see :class:`ArchiveSettings`)
+ARCHIVE_VARIABLE = "SAR_PIPELINE_ARCHIVE"
+
+
+class ArchiveSettings(Settings):
+    """The SAR archive flights are read from: a STAC catalogue by default, or an installed plug-in."""
+
+    uri: str = Field(
+        default_factory=lambda: str(paths.demo_archive_dir() / "catalog.json"),
+        description="Root catalog.json of the STAC archive (local path or s3://…), or what the plug-in "
+        "takes. Definitions read it from $SAR_PIPELINE_ARCHIVE when that is set; else the demo archive "
+        "<data>/demo-archive/catalog.json ($SAR_PIPELINE_DATA, default ./data).",
+    )
+    archive_class: str = Field(
+        default=DEFAULT_ARCHIVE_CLASS,
+        description=f"Name of an installed SarArchive plug-in: an entry point of group '{ENTRY_POINT_GROUP}' "
+        "('stac' = the STAC archive; your package registers its own class). Anything else is refused.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the plug-in class (e.g. asset_key for 'stac').",
+    )
+
+    def load(self) -> SarArchive:
+        """The archive these settings name, built as ``cls(uri, **options)``."""
+        return load_archive(self.uri, self.archive_class, **self.options)
 
 
 def installed_archive_classes() -> dict[str, EntryPoint]:

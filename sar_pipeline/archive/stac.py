@@ -41,20 +41,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pystac
 import rasterio
-from pystac.stac_io import DefaultStacIO
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from upath import UPath
 
 from sar_pipeline.archive.protocol import FlightRecord, SceneRecord
 from sar_pipeline.errors import ArchiveError, ConfigError, SarPipelineError
+from sar_pipeline.stac_io import FsspecStacIO, href_path
 from sar_pipeline.storage import validate_id
+from sar_pipeline.timestamps import iso_utc, parse_utc
 
 KIND_PROPERTY = "sar_pipeline:kind"
 HEADING_PROPERTY = "sar_pipeline:heading_deg"
@@ -99,56 +99,18 @@ _MAPPED_PROPERTIES = {
 }
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-
-
-def _is_fsspec_url(href: str) -> bool:
-    """True for fsspec object-store URLs (``s3://…``, ``gs://…``, ``memory://…``)."""
-    match = _SCHEME.match(href)
-    return bool(match) and match.group(1).lower() not in ("file", "http", "https")
-
-
-class FsspecStacIO(DefaultStacIO):
-    """pystac I/O through fsspec for object-store URLs (``s3://``, ``gs://``, ``memory://``…).
-
-    Local paths and ``http(s)://`` keep pystac's default reader.
-    """
-
-    def __init__(self, storage_options: dict[str, Any] | None = None):
-        super().__init__()
-        self.storage_options = dict(storage_options or {})
-
-    def read_text_from_href(self, href: str) -> str:
-        if _is_fsspec_url(href):
-            return UPath(href, **self.storage_options).read_text(encoding="utf-8")
-        return super().read_text_from_href(href)
-
-    def write_text_to_href(self, href: str, txt: str) -> None:
-        if _is_fsspec_url(href):
-            UPath(href, **self.storage_options).write_text(txt, encoding="utf-8")
-        else:
-            super().write_text_to_href(href, txt)
+def _stac_time(value: Any) -> dt.datetime | None:
+    """A STAC time field as aware UTC; a malformed one counts as absent (the rest of the item is usable)."""
+    try:
+        return parse_utc(value)
+    except ValueError:
+        return None
 
 
 def _iso_utc(value: Any) -> str | None:
-    """A datetime or ISO string as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sortable as text), else None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if not isinstance(value, dt.datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_datetime(value: Any) -> dt.datetime | None:
-    text = _iso_utc(value)
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC) if text else None
+    """A STAC time field as sortable ``…Z`` text (the new-flights cursor), or None."""
+    time = _stac_time(value)
+    return iso_utc(time) if time is not None else None
 
 
 def _float(value: Any) -> float | None:
@@ -212,7 +174,7 @@ class StacSarArchive:
     # -- catalogue traversal ------------------------------------------------------------------
 
     def _path(self, href: str) -> UPath:
-        return UPath(href, **self.storage_options) if _is_fsspec_url(href) else UPath(href)
+        return href_path(href, self.storage_options)
 
     def _root_href(self) -> str:
         href = self.uri
@@ -529,7 +491,7 @@ class StacSarArchive:
             value_unit=_VALUE_UNITS.get(str(unit).lower()) if unit else None,
             value_scale=_float(band.get("scale", band.get("raster:scale"))),
             value_offset=_float(band.get("offset", band.get("raster:offset"))),
-            datetime=item.datetime or _parse_datetime(props.get("start_datetime")),
+            datetime=item.datetime or _stac_time(props.get("start_datetime")),
             platform=props.get("platform"),
             polarizations=tuple(str(p) for p in polarizations) if polarizations else None,
             observation_direction=str(direction).lower() if direction else None,

@@ -16,8 +16,7 @@ from upath import UPath
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
 from sar_pipeline.dataset.schema import SPLITS
-from sar_pipeline.geo.tiling import to_display_uint8
-from sar_pipeline.pictures import grid, png_bytes
+from sar_pipeline.pictures import grid, png_bytes, to_display_uint8
 from sar_pipeline.storage import as_path
 
 # Words that say nothing about the ground; the activation token's words are removed separately.

@@ -1,29 +1,27 @@
-"""Resources shared by every stage: the storage root and the SAR archive."""
+"""Resources shared by every stage: the storage root and the SAR archive.
+
+Both follow the deployment's environment: ``$SAR_PIPELINE_STORAGE`` and ``$SAR_PIPELINE_ARCHIVE``
+are passed as ``dg.EnvVar`` (the Launchpad shows the variable, each run resolves it) when they are
+set; unset, the settings' own defaults apply (the embedded demo under ``$SAR_PIPELINE_DATA``), so
+``dg dev``, ``dg launch``, ``sar-pipeline run|demo`` and the tests need no variable at all.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from pydantic import Field
 from upath import UPath
 
-from sar_pipeline import paths
-from sar_pipeline.archive import DEFAULT_ARCHIVE_CLASS, SarArchive, load_archive
+from sar_pipeline.archive import SarArchive
+from sar_pipeline.archive.plugins import ARCHIVE_VARIABLE, ArchiveSettings
 from sar_pipeline.errors import ConfigError
-from sar_pipeline.storage import as_path, is_local, local_str, validate_id
+from sar_pipeline.storage import STORAGE_VARIABLE, StorageSettings, as_path, is_local, local_str, validate_id
 
 
-class StorageRoot(dg.ConfigurableResource):
+class StorageRoot(dg.ConfigurableResource, StorageSettings):
     """Where assets write their files: a local folder (default) or an ``s3://bucket/prefix``."""
-
-    uri: str = Field(
-        default_factory=lambda: os.environ.get("SAR_PIPELINE_STORAGE", str(paths.storage_dir())),
-        description="Local folder or fsspec URI (s3://bucket/prefix) under which assets write "
-        "(default: $SAR_PIPELINE_STORAGE, else <data>/storage).",
-    )
 
     def root(self) -> UPath:
         return as_path(self.uri)
@@ -53,28 +51,23 @@ class StorageRoot(dg.ConfigurableResource):
         return self.path("flights", validate_id(flight_id, "flight id"), *parts)
 
 
-class SarArchiveResource(dg.ConfigurableResource):
-    """The SAR archive to read flights from: a STAC catalogue by default, or any SarArchive class."""
-
-    uri: str = Field(
-        default_factory=lambda: os.environ.get(
-            "SAR_PIPELINE_ARCHIVE", str(paths.demo_archive_dir() / "catalog.json")
-        ),
-        description="Root catalog.json of the STAC archive (local path or s3://…), or what your class "
-        "takes (default: $SAR_PIPELINE_ARCHIVE, else the demo archive).",
-    )
-    archive_class: str = Field(
-        default=DEFAULT_ARCHIVE_CLASS,
-        description="Name of an installed SarArchive plug-in: an entry point of group "
-        "'sar_pipeline.archives' ('stac' = the STAC archive; your package registers its own class). "
-        "Anything else is refused.",
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the class.")
+class SarArchiveResource(dg.ConfigurableResource, ArchiveSettings):
+    """The SAR archive to read flights from: a STAC catalogue by default, or an installed SarArchive plug-in."""
 
     def get_archive(self) -> SarArchive:
-        return load_archive(self.uri, self.archive_class, **self.options)
+        return self.load()
+
+
+def from_environment(variable: str) -> dict[str, dg.EnvVar]:
+    """``{"uri": EnvVar(variable)}`` when the deployment sets ``variable``, else nothing (the default)."""
+    return {"uri": dg.EnvVar(variable)} if os.environ.get(variable) else {}
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(resources={"storage": StorageRoot(), "archive": SarArchiveResource()})
+    return dg.Definitions(
+        resources={
+            "storage": StorageRoot(**from_environment(STORAGE_VARIABLE)),
+            "archive": SarArchiveResource(**from_environment(ARCHIVE_VARIABLE)),
+        }
+    )

@@ -10,7 +10,8 @@ implementations:
   until the tile is covered.
 
 Any source CRS works (GDAL reprojects). Pixels the source does not cover are left empty (0)
-and counted: :attr:`OpticalTile.coverage_fraction` is the covered share of the tile.
+and counted: :attr:`OpticalTile.coverage_fraction` is the covered share of the tile. A flight's
+tiles are rendered by :mod:`sar_pipeline.geo.colocation`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pystac
@@ -32,10 +31,12 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from shapely.geometry import shape as shapely_shape
 
-from sar_pipeline.errors import ArchiveError, ConfigError, RasterError, SarPipelineError
+from sar_pipeline.errors import ArchiveError, RasterError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 from sar_pipeline.geo.resample import resampling_method
-from sar_pipeline.pictures import png_bytes
+from sar_pipeline.geo.settings import OpticalSettings
+from sar_pipeline.stac_io import FsspecStacIO
+from sar_pipeline.timestamps import parse_utc
 
 
 @dataclasses.dataclass
@@ -49,16 +50,11 @@ class OpticalTile:
     sources: list[str]  # hrefs or item ids used
 
 
-def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _gap(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
+    """|a − b| in seconds (naive times are UTC), or None when either is unknown."""
     if a is None or b is None:
         return None
-    return abs((_as_utc(a) - _as_utc(b)).total_seconds())
+    return abs((parse_utc(a) - parse_utc(b)).total_seconds())
 
 
 def warp_rgb(
@@ -153,7 +149,7 @@ class MosaicOpticalSource(OpticalSource):
         self.bands = list(bands) if bands else None
         self.value_range = tuple(value_range) if value_range else None
         self.resampling = resampling
-        self.acquired = acquired if acquired is not None else self._tagged_time()
+        self.acquired = parse_utc(acquired) if acquired is not None else self._tagged_time()
 
     @property
     def name(self) -> str:
@@ -169,13 +165,10 @@ class MosaicOpticalSource(OpticalSource):
             value = tags.get(key)
             if not value:
                 continue
-            for fmt in (None, "%Y:%m:%d %H:%M:%S"):
-                try:
-                    return (
-                        dt.datetime.fromisoformat(value) if fmt is None else dt.datetime.strptime(value, fmt)
-                    )
-                except ValueError:
-                    continue
+            try:
+                return parse_utc(value)
+            except ValueError:
+                continue  # a malformed tag counts as absent
         return None
 
     def render(self, crs, transform, shape, when=None) -> OpticalTile:
@@ -190,23 +183,10 @@ class MosaicOpticalSource(OpticalSource):
         )
 
 
-def _read_stac(uri: str) -> pystac.Catalog:
-    """Open a STAC catalogue or collection, local or remote (fsspec for ``s3://`` and the like)."""
+def _read_stac(uri: str) -> pystac.STACObject:
+    """Open a STAC catalogue, collection or item, local or remote (fsspec for ``s3://`` and the like)."""
     try:
-        if "://" in uri and not uri.startswith(("http://", "https://", "file://")):
-            import fsspec
-
-            class _FsspecStacIO(pystac.StacIO):
-                def read_text(self, source, *args, **kwargs):
-                    with fsspec.open(str(source), "r") as f:
-                        return f.read()
-
-                def write_text(self, dest, txt, *args, **kwargs):
-                    with fsspec.open(str(dest), "w") as f:
-                        f.write(txt)
-
-            return pystac.read_file(uri, stac_io=_FsspecStacIO())
-        return pystac.read_file(uri)
+        return pystac.read_file(uri, stac_io=FsspecStacIO())
     except (OSError, json.JSONDecodeError, pystac.STACError) as exc:
         raise ArchiveError(uri, f"cannot read optical STAC catalogue ({exc})") from exc
 
@@ -246,7 +226,8 @@ class StacOpticalSource(OpticalSource):
             # a catalogue may hold SAR flights beside the optical items (the demo archive does)
             if item.geometry is None or any(k.startswith("sar:") for k in item.properties):
                 continue
-            self.items.append((item, shapely_shape(item.geometry), _as_utc(item.datetime or _start(item))))
+            acquired = parse_utc(item.datetime or item.properties.get("start_datetime"))
+            self.items.append((item, shapely_shape(item.geometry), acquired))
 
     @property
     def name(self) -> str:
@@ -262,7 +243,7 @@ class StacOpticalSource(OpticalSource):
     def render(self, crs, transform, shape, when=None) -> OpticalTile:
         footprint = to_wgs84(grid_footprint(transform, shape), crs)
         candidates = [(item, t) for item, geom, t in self.items if geom.intersects(footprint)]
-        when_utc = _as_utc(when)
+        when_utc = parse_utc(when)
         candidates.sort(
             key=lambda it: (_gap(it[1], when_utc) if _gap(it[1], when_utc) is not None else np.inf, it[0].id)
         )
@@ -289,101 +270,15 @@ class StacOpticalSource(OpticalSource):
         )
 
 
-def _start(item: pystac.Item) -> dt.datetime | None:
-    value = item.properties.get("start_datetime")
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def open_optical_source(kind: str, uri: str, **options) -> OpticalSource:
-    """Build an optical source: ``kind`` is ``"mosaic"`` (one raster) or ``"stac"`` (a catalogue)."""
-    if kind == "mosaic":
-        return MosaicOpticalSource(uri, **options)
-    if kind == "stac":
-        return StacOpticalSource(uri, **options)
-    raise ConfigError("optical.kind", f"unknown kind {kind!r}; expected 'mosaic' or 'stac'")
-
-
-@dataclasses.dataclass
-class FlightColocation:
-    """Optical tiles of a flight: manifest rows, tiles skipped (with reasons) and a few previews."""
-
-    rows: list[dict[str, Any]]
-    skipped: dict[str, str]
-    previews: list[tuple[str, np.ndarray]]
-
-
-def colocate_tiles(
-    sar_rows: Sequence[dict[str, Any]],
-    source: OpticalSource,
-    out_dir: Path,
-    rel_dir: str,
-    min_coverage: float,
-    max_previews: int = 6,
-) -> FlightColocation:
-    """Render the optical tile of every SAR manifest row on its exact grid; write ``<tile_id>.png``.
-
-    A tile whose coverage is below ``min_coverage``, or whose source cannot be read, is skipped
-    with the reason recorded; the flight's other tiles are kept.
-    """
-    rows, skipped, previews = [], {}, []
-    for sar in sar_rows:
-        tid = sar["tile_id"]
-        when = sar.get("datetime")
-        if when is not None and not isinstance(when, dt.datetime):
-            when = when.to_pydatetime() if hasattr(when, "to_pydatetime") else None
-        try:
-            tile = source.render(
-                sar["crs"], Affine(*sar["transform"]), (int(sar["height"]), int(sar["width"])), when
-            )
-        except SarPipelineError as exc:
-            skipped[tid] = str(exc)
-            continue
-        if tile.coverage_fraction < min_coverage:
-            skipped[tid] = f"{source.name}: optical coverage {tile.coverage_fraction:.3f} < {min_coverage}"
-            continue
-        (Path(out_dir) / f"{tid}.png").write_bytes(png_bytes(tile.image))
-        rows.append(
-            {
-                "tile_id": tid,
-                "flight_id": sar["flight_id"],
-                "scene_id": sar["scene_id"],
-                "path": f"{rel_dir}/{tid}.png",
-                "sar_path": sar["path"],
-                "crs": sar["crs"],
-                "transform": list(sar["transform"]),
-                "height": int(sar["height"]),
-                "width": int(sar["width"]),
-                "coverage_fraction": tile.coverage_fraction,
-                "optical_datetime": tile.acquired,
-                "time_gap_s": tile.time_gap_s,
-                "optical_sources": json.dumps(tile.sources),
-                "optical_source": source.name,
-                "footprint_scene_crs": sar["footprint_scene_crs"],
-                "geometry": sar["geometry"],
-            }
+def open_optical_source(settings: OpticalSettings) -> OpticalSource:
+    """The optical source the settings describe: one raster (``mosaic``) or a STAC catalogue (``stac``)."""
+    options = {
+        "bands": settings.bands,
+        "value_range": settings.value_range,
+        "resampling": settings.resampling,
+    }
+    if settings.kind == "stac":
+        return StacOpticalSource(
+            settings.uri, asset_key=settings.asset_key, max_cloud_cover=settings.max_cloud_cover, **options
         )
-        if len(previews) < max_previews:
-            previews.append((tid, tile.image))
-    return FlightColocation(rows, skipped, previews)
-
-
-def pairs_preview_png(
-    root, sar_rows: Sequence[dict[str, Any]], colocation: FlightColocation, max_pairs: int = 4
-) -> bytes | None:
-    """A PNG mosaic of a few SAR tiles (left) beside their optical tiles (right), or None if empty."""
-    import io
-
-    from PIL import Image
-
-    from sar_pipeline.geo.tiling import to_display_uint8
-    from sar_pipeline.pictures import grid
-
-    sar_path = {r["tile_id"]: r["path"] for r in sar_rows}
-    images, labels = [], []
-    for tid, optical in colocation.previews[:max_pairs]:
-        with Image.open(io.BytesIO((root / sar_path[tid]).read_bytes())) as sar:
-            images += [to_display_uint8(np.asarray(sar)), optical]
-        labels += [f"SAR {tid.rsplit('__', 1)[-1]}", "optical"]
-    if not images:
-        return None
-    return png_bytes(grid(images, columns=2, labels=labels))
+    return MosaicOpticalSource(settings.uri, **options)

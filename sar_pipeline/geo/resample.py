@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from typing import Literal, get_args
 
 import numpy as np
 import rasterio
@@ -40,17 +41,15 @@ import scipy.sparse
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
+from scipy.sparse._sparsetools import csr_matvec  # scipy's compiled kernel: stable, though underscored
 
 from sar_pipeline import radiometry
-
-try:  # scipy's compiled sparse kernels: a stable module, though underscored
-    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
-except ImportError:  # pragma: no cover - fall back to scipy's public (slower) product
-    _csr_matvec = None
 from sar_pipeline.errors import ConfigError, RasterError
 from sar_pipeline.geo.grid import OutputGrid, pixel_size
 
-RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "rms")
+#: GDAL resampling methods a user may choose (rasterio's ``Resampling`` names)
+ResamplingName = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "rms"]
+RESAMPLING_METHODS: tuple[str, ...] = get_args(ResamplingName)
 
 
 def resampling_method(name: str) -> Resampling:
@@ -223,14 +222,6 @@ def warp_codes_block(
     return out
 
 
-def check_same_georeferencing(dataset: rasterio.DatasetReader, reference: rasterio.DatasetReader) -> None:
-    """Raise if an extra asset (land cover, idealised) is not on the SAR raster's CRS."""
-    if dataset.crs is None:
-        raise RasterError(dataset.name, "no CRS: the raster is not georeferenced")
-    if reference.crs is not None and dataset.crs != reference.crs:
-        raise RasterError(dataset.name, f"CRS {dataset.crs} differs from the scene's {reference.crs}")
-
-
 # --- fast path: output axes parallel to the source's ---------------------------------------------
 #
 # Native-geometry output grids keep the source's own axes (only the pixel size and possibly the
@@ -332,13 +323,13 @@ def times_transpose(dense: np.ndarray, weights: scipy.sparse.csr_matrix) -> np.n
     row-by-row ``csr_matvec`` reads each row of ``dense`` where it lies.
     """
     dense = np.ascontiguousarray(dense, dtype=np.float32)
-    if _csr_matvec is None or weights.dtype != np.float32:
+    if weights.dtype != np.float32:
         return np.ascontiguousarray(dense @ weights.T.tocsr(), dtype=np.float32)
     out = np.zeros((dense.shape[0], weights.shape[0]), dtype=np.float32)
     m, n = weights.shape
     indptr, indices, data = weights.indptr, weights.indices, weights.data
     for r in range(dense.shape[0]):
-        _csr_matvec(m, n, indptr, indices, data, dense[r], out[r])  # out[r] += weights @ dense[r]
+        csr_matvec(m, n, indptr, indices, data, dense[r], out[r])  # out[r] += weights @ dense[r]
     return out
 
 

@@ -19,81 +19,42 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
-import io
 import json
 import math
 import re
-import struct
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.warp
-import rasterio.windows
-from affine import Affine
-from PIL import Image
+import rasterio.enums
 from shapely import wkb
 from shapely.geometry import Polygon
 
 from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SceneRecord
-from sar_pipeline.errors import ConfigError, RasterError, SarPipelineError
+from sar_pipeline.errors import RasterError, SarPipelineError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
-from sar_pipeline.geo.grid import OutputGrid, build_output_grid, crs_unit_in_metres, pixel_size
-from sar_pipeline.geo.resample import resampling_method, warp_codes_block, warp_intensity_block
+from sar_pipeline.geo.grid import OutputGrid
+from sar_pipeline.geo.resample import warp_codes_block, warp_intensity_block
+from sar_pipeline.geo.scene_raster import (
+    georeferenced,
+    scene_georeferencing,
+    scene_output_grid,
+    scene_value_encoding,
+)
+from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.pictures import png_bytes, to_display_uint8
 from sar_pipeline.storage import validate_id
+
+# SAR tiles are Huffman-only coded (see pictures.png_bytes): any level ≥ 1 gives the same bytes;
+# the extra assets (land-cover codes) are LZ77-coded by Pillow at this level
+TILE_PNG_COMPRESS_LEVEL = 1
 
 #: extra scene assets warped onto the tile grid, and how
 EXTRA_ASSETS = {"landcover": "codes", "idealised": "backscatter"}
-
-
-@dataclasses.dataclass(frozen=True)
-class TilingParameters:
-    """What the tiler does; the Dagster ``TilingConfig`` documents each field for users."""
-
-    ground_sample_distance_m: float = 1.0
-    tile_size: int = 512
-    stride: int | None = None  # None = tile_size (no overlap)
-    max_nodata_fraction: float = 0.1
-    resampling: str = "average"
-    db_min: float | None = -30.0
-    db_max: float | None = 10.0
-    #: (low, high) percentiles of the dataset's dB values; used instead of db_min/db_max when set
-    percentiles: tuple[float, float] | None = None
-    bit_depth: int = 8
-    #: per-archive defaults for scenes that do not declare their unit/scale/offset
-    default_value_unit: str | None = None
-    default_value_scale: float | None = None
-    default_value_offset: float | None = None
-    num_threads: int = 1  # GDAL warp threads per block
-    workers: int = 1  # blocks of tiles processed in parallel (threads)
-    max_block_tiles: int = 16  # tiles of one tile row warped together (memory ∝ this × tile_size²)
-    # zlib level; SAR tiles are Huffman-only coded (see encode_png): any level ≥ 1 gives the same bytes,
-    # 0 stores them uncompressed; extra assets (land cover) use Pillow at this level
-    png_compress_level: int = 1
-
-    def __post_init__(self):
-        if self.tile_size < 1:
-            raise ConfigError("tile_size", f"must be positive, got {self.tile_size}")
-        if self.stride is not None and not 1 <= self.stride:
-            raise ConfigError("stride", f"must be positive, got {self.stride}")
-        if not 0 <= self.max_nodata_fraction <= 1:
-            raise ConfigError("max_nodata_fraction", f"must be in [0, 1], got {self.max_nodata_fraction}")
-        if not self.ground_sample_distance_m > 0:
-            raise ConfigError(
-                "ground_sample_distance_m", f"must be positive, got {self.ground_sample_distance_m}"
-            )
-        resampling_method(self.resampling)
-        if self.percentiles is None and (self.db_min is None or self.db_max is None):
-            raise ConfigError("db_min/db_max", "set both db_min and db_max, or percentiles")
-
-    @property
-    def step(self) -> int:
-        return self.stride or self.tile_size
 
 
 @dataclasses.dataclass
@@ -147,69 +108,9 @@ def tile_lattice(grid_shape: tuple[int, int], tile_size: int, stride: int) -> tu
     return n_r, n_c
 
 
-def scene_georeferencing(
-    scene: SceneRecord, dataset: rasterio.DatasetReader
-) -> tuple[str, Affine, tuple[int, int]]:
-    """CRS, transform and shape to resample from: the raster's own, else the record's (STAC ``proj:*``).
-
-    Raises :class:`RasterError` naming the raster when neither gives a CRS.
-    """
-    crs = dataset.crs.to_string() if dataset.crs else (scene.crs or None)
-    transform = dataset.transform
-    if dataset.crs is None and transform == Affine.identity() and scene.transform:
-        transform = Affine(*scene.transform[:6])
-    if crs is None:
-        raise RasterError(dataset.name, "no CRS: the raster is not georeferenced and the record gives none")
-    return crs, transform, (dataset.height, dataset.width)
-
-
-def scene_value_encoding(
-    scene: SceneRecord, dtype, params: TilingParameters
-) -> tuple[str, float | None, float | None]:
-    """(unit, scale, offset) of a scene's raw pixels: the record's, else the per-archive defaults."""
-    unit = radiometry.resolve_value_unit(scene.value_unit, dtype, params.default_value_unit)
-    scale = scene.value_scale if scene.value_scale is not None else params.default_value_scale
-    offset = scene.value_offset if scene.value_offset is not None else params.default_value_offset
-    return unit, scale, offset
-
-
-def scene_output_grid(
-    scene: SceneRecord, dataset: rasterio.DatasetReader, params: TilingParameters
-) -> OutputGrid:
-    """The scene's fixed-GSD native-orientation grid (see :mod:`sar_pipeline.geo.grid`)."""
-    crs, transform, shape = scene_georeferencing(scene, dataset)
-    return build_output_grid(
-        crs,
-        transform,
-        shape,
-        params.ground_sample_distance_m,
-        heading_deg=scene.heading_deg,
-        observation_direction=scene.observation_direction,
-        source=dataset.name,
-    )
-
-
-def _georeferenced(dataset: rasterio.DatasetReader, crs: str, transform: Affine):
-    """The dataset itself, or a view with the record's georeferencing when the raster has none."""
-    if dataset.crs is not None:
-        return dataset
-    return _GeoreferencedView(dataset, crs, transform)
-
-
-class _GeoreferencedView:
-    def __init__(self, dataset, crs, transform):
-        self._ds, self.crs, self.transform = dataset, rasterio.crs.CRS.from_user_input(crs), transform
-
-    def __getattr__(self, name):
-        return getattr(self._ds, name)
-
-    def window_transform(self, window):
-        return rasterio.windows.transform(window, self.transform)
-
-
 def estimate_db_range(
     samples: Iterable[tuple[SceneRecord, rasterio.DatasetReader]],
-    params: TilingParameters,
+    params: TilingSettings,
     max_side: int = 512,
 ) -> tuple[float, float]:
     """Per-dataset clip range: the configured percentiles of dB values pooled over all scenes.
@@ -237,7 +138,7 @@ def estimate_db_range(
 def tile_scene(
     scene: SceneRecord,
     dataset: rasterio.DatasetReader,
-    params: TilingParameters,
+    params: TilingSettings,
     radiometry_params: radiometry.RadiometryParams,
     open_raster: Callable[[str], Any] = rasterio.open,
 ) -> Iterator[Tile | DroppedTile]:
@@ -250,7 +151,7 @@ def tile_scene(
     ``Tile.extra_errors``.
     """
     crs, transform, _ = scene_georeferencing(scene, dataset)
-    src = _georeferenced(dataset, crs, transform)
+    src = georeferenced(dataset, crs, transform)
     grid = scene_output_grid(scene, dataset, params)
     unit, scale, offset = scene_value_encoding(scene, dataset.dtypes[0], params)
     nodata = dataset.nodata if dataset.nodata is not None else scene.nodata
@@ -265,7 +166,7 @@ def tile_scene(
             continue
         try:
             ds = open_raster(href)
-            extras[key] = (kind, _georeferenced(ds, crs, transform), ds)
+            extras[key] = (kind, georeferenced(ds, crs, transform), ds)
             if ds.crs is not None and ds.crs.to_string() != crs:
                 raise RasterError(href, f"CRS {ds.crs} differs from the scene's {crs}")
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
@@ -345,8 +246,8 @@ def tile_scene(
                     radiometry=radiometry_params,
                     extras=tile_extras,
                     extra_errors=band_errors,
-                    png=encode_png(image, params.png_compress_level, huffman_only=True),
-                    extras_png={k: encode_png(v, params.png_compress_level) for k, v in tile_extras.items()},
+                    png=png_bytes(image, TILE_PNG_COMPRESS_LEVEL, huffman_only=True),
+                    extras_png={k: png_bytes(v, TILE_PNG_COMPRESS_LEVEL) for k, v in tile_extras.items()},
                 )
             )
         return items
@@ -355,67 +256,24 @@ def tile_scene(
     chunk = max(1, params.max_block_tiles)
     blocks = [(r, c, min(c + chunk, n_cols)) for r in range(n_rows) for c in range(0, n_cols, chunk)]
     try:
-        if params.workers <= 1:
+        workers = params.worker_count
+        if workers <= 1:
             for block in blocks:
                 yield from block_items(*block)
         else:
             # blocks in flight bounded to workers + 1, so memory stays a few blocks
-            with concurrent.futures.ThreadPoolExecutor(params.workers) as pool:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                 pending: collections.deque = collections.deque()
                 queue = iter(blocks)
                 for block in queue:
                     pending.append(pool.submit(block_items, *block))
-                    if len(pending) > params.workers:
+                    if len(pending) > workers:
                         yield from pending.popleft().result()
                 while pending:
                     yield from pending.popleft().result()
     finally:
         for _, _, ds in extras.values():
             ds.close()
-
-
-def to_display_uint8(image: np.ndarray) -> np.ndarray:
-    """A quantised tile as uint8 for pictures (16-bit tiles keep their top 8 bits)."""
-    image = np.asarray(image)
-    return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1, *, huffman_only: bool = False) -> bytes:
-    """PNG bytes of a uint8 (L), uint16 (I;16) or RGB uint8 array.
-
-    ``huffman_only=True`` (used for SAR tiles) writes single-band images directly: PNG filter
-    "none" on every row and one zlib stream with ``Z_HUFFMAN_ONLY``. Speckled SAR has no repeated
-    strings or smooth gradients for PNG's row filters or LZ77 to exploit, so this gives files a
-    little *smaller* than Pillow's level-1 output (182 vs 205 kB for a 512² 8-bit tile) about 6×
-    faster. Otherwise Pillow encodes (adaptive row filters + LZ77: right for land-cover codes and
-    smooth images). Any decoder reads the same pixels either way.
-    """
-    image = np.asarray(image)
-    if not huffman_only or image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
-        return buf.getvalue()
-    rows, cols = image.shape
-    bit_depth = 8 if image.dtype == np.uint8 else 16
-    scanlines = np.zeros((rows, 1 + cols * bit_depth // 8), dtype=np.uint8)  # filter byte 0 = none
-    scanlines[:, 1:] = (image if bit_depth == 8 else image.astype(">u2")).view(np.uint8).reshape(rows, -1)
-    compressor = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    idat = (
-        compressor.compress(scanlines) + compressor.flush()
-    )  # zlib releases the GIL: threads encode in parallel
-    header = struct.pack(">IIBBBBB", cols, rows, bit_depth, 0, 0, 0, 0)  # greyscale, no interlace
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def _json_default(value):
@@ -502,7 +360,7 @@ class FlightTiling:
 def tile_flight(
     scenes: Sequence[SceneRecord],
     open_scene: Callable[[SceneRecord], Any],
-    params: TilingParameters,
+    params: TilingSettings,
     out_dir: Path,
     rel_dir: str,
     max_previews: int = 6,
@@ -548,11 +406,15 @@ def tile_flight(
                     if isinstance(item, DroppedTile):
                         dropped.append(item)
                         continue
-                    (out_dir / f"{item.tile_id}.png").write_bytes(item.png or encode_png(item.image))
+                    (out_dir / f"{item.tile_id}.png").write_bytes(
+                        item.png or png_bytes(item.image, TILE_PNG_COMPRESS_LEVEL, huffman_only=True)
+                    )
                     written = {}
                     for key, arr in item.extras.items():
                         name = f"{item.tile_id}_{key}.png"
-                        (out_dir / name).write_bytes(item.extras_png.get(key) or encode_png(arr))
+                        (out_dir / name).write_bytes(
+                            item.extras_png.get(key) or png_bytes(arr, TILE_PNG_COMPRESS_LEVEL)
+                        )
                         written[key] = f"{rel_dir}/{name}"
                     rows.append(manifest_row(item, scene, rel_dir, written))
                     block = (item.scene_id, item.tile_row, item.tile_col // max(1, params.max_block_tiles))
@@ -570,113 +432,3 @@ def tile_flight(
     return FlightTiling(
         rows, dropped, skipped, rad, previews, {k: v for k, v in invalid.items() if v}, speckle
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckOutcome:
-    """Result of one quality check over a tile manifest."""
-
-    name: str
-    passed: bool
-    description: str
-    metadata: dict[str, Any]
-
-
-def check_sar_tiles(
-    rows: Sequence[dict[str, Any]],
-    scenes: Sequence[SceneRecord],
-    params: TilingParameters,
-    image_size: Callable[[str], tuple[int, int]] | None = None,
-) -> list[CheckOutcome]:
-    """Quality checks on a SAR tile manifest: GSD, tile size, nodata fraction, footprints.
-
-    ``image_size(path)`` returns a written tile's (width, height) to check the files themselves,
-    not only the manifest.
-    """
-    gsd_bad, size_bad, nodata_bad, fp_bad = [], [], [], []
-    footprints = {s.scene_id: (s, grid_footprint(s.transform, s.shape)) for s in scenes}
-    for row in rows:
-        t = Affine(*row["transform"])
-        unit = crs_unit_in_metres(row["crs"])
-        for size in pixel_size(t):
-            if abs(size * unit - params.ground_sample_distance_m) > 1e-6 * params.ground_sample_distance_m:
-                gsd_bad.append(row["tile_id"])
-                break
-        shape = (row["height"], row["width"])
-        if image_size is not None:
-            w, h = image_size(row["path"])
-            shape = (h, w)
-        if shape != (params.tile_size, params.tile_size):
-            size_bad.append(row["tile_id"])
-        if row["nodata_fraction"] > params.max_nodata_fraction:
-            nodata_bad.append(row["tile_id"])
-        fp = wkb.loads(row["footprint_scene_crs"])
-        scene_fp = footprints.get(row["scene_id"])
-        if not fp.is_valid or fp.area <= 0 or scene_fp is None:
-            fp_bad.append(row["tile_id"])
-            continue
-        inside = fp.intersection(scene_fp[1]).area / fp.area
-        # the valid part of the tile must lie inside the scene: the rest is nodata padding
-        if inside < 1.0 - row["nodata_fraction"] - 0.02:
-            fp_bad.append(row["tile_id"])
-
-    def outcome(name, bad, description):
-        return CheckOutcome(
-            name, not bad, description, {"failing_tiles": len(bad), "examples": ", ".join(bad[:5])}
-        )
-
-    return [
-        outcome(
-            "gsd_matches_config", gsd_bad, f"pixel size = {params.ground_sample_distance_m} m (rel tol 1e-6)"
-        ),
-        outcome("tiles_are_tile_size", size_bad, f"every tile is {params.tile_size}×{params.tile_size}"),
-        outcome("nodata_under_threshold", nodata_bad, f"nodata fraction ≤ {params.max_nodata_fraction}"),
-        outcome(
-            "footprints_inside_scene", fp_bad, "footprints valid; their valid part inside the scene footprint"
-        ),
-    ]
-
-
-def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
-    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically."""
-    import geopandas as gpd
-    import pandas as pd
-
-    from sar_pipeline.storage import atomic_local_file
-
-    frame = pd.DataFrame(list(rows))
-    geometry = frame.pop("geometry") if "geometry" in frame else []
-    table = gpd.GeoDataFrame(frame, geometry=list(geometry), crs="EPSG:4326")
-    with atomic_local_file(path) as tmp:
-        table.to_parquet(
-            tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False
-        )
-
-
-def read_manifest(path) -> list[dict[str, Any]]:
-    """Manifest rows written by :func:`write_manifest` (nulls as None, lists as lists, datetimes as
-    datetime, ``geometry`` as a shapely polygon). Local path or UPath on object storage."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") if isinstance(path, str | Path) else path.open("rb") as f:
-            rows = pq.read_table(f).to_pylist()
-    except FileNotFoundError as exc:
-        raise RasterError(path, "tile manifest missing: materialise the upstream tiles first") from exc
-    except (OSError, pa.ArrowException) as exc:
-        raise RasterError(path, f"unreadable Parquet manifest: {exc}") from exc
-    for row in rows:
-        if isinstance(row.get("geometry"), bytes):
-            row["geometry"] = wkb.loads(row["geometry"])
-    return rows
-
-
-def png_size(root, rel_path: str) -> tuple[int, int]:
-    """(width, height) of a PNG under the storage root, from its header."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO((root / rel_path).read_bytes())) as img:
-        return img.size

@@ -22,7 +22,7 @@ from affine import Affine
 from PIL import Image
 
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
-from sar_pipeline.geo.tiling import write_manifest
+from sar_pipeline.geo.manifest import write_manifest
 
 UTM31N = "EPSG:32631"
 

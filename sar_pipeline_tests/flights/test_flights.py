@@ -15,13 +15,13 @@ import rasterio
 from upath import UPath
 
 from sar_pipeline.archive.demo import write_demo_archive
-from sar_pipeline.archive.scene_table import read_scene_table
 from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 from sar_pipeline.cli import register_flights
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.flights.checks import sar_scenes_georeferencing, sar_scenes_metadata_complete
 from sar_pipeline.defs.flights.sensors import new_flights
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline.geo.scene_table import read_scene_table
 from sar_pipeline_tests.archive.conftest import ROTATED
 
 

@@ -7,11 +7,11 @@ import pytest
 from affine import Affine
 from PIL import Image
 
-from sar_pipeline.archive.scene_table import scene_table, write_scene_table
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
 from sar_pipeline.defs.geo.resources import OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
-from sar_pipeline.geo.tiling import read_manifest
+from sar_pipeline.geo.manifest import read_manifest
+from sar_pipeline.geo.scene_table import scene_table, write_scene_table
 from sar_pipeline_tests.geo.scenes import (
     CRS,
     ORIGIN,

@@ -11,14 +11,11 @@ from pyproj import Transformer
 from shapely.geometry import box, mapping
 
 from sar_pipeline.errors import RasterError
+from sar_pipeline.geo.colocation import colocate_tiles
 from sar_pipeline.geo.footprints import to_wgs84
 from sar_pipeline.geo.grid import build_output_grid
-from sar_pipeline.geo.optical import (
-    MosaicOpticalSource,
-    StacOpticalSource,
-    colocate_tiles,
-    open_optical_source,
-)
+from sar_pipeline.geo.optical import MosaicOpticalSource, StacOpticalSource, open_optical_source
+from sar_pipeline.geo.settings import OpticalSettings
 from sar_pipeline_tests.geo.scenes import CRS, ORIGIN, native_transform
 
 T0 = dt.datetime(2024, 6, 1, 10, 0, tzinfo=dt.UTC)
@@ -96,7 +93,7 @@ def test_mosaic_in_another_crs_is_reprojected_onto_the_tile(tmp_path):
         tmp_path / "l93.tif", "EPSG:2154", Affine(0.5, 0, x0 - 100, 0, -0.5, y0 + 100), (1500, 1500)
     )
     grid = _tile_grid(123.0, "left")
-    tile = open_optical_source("mosaic", str(path)).render(grid.crs, grid.transform, grid.shape)
+    tile = open_optical_source(OpticalSettings(uri=str(path))).render(grid.crs, grid.transform, grid.shape)
     assert tile.coverage_fraction == 1.0 and tile.time_gap_s is None
     err = np.abs(tile.image.astype(float) - _expected(grid))
     assert np.median(err) < 3 and np.percentile(err, 95) < 12
@@ -193,5 +190,7 @@ def test_stac_source_mosaics_closest_in_time_and_filters_clouds(tmp_path):
     err = np.abs(tile.image.astype(float) - _expected(grid))
     assert np.median(err) < 3
     # without the cloud filter the cloudy item taken at the SAR time wins alone
-    cloudy = open_optical_source("stac", uri).render(grid.crs, grid.transform, grid.shape, when=T0)
+    cloudy = open_optical_source(OpticalSettings(kind="stac", uri=uri)).render(
+        grid.crs, grid.transform, grid.shape, when=T0
+    )
     assert cloudy.sources == ["whole-cloudy"] and cloudy.time_gap_s == 0

@@ -16,8 +16,11 @@ from PIL import Image
 
 from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SceneRecord
-from sar_pipeline.geo.optical import MosaicOpticalSource, colocate_tiles
-from sar_pipeline.geo.tiling import TilingParameters, scene_output_grid, tile_flight
+from sar_pipeline.geo.colocation import colocate_tiles
+from sar_pipeline.geo.optical import MosaicOpticalSource
+from sar_pipeline.geo.scene_raster import scene_output_grid
+from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.geo.tiling import tile_flight
 
 PAIRS = [
     ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85", "S2A_MSIL2A_20170617T113321_36_85"),
@@ -81,7 +84,7 @@ def _open(scene):
 @pytest.mark.parametrize(("s1", "s2"), PAIRS)
 def test_s1_tiles_and_s2_optical_tiles_share_the_same_ground(bigearthnet, tmp_path, s1, s2):
     scene = _s1_scene(bigearthnet, s1)
-    params = TilingParameters(
+    params = TilingSettings(
         ground_sample_distance_m=10.0, tile_size=40, resampling="average", db_min=-40, db_max=10
     )
     out = tmp_path / "sar"
@@ -125,9 +128,7 @@ def test_s1_tiles_and_s2_optical_tiles_share_the_same_ground(bigearthnet, tmp_pa
 def test_s1_downsampling_averages_intensity(bigearthnet, tmp_path, s1, s2):
     """At 20 m each output pixel is the mean intensity of 2×2 input pixels (then dB), not the mean dB."""
     scene = _s1_scene(bigearthnet, s1)
-    params = TilingParameters(
-        ground_sample_distance_m=20.0, tile_size=60, db_min=-40, db_max=10, bit_depth=16
-    )
+    params = TilingSettings(ground_sample_distance_m=20.0, tile_size=60, db_min=-40, db_max=10, bit_depth=16)
     out = tmp_path / "sar"
     out.mkdir()
     result = tile_flight([scene], _open, params, out, "x")
@@ -153,8 +154,8 @@ def test_real_s1_with_scene_record_georeferencing_only(bigearthnet, tmp_path):
     out = tmp_path / "t"
     out.mkdir()
     kept = tile_flight([dataclasses.replace(scene, raster_href=str(noref))], _open,
-                       TilingParameters(ground_sample_distance_m=10, tile_size=40), out, "x")  # fmt: skip
+                       TilingSettings(ground_sample_distance_m=10, tile_size=40), out, "x")  # fmt: skip
     assert len(kept.rows) == 9 and kept.rows[0]["crs"] == scene.crs
     skipped = tile_flight([dataclasses.replace(scene, raster_href=str(noref), crs="")], _open,
-                          TilingParameters(ground_sample_distance_m=10, tile_size=40), out, "x")  # fmt: skip
+                          TilingSettings(ground_sample_distance_m=10, tile_size=40), out, "x")  # fmt: skip
     assert "no CRS" in skipped.skipped_scenes[scene.scene_id]

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pydantic
 import pytest
 import rasterio
 from affine import Affine
@@ -10,15 +11,12 @@ from PIL import Image
 from shapely import wkb
 
 from sar_pipeline import radiometry
-from sar_pipeline.errors import ConfigError, RasterError
-from sar_pipeline.geo.tiling import (
-    TilingParameters,
-    check_sar_tiles,
-    read_manifest,
-    tile_flight,
-    tile_id_for,
-    write_manifest,
-)
+from sar_pipeline.errors import RasterError
+from sar_pipeline.geo.checks import check_sar_tiles
+from sar_pipeline.geo.manifest import read_manifest, write_manifest
+from sar_pipeline.geo.scene_raster import scene_output_grid
+from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.geo.tiling import tile_flight, tile_id_for
 from sar_pipeline_tests.geo.scenes import CRS, native_transform, scene_record, speckled_amplitude, write_scene
 
 SHAPE = (150, 170)
@@ -38,7 +36,7 @@ def _scene(tmp_path, name="scene-a", heading=37.0, look="right", amplitude=None,
 def _tile(tmp_path, scenes, **params):
     out = tmp_path / "tiles"
     out.mkdir(exist_ok=True)
-    p = TilingParameters(**{"ground_sample_distance_m": 1.0, "tile_size": 32, **params})
+    p = TilingSettings(**{"ground_sample_distance_m": 1.0, "tile_size": 32, **params})
     return tile_flight(scenes, _open, p, out, "flights/flight-1/sar_tiles"), p, out
 
 
@@ -85,7 +83,7 @@ def test_checks_fail_on_a_wrong_manifest(tmp_path):
     assert failed == {"gsd_matches_config", "nodata_under_threshold", "footprints_inside_scene"}
     failed = {
         c.name
-        for c in check_sar_tiles(result.rows, [scene], dataclasses.replace(params, tile_size=64))
+        for c in check_sar_tiles(result.rows, [scene], params.model_copy(update={"tile_size": 64}))
         if not c.passed
     }
     assert failed == {"tiles_are_tile_size"}
@@ -124,7 +122,7 @@ def test_extra_assets_are_warped_onto_the_same_tile_grid(tmp_path):
 
 def test_percentile_clipping_is_recorded(tmp_path):
     scene, _ = _scene(tmp_path)
-    result, _, _ = _tile(tmp_path, [scene], percentiles=(2.0, 98.0), bit_depth=16)
+    result, _, _ = _tile(tmp_path, [scene], percentile_low=2.0, percentile_high=98.0, bit_depth=16)
     lo, hi = result.radiometry.db_min, result.radiometry.db_max
     assert -30 < lo < hi < 5 and result.rows[0]["db_min"] == lo and result.rows[0]["bit_depth"] == 16
 
@@ -136,10 +134,21 @@ def test_tile_ids_are_deterministic_and_file_safe():
 
 
 def test_bad_parameters():
-    with pytest.raises(ConfigError, match="resampling"):
-        TilingParameters(resampling="magic")
-    with pytest.raises(ConfigError, match="max_nodata_fraction"):
-        TilingParameters(max_nodata_fraction=2)
+    with pytest.raises(pydantic.ValidationError, match="resampling"):
+        TilingSettings(resampling="magic")
+    with pytest.raises(pydantic.ValidationError, match="max_nodata_fraction"):
+        TilingSettings(max_nodata_fraction=2)
+    with pytest.raises(pydantic.ValidationError, match="bit_depth must be 8 or 16"):
+        TilingSettings(bit_depth=12)
+    with pytest.raises(pydantic.ValidationError, match="db_min .* must be below db_max"):
+        TilingSettings(db_min=10, db_max=-30)
+    # a reversed percentile pair once made every tile two-level; one percentile alone was ignored
+    with pytest.raises(pydantic.ValidationError, match="percentile_low .* must be below percentile_high"):
+        TilingSettings(percentile_low=99, percentile_high=1)
+    with pytest.raises(pydantic.ValidationError, match="set both percentile_low and percentile_high"):
+        TilingSettings(percentile_low=2)
+    with pytest.raises(pydantic.ValidationError, match="unknown_setting"):
+        TilingSettings(unknown_setting=1)
 
 
 # --- bad input: each is a clear error or a recorded skip; the flight's other scenes are kept ---
@@ -210,18 +219,16 @@ def test_unreadable_extra_asset_is_recorded_on_the_tiles(tmp_path):
 
 
 def test_no_crs_raises_from_the_grid(tmp_path):
-    from sar_pipeline.geo.tiling import scene_output_grid
-
     path = write_scene(
         tmp_path / "nocrs.tif", speckled_amplitude((8, 8)), Affine(1, 0, 0, 0, -1, 0), crs=None
     )
     scene = dataclasses.replace(scene_record(path), crs="")
     with rasterio.open(path) as ds, pytest.raises(RasterError, match="no CRS"):
-        scene_output_grid(scene, ds, TilingParameters())
+        scene_output_grid(scene, ds, TilingSettings())
     # the record's CRS (e.g. from STAC proj:code) is used when the raster has none
     scene = dataclasses.replace(scene, crs=CRS)
     with rasterio.open(path) as ds:
-        assert scene_output_grid(scene, ds, TilingParameters()).crs == CRS
+        assert scene_output_grid(scene, ds, TilingSettings()).crs == CRS
 
 
 def test_parallel_workers_and_small_blocks_give_the_same_tiles(tmp_path):
@@ -229,7 +236,7 @@ def test_parallel_workers_and_small_blocks_give_the_same_tiles(tmp_path):
     t = native_transform(37.0, "right", 0.8, 0.9, SHAPE, flip_columns=True)
     lc = write_scene(tmp_path / "lc.tif", lc_codes, t, nodata=0)
     scene, _ = _scene(tmp_path, extra_assets={"landcover": str(lc)})
-    serial, _, out1 = _tile(tmp_path / "a" if (tmp_path / "a").mkdir() is None else None, [scene])
+    serial, _, out1 = _tile(tmp_path / "a" if (tmp_path / "a").mkdir() is None else None, [scene], workers=1)
     parallel, _, out2 = _tile(
         tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, [scene], workers=2
     )

@@ -17,7 +17,7 @@ from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import ConfigError, SarPipelineError
-from sar_pipeline.geo.tiling import read_manifest
+from sar_pipeline.geo.manifest import read_manifest
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
 

@@ -1,13 +1,13 @@
 import dagster as dg
 
-from sar_pipeline.archive.scene_table import (
+from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.geo.scene_table import (
     quicklook_png,
     scene_table,
     write_scene_table,
 )
-from sar_pipeline.defs.flights.partitions import flight_partitions
-from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
-from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.pictures import markdown_image
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 

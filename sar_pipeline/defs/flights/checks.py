@@ -1,8 +1,8 @@
 import dagster as dg
 
-from sar_pipeline.archive.scene_table import ACQUISITION_FIELDS, georeferencing_problems, read_scene_table
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.geo.scene_table import ACQUISITION_FIELDS, georeferencing_problems, read_scene_table
 
 
 def _scenes(context: dg.AssetCheckExecutionContext, storage: StorageRoot):

@@ -1,111 +1,29 @@
 """Per-flight tiles: SAR tiles at a fixed GSD in native orientation, and co-located optical tiles."""
 
 import collections
-import os
 
 import dagster as dg
-from pydantic import Field
 
-from sar_pipeline.archive.scene_table import read_scene_table
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.geo.resources import OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.geo.optical import colocate_tiles, pairs_preview_png
-from sar_pipeline.geo.tiling import (
-    TilingParameters,
-    check_sar_tiles,
-    png_size,
-    read_manifest,
-    tile_flight,
-    write_manifest,
-)
-from sar_pipeline.pictures import grid, markdown_image, png_bytes
+from sar_pipeline.geo.checks import check_sar_tiles
+from sar_pipeline.geo.colocation import colocate_tiles, pairs_preview_png
+from sar_pipeline.geo.manifest import read_manifest, write_manifest
+from sar_pipeline.geo.scene_table import read_scene_table
+from sar_pipeline.geo.settings import OpticalTilesSettings, TilingSettings
+from sar_pipeline.geo.tiling import tile_flight
+from sar_pipeline.pictures import grid, markdown_image, png_bytes, png_size
 from sar_pipeline.storage import atomic_local_dir, validate_id
 
 
-class TilingConfig(dg.Config):
+class TilingConfig(dg.Config, TilingSettings):
     """How SAR scenes become tiles (resampling, radiometry, tiling)."""
 
-    ground_sample_distance_m: float = Field(
-        default=1.0, description="Output pixel size on the ground, metres (square pixels)."
-    )
-    tile_size: int = Field(default=512, description="Tile side in pixels (Stable Diffusion 1.5 eats 512).")
-    stride: int | None = Field(
-        default=None, description="Pixels between tile origins; default = tile_size (no overlap)."
-    )
-    max_nodata_fraction: float = Field(
-        default=0.1, description="Tiles with a larger share of nodata pixels are dropped."
-    )
-    resampling: str = Field(
-        default="average",
-        description="GDAL resampling (average, bilinear, cubic, lanczos, nearest…); applied to intensity.",
-    )
-    db_min: float = Field(
-        default=-30.0, description="dB mapped to the lowest valid level (1); lower values are clipped."
-    )
-    db_max: float = Field(
-        default=10.0, description="dB mapped to the highest level (255 or 65535); higher values are clipped."
-    )
-    percentile_low: float | None = Field(
-        default=None,
-        description="If set (with percentile_high): clip at this percentile of the flight's dB values instead of db_min.",
-    )
-    percentile_high: float | None = Field(
-        default=None, description="If set (with percentile_low): clip at this percentile instead of db_max."
-    )
-    bit_depth: int = Field(default=8, description="8 (uint8 PNG, what the VAE eats) or 16 (uint16 PNG).")
-    default_value_unit: str | None = Field(
-        default=None, description="Unit for scenes that declare none: amplitude, intensity, db or complex."
-    )
-    default_value_scale: float | None = Field(
-        default=None,
-        description="Scale for integer-scaled scenes that declare none (value = raw*scale+offset).",
-    )
-    default_value_offset: float | None = Field(
-        default=None, description="Offset for integer-scaled scenes that declare none."
-    )
-    num_threads: int = Field(default=1, description="GDAL warp threads per block of tile rows.")
-    workers: int = Field(
-        default=0,
-        description="Blocks of tile rows processed in parallel threads; 0 = one per CPU core "
-        "(see docs/benchmarks.md: 2 threads on 2 cores reach 1.65× the raw decode time).",
-    )
 
-    max_block_tiles: int = Field(
-        default=16,
-        description="Tiles of one tile row warped in one GDAL call; memory per worker ≈ this × tile_size² × 20 bytes.",
-    )
-
-    def parameters(self) -> TilingParameters:
-        percentiles = None
-        if self.percentile_low is not None and self.percentile_high is not None:
-            percentiles = (self.percentile_low, self.percentile_high)
-        return TilingParameters(
-            ground_sample_distance_m=self.ground_sample_distance_m,
-            tile_size=self.tile_size,
-            stride=self.stride,
-            max_nodata_fraction=self.max_nodata_fraction,
-            resampling=self.resampling,
-            db_min=self.db_min,
-            db_max=self.db_max,
-            percentiles=percentiles,
-            bit_depth=self.bit_depth,
-            default_value_unit=self.default_value_unit,
-            default_value_scale=self.default_value_scale,
-            default_value_offset=self.default_value_offset,
-            num_threads=self.num_threads,
-            workers=self.workers or (os.cpu_count() or 1),
-            max_block_tiles=self.max_block_tiles,
-        )
-
-
-class OpticalTilesConfig(dg.Config):
-    """How optical tiles are accepted."""
-
-    min_optical_coverage: float = Field(
-        default=0.95, description="Tiles whose optical coverage is below this share are skipped."
-    )
+class OpticalTilesConfig(dg.Config, OpticalTilesSettings):
+    """Which co-located optical tiles are kept."""
 
 
 SAR_TILE_CHECKS = {
@@ -141,12 +59,11 @@ def sar_tiles(
     context: dg.AssetExecutionContext, config: TilingConfig, archive: SarArchiveResource, storage: StorageRoot
 ) -> dg.MaterializeResult:
     flight_id = validate_id(context.partition_key, "flight id")
-    params = config.parameters()
     scenes = read_scene_table(storage.flight_path(flight_id, "sar_scenes.parquet"))
     sar_archive = archive.get_archive()
     rel_dir = f"flights/{flight_id}/sar_tiles"
     with atomic_local_dir(storage.flight_path(flight_id, "sar_tiles")) as out_dir:
-        result = tile_flight(scenes, sar_archive.open_scene, params, out_dir, rel_dir)
+        result = tile_flight(scenes, sar_archive.open_scene, config, out_dir, rel_dir)
         write_manifest(result.rows, out_dir / "manifest.parquet")
     for scene_id, reason in result.skipped_scenes.items():
         context.log.warning(f"skipped scene {scene_id}: {reason}")
@@ -154,7 +71,7 @@ def sar_tiles(
         raise SarPipelineError(
             f"flight {flight_id}", "no tile kept: " + "; ".join(result.skipped_scenes.values())
         )
-    checks = check_sar_tiles(result.rows, scenes, params, image_size=lambda p: png_size(storage.root(), p))
+    checks = check_sar_tiles(result.rows, scenes, config, image_size=lambda p: png_size(storage.root() / p))
     metadata = {
         "path": dg.MetadataValue.path(str(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))),
         "tile_count": len(result.rows),
@@ -171,11 +88,11 @@ def sar_tiles(
                 for scene_id, st in result.speckle.items()
             }
         ),
-        "ground_sample_distance_m": params.ground_sample_distance_m,
+        "ground_sample_distance_m": config.ground_sample_distance_m,
         "db_range": f"{result.radiometry.db_min:.2f} – {result.radiometry.db_max:.2f} dB"
         if result.radiometry
         else "n/a",
-        "bit_depth": params.bit_depth,
+        "bit_depth": config.bit_depth,
     }
     if result.previews:
         preview = png_bytes(

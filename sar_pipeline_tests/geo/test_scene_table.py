@@ -9,8 +9,8 @@ import rasterio
 from PIL import Image
 
 from sar_pipeline.archive.protocol import SceneRecord
-from sar_pipeline.archive.scene_table import quicklook_png
 from sar_pipeline.archive.stac import StacSarArchive
+from sar_pipeline.geo.scene_table import quicklook_png
 from sar_pipeline_tests.archive.conftest import ROTATED
 
 
