@@ -6,7 +6,7 @@ Inputs per flight (paths under the storage root; paths inside manifests are rela
     flights/<flight_id>/optical_tiles/manifest.parquet  optical tile per SAR tile (optional)
     flights/<flight_id>/captions.parquet                one caption per SAR tile (required)
 
-The tile manifests are read with the geo stage's own reader (:func:`sar_pipeline.geo.tiling.
+The tile manifests are read with the geo stage's own reader (:func:`sar_pipeline.geo.manifest.
 read_manifest`) and their columns by the names the geo stage writes (``path``, ``datetime``,
 ``unit``…); the captions by :data:`sar_pipeline.captioning.tiles.CAPTIONS_SCHEMA`'s names. A row
 is metadata plus the relative paths of its images: the image bytes are read only when the split
@@ -31,8 +31,9 @@ from upath import UPath
 from sar_pipeline.captioning.base import acquisition_words, polarization_list
 from sar_pipeline.dataset.schema import GEOMETRY_COLUMN
 from sar_pipeline.errors import RasterError, SarPipelineError
-from sar_pipeline.geo.tiling import read_manifest
+from sar_pipeline.geo.manifest import read_manifest
 from sar_pipeline.storage import as_path, validate_id
+from sar_pipeline.timestamps import parse_utc
 
 #: columns a dataset row cannot do without, per input file (the others may be null or absent)
 SAR_MANIFEST_REQUIRED = ("tile_id", "path", "geometry")
@@ -123,18 +124,10 @@ def _as_int(value: Any) -> int | None:
 
 
 def _as_utc(value: Any, source: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise DatasetError(source, f"acquisition time {value!r} is not ISO 8601") from exc
-    if hasattr(value, "to_pydatetime"):  # pandas Timestamp (nanosecond columns)
-        value = value.to_pydatetime()
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    return None
+    try:
+        return parse_utc(value)
+    except ValueError as exc:
+        raise DatasetError(source, f"acquisition time {value!r} is not ISO 8601") from exc
 
 
 def _as_wkb(value: Any, source: str) -> bytes:

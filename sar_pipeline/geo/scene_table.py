@@ -20,6 +20,7 @@ from sar_pipeline.errors import ArchiveError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
 from sar_pipeline.pictures import png_bytes, to_uint8
 from sar_pipeline.storage import as_path, atomic_local_file, is_local, local_str
+from sar_pipeline.timestamps import parse_utc
 
 #: acquisition fields a complete record has (the ``sar_scenes`` completeness check counts them)
 ACQUISITION_FIELDS = (
@@ -86,8 +87,7 @@ def read_scene_table(path) -> list[SceneRecord]:
         for col in _JSON_COLUMNS:
             row[col] = json.loads(row[col]) if row.get(col) else {}
         row = {k: (None if _is_missing(v) else v) for k, v in row.items()}
-        if row.get("datetime") is not None:
-            row["datetime"] = pd.Timestamp(row["datetime"]).to_pydatetime()
+        row["datetime"] = parse_utc(row.get("datetime"))
         records.append(SceneRecord.from_row(row))
     return records
 

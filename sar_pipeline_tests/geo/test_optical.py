@@ -194,3 +194,29 @@ def test_stac_source_mosaics_closest_in_time_and_filters_clouds(tmp_path):
         grid.crs, grid.transform, grid.shape, when=T0
     )
     assert cloudy.sources == ["whole-cloudy"] and cloudy.time_gap_s == 0
+
+
+def test_stac_source_reads_a_catalogue_on_object_storage(tmp_path):
+    """Optical catalogues go through the same fsspec STAC I/O as the SAR archive (memory:// ≈ s3://)."""
+    import uuid
+
+    import fsspec
+
+    x0, y0 = ORIGIN
+    whole = (x0 - 300, y0 - 300, x0 + 300, y0 + 300)
+    col = pystac.Collection("optical", "test optical items", pystac.Extent(
+        pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])))  # fmt: skip
+    col.add_item(_item(tmp_path, "ortho", whole, T0))
+    col.add_item(_item(tmp_path, "cloudy", whole, T0, cloud=80.0))
+    col.normalize_hrefs(str(tmp_path / "stac"))
+    col.save(pystac.CatalogType.SELF_CONTAINED)
+    fs = fsspec.filesystem("memory")
+    prefix = f"bucket-{uuid.uuid4().hex[:8]}/optical"
+    for path in (tmp_path / "stac").rglob("*.json"):
+        fs.pipe_file(f"{prefix}/{path.relative_to(tmp_path / 'stac')}", path.read_bytes())
+    try:
+        source = StacOpticalSource(f"memory://{prefix}/collection.json", max_cloud_cover=20)
+        assert [item.id for item, _, _ in source.items] == ["ortho"]
+        assert source.items[0][2] == T0
+    finally:
+        fs.rm(f"/{prefix.split('/')[0]}", recursive=True)
