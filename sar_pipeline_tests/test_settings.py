@@ -47,7 +47,6 @@ NOT_YET_ONE_MODEL = {
     "asset latent_cache",
     "asset sd_model",
     "resource diffusion_base",
-    "resource sd_trainer",
     "asset blip_remote_sensing",
     "asset caption_metrics",
     "resource captioner",

@@ -8,7 +8,7 @@ optimizer), the loop, checkpointing, the end. Paper recipe by default (see confi
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m sar_pipeline.diffusion.train --config run.json
 
 (DDP on CPUs goes through torchrun with gloo: ``accelerate launch --cpu`` starts several CPU
-processes only through mpirun. ``launch_command`` builds the right line for each case.)
+processes only through mpirun. ``launch.launch_command`` builds the right line for each case.)
 
 Standalone it logs to the console; launched by Dagster Pipes (the ``sd_model`` asset) it also
 reports progress, one custom message per checkpoint and the final materialisation to the parent.
@@ -18,7 +18,7 @@ Outputs under ``output_dir``::
 
     train_config.json
     checkpoints/checkpoint-<step>/          complete checkpoints only (written as .partial, then renamed)
-        state/                              accelerate state: models, optimizer, lr scheduler, RNG, progress
+        state/                              resumable state, safetensors + JSON only (see checkpoint.py)
         pipeline/                           diffusers StableDiffusionPipeline (safetensors)
         checkpoint.json                     step, epoch, batch position, loss, learning rates (written last)
     samples/step-<step>.png                 validation grid (fixed prompts and seed)
@@ -36,7 +36,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,17 +43,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sar_pipeline.diffusion.checkpoint import (
+    PARTIAL_SUFFIX,
+    TrainingProgress,
+    check_checkpoint,
+    checkpoint_name,
+    list_checkpoints,
+    load_training_state,
+    save_training_state,
+)
 from sar_pipeline.diffusion.config import TrainConfig
-from sar_pipeline.errors import ConfigError, ModelError, SarPipelineError
+from sar_pipeline.errors import ConfigError, ModelError
 from sar_pipeline.storage import atomic_write_bytes
-
-CHECKPOINT_PREFIX = "checkpoint-"
-PARTIAL_SUFFIX = ".partial"
-
-
-class CheckpointError(SarPipelineError):
-    """A checkpoint folder that is half written or not a checkpoint of this trainer."""
-
 
 # ==============================================================================================
 # arguments
@@ -73,38 +73,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if args.max_train_steps is not None:
         cfg.max_train_steps = args.max_train_steps
     return cfg
-
-
-def launch_command(
-    config_path: str,
-    num_processes: int = 1,
-    cpu: bool = False,
-    python: str = sys.executable,
-    extra: list[str] | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Command line and extra environment that run this module on ``num_processes`` processes."""
-    train = ["-m", __spec__.name if __spec__ else "sar_pipeline.diffusion.train", "--config", config_path]
-    if num_processes <= 1:
-        return [python, *train], ({"ACCELERATE_USE_CPU": "1"} if cpu else {})
-    if cpu:
-        return [
-            python,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(num_processes),
-            *(extra or []),
-            *train,
-        ], {"ACCELERATE_USE_CPU": "1"}
-    launch = [
-        python,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(num_processes),
-    ]
-    return [*launch, *(extra or []), *train], {}
 
 
 # ==============================================================================================
@@ -148,22 +116,6 @@ def open_reporter():
 # small helpers the loop uses
 
 
-class TrainingProgress:
-    """Step/epoch/data-position counters and the loss history, saved in the accelerate state."""
-
-    def __init__(self):
-        self.global_step = 0  # optimizer steps done
-        self.epoch = 0  # current epoch
-        self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
-        self.history: list[tuple[int, float]] = []  # (step, mean loss of that step)
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-
 def step_generators(
     seed: int, step: int, micro: int, rank: int, data_device, device
 ) -> tuple[torch.Generator, torch.Generator]:
@@ -183,36 +135,6 @@ def synchronize(device) -> None:
     """Wait for queued GPU work (only for timing; the loop itself never waits on the GPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first. A ``.partial`` folder (half written) is never listed."""
-    folder = output_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [
-        p
-        for p in folder.iterdir()
-        if p.is_dir()
-        and p.name.startswith(CHECKPOINT_PREFIX)
-        and not p.name.endswith(PARTIAL_SUFFIX)
-        and (p / "checkpoint.json").is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
-
-
-def check_checkpoint(folder: Path) -> dict[str, Any]:
-    """Return checkpoint.json of a complete checkpoint; CheckpointError naming what is missing."""
-    if not folder.is_dir():
-        raise CheckpointError(folder, "checkpoint folder does not exist")
-    if folder.name.endswith(PARTIAL_SUFFIX):
-        raise CheckpointError(
-            folder, "half-written checkpoint (.partial): the run was interrupted while saving it"
-        )
-    for part in ("checkpoint.json", "state", "pipeline/model_index.json"):
-        if not (folder / part).exists():
-            raise CheckpointError(folder, f"half-written or foreign checkpoint: {part} is missing")
-    return json.loads((folder / "checkpoint.json").read_text())
 
 
 def build_pipeline(unet, text_encoder, vae, tokenizer, scheduler_config):
@@ -492,10 +414,17 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     optimizer, lr_scheduler = prepared
     if cfg.torch_compile:
         unet = torch.compile(unet)
+
+    def unwrapped(model):
+        return accelerator.unwrap_model(model._orig_mod if hasattr(model, "_orig_mod") else model)
+
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+
+    def trained_parts() -> dict[str, torch.nn.Module]:
+        parts = {"unet": unet} if cfg.train_unet else {}
+        if cfg.train_text_encoder:
+            parts["text_encoder"] = text_encoder
+        return {name: unwrapped(model) for name, model in parts.items()}
 
     # ---------------------------------------------------------------- resume from the latest complete checkpoint
     resume_from = None
@@ -506,7 +435,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         resume_from = Path(cfg.resume_from_checkpoint)
     if resume_from is not None:
         check_checkpoint(resume_from)
-        accelerator.load_state(str(resume_from / "state"))
+        progress, accelerator.step = load_training_state(
+            resume_from / "state",
+            models=trained_parts(),
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            rank=accelerator.process_index,
+            ema=ema,
+            grad_scaler=accelerator.scaler,
+        )
         if ema is not None:
             ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
         reporter.log(
@@ -519,19 +456,27 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         accelerator.init_trackers("sd_model", config=hparams)
 
     # ---------------------------------------------------------------- checkpointing
-    def unwrapped(model):
-        return accelerator.unwrap_model(model._orig_mod if hasattr(model, "_orig_mod") else model)
-
     def save_checkpoint(loss: float) -> Path:
         """State + pipeline into checkpoint-<step>.partial, then one rename: the folder is complete or absent."""
         step = progress.global_step
-        final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+        final = output_dir / "checkpoints" / checkpoint_name(step)
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
         if main:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial / "state"))
+        save_training_state(
+            partial / "state",
+            models=trained_parts(),
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            progress=progress,
+            accumulation_step=accelerator.step,
+            rank=accelerator.process_index,
+            is_main=main,
+            ema=ema,
+            grad_scaler=accelerator.scaler,
+        )
         info: dict[str, Any] = {}
         if main:
             unet_out = merged(unwrapped(unet))
@@ -610,7 +555,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
         nonlocal pending
         if pending:
             values = torch.stack([v for _, v in pending]).tolist()
-            progress.history.extend((step, value) for (step, _), value in zip(pending, values, strict=True))
+            progress.history.extend([step, value] for (step, _), value in zip(pending, values, strict=True))
             pending = []
             bar.set_postfix(loss=f"{progress.history[-1][1]:.4f}")
         return progress.history[-1][1] if progress.history else float("nan")
@@ -750,10 +695,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, base_model=None) -
     bar.close()
 
     # ---------------------------------------------------------------- the end: a final checkpoint, a summary
-    at_end = (
-        last_checkpoint is not None
-        and last_checkpoint.name == f"{CHECKPOINT_PREFIX}{progress.global_step:08d}"
-    )
+    at_end = last_checkpoint is not None and last_checkpoint.name == checkpoint_name(progress.global_step)
     if cfg.checkpoint_at_end and not at_end:
         last_checkpoint = save_checkpoint(last_loss)
     accelerator.end_training()

@@ -1,8 +1,10 @@
 """The Dagster side: latent_cache and sd_model (training out of process through Pipes)."""
 
+import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.defs.training.assets import latent_cache, sd_model
@@ -21,11 +23,74 @@ def test_asset_definitions():
 
 def test_launch_commands():
     one, env_one = SdTrainerLauncher().command("run.json")
-    assert one[1:] == ["-m", "sar_pipeline.diffusion.train", "--config", "run.json"] and not env_one
+    assert one == [sys.executable, "-m", "sar_pipeline.diffusion.train", "--config", "run.json"]
+    assert env_one == {"HF_HUB_OFFLINE": "1"}
     gpus, _ = SdTrainerLauncher(num_processes=4).command("run.json")
-    assert gpus[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]
+    assert gpus[:6] == [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "4",
+    ]
     cpus, env = SdTrainerLauncher(num_processes=2, cpu=True).command("run.json")
-    assert "torch.distributed.run" in cpus and env == {"ACCELERATE_USE_CPU": "1"}
+    assert cpus[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert env == {"HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+
+
+@pytest.mark.parametrize(
+    ("run_config", "named"),
+    [
+        ({"env": {"LD_PRELOAD": "/tmp/evil.so"}}, "env.LD_PRELOAD"),
+        ({"env": {"PYTHONPATH": "/tmp/evil"}}, "env.PYTHONPATH"),
+        ({"env": {"NCCL_NET_PLUGIN": "/tmp/evil.so"}}, "env.NCCL_NET_PLUGIN"),
+        ({"num_processes": 2, "accelerate_args": ["--no_python"]}, "--no_python"),
+        ({"num_processes": 2, "accelerate_args": ["--config_file=/tmp/evil.yaml"]}, "--config_file"),
+        ({"num_processes": 2, "accelerate_args": ["/tmp/evil.py"]}, "/tmp/evil.py"),
+    ],
+)
+def test_run_config_cannot_make_the_trainer_run_other_code(tmp_path, run_config, named):
+    result = dg.materialize(
+        [sd_model],
+        resources={
+            "storage": StorageRoot(uri=str(tmp_path / "storage")),
+            "diffusion_base": DiffusionBase(),
+            "sd_trainer": SdTrainerLauncher(),
+        },
+        run_config={"resources": {"sd_trainer": {"config": run_config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert not (tmp_path / "storage" / "models").exists()  # nothing launched, nothing written
+    failure = next(e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE")
+    assert named in str(failure.event_specific_data.error)
+
+
+def test_run_config_cannot_choose_the_python(tmp_path):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="python"):
+        dg.materialize(
+            [sd_model],
+            resources={
+                "storage": StorageRoot(uri=str(tmp_path / "storage")),
+                "diffusion_base": DiffusionBase(),
+                "sd_trainer": SdTrainerLauncher(),
+            },
+            run_config={"resources": {"sd_trainer": {"config": {"python": "/bin/sh"}}}},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+
+
+def test_allowed_launcher_settings_pass_through():
+    launcher = SdTrainerLauncher(
+        num_processes=2,
+        accelerate_args=["--main_process_port", "29501", "--same_network", "--max-restarts=1"],
+        env={"HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "4"},
+    )
+    command, env = launcher.command("run.json")
+    assert command[6:10] == ["--main_process_port", "29501", "--same_network", "--max-restarts=1"]
+    assert env == {"HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "4"}
 
 
 def test_materialise_latent_cache_and_sd_model(tmp_path):

@@ -10,9 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sar_pipeline.diffusion.checkpoint import CheckpointError, list_checkpoints
 from sar_pipeline.diffusion.latent_cache import LatentCacheError
+from sar_pipeline.diffusion.launch import TrainerLaunchSettings, launch_command
 from sar_pipeline.diffusion.models import load_base_model
-from sar_pipeline.diffusion.train import CheckpointError, launch_command, list_checkpoints, train
+from sar_pipeline.diffusion.train import train
 from sar_pipeline.errors import ConfigError
 from sar_pipeline_tests.diffusion.conftest import CHILD_ENV, run_child, tiny_config
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
@@ -141,7 +143,7 @@ def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
     )
     train(cfg)
     ckpt = list_checkpoints(tmp_path / "run")[-1]
-    state = load_file(str(ckpt / "state" / "model.safetensors"))
+    state = load_file(str(ckpt / "state" / "unet.safetensors"))
     assert any(
         ("lora_" in k) or ("hada_" in k) or ("lokr_" in k) for k in state
     )  # only adapters are trainable
@@ -211,6 +213,49 @@ def test_dataset_version_without_latent_cache(tiny_world, tmp_path):
     with pytest.raises(LatentCacheError) as err:
         train(tiny_config(tiny_world, tmp_path / "run", storage_root=str(storage)))
     assert "'v9'" in str(err.value) and str(storage / "latents" / "v9") in str(err.value)
+
+
+class _CreatesFileWhenUnpickled:
+    """A pickle payload: unpickling it calls open(marker, "w"), i.e. runs code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_what_a_checkpoint_holds(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_world, run, max_train_steps=2))
+    good = list_checkpoints(run)[-1]
+    state_files = sorted(p.name for p in (good / "state").iterdir())
+    assert all(name.endswith((".safetensors", ".json")) for name in state_files), state_files
+
+    marker = tmp_path / "pwned"
+    planted = tmp_path / "planted.pt"
+    torch.save(_CreatesFileWhenUnpickled(marker), planted)
+    torch.load(planted, weights_only=False)  # control: loading it the way accelerate's load_state did runs it
+    assert marker.exists()
+    marker.unlink()
+
+    # where accelerate's load_state read pickles (custom_checkpoint_0.pkl held our progress object,
+    # unpickled with weights_only=False), and pickles disguised as the files we do read
+    for name in (
+        "custom_checkpoint_0.pkl",
+        "random_states_0.pkl",
+        "optimizer.bin",
+        "progress.json",
+        "optimizer.safetensors",
+    ):
+        resumed = tmp_path / f"resume-{name}"
+        shutil.copytree(run, resumed)
+        target = list_checkpoints(resumed)[-1] / "state" / name
+        shutil.copyfile(planted, target)
+        with pytest.raises(CheckpointError) as err:
+            train(tiny_config(tiny_world, resumed, max_train_steps=4))
+        assert str(target) in str(err.value), name
+        assert not marker.exists(), name
 
 
 def test_half_written_checkpoints_are_never_taken(tiny_world, tmp_path):
@@ -286,7 +331,10 @@ def test_ddp_with_two_cpu_processes(tiny_world, tmp_path):
     )
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(cfg.to_dict()))
-    command, env = launch_command(str(path), num_processes=2, cpu=True, extra=["--master_port", "29517"])
+    command, env = launch_command(
+        str(path),
+        TrainerLaunchSettings(num_processes=2, cpu=True, accelerate_args=["--master_port", "29517"]),
+    )
     result = subprocess.run(command, env={**CHILD_ENV, **env}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "2 process(es)" in result.stdout

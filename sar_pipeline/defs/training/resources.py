@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,43 +11,26 @@ import dagster as dg
 from pydantic import Field
 
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.diffusion.launch import TrainerLaunchSettings, launch_command
 from sar_pipeline.diffusion.models import ensure_tiny_base
-from sar_pipeline.diffusion.train import launch_command
-
-TRAIN_MODULE = "sar_pipeline.diffusion.train"
 
 
-class SdTrainerLauncher(dg.ConfigurableResource):
+class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
     """Runs ``sar_pipeline.diffusion.train`` in a child process that reports back through Pipes.
 
-    Locally: a subprocess (``python -m …`` for one process, ``accelerate launch --multi_gpu
-    --num_processes N`` for DDP on GPUs, torchrun + gloo for DDP on CPUs), watched while it runs so
-    each checkpoint is recorded when written. In production, subclass and override ``launch`` to run
-    the same command with ``dagster_k8s.PipesK8sClient`` (a GPU pod) or
-    ``dagster_docker.PipesDockerClient`` and call ``on_message`` with
-    ``invocation.get_custom_messages()`` afterwards; the asset does not change.
+    Locally: a subprocess of this code location's own Python (``python -m …`` for one process,
+    ``accelerate launch --multi_gpu --num_processes N`` for DDP on GPUs, torchrun + gloo for DDP on
+    CPUs), watched while it runs so each checkpoint is recorded when written. Run config cannot
+    choose the executable; ``env`` and ``accelerate_args`` take only allow-listed names
+    (``sar_pipeline.diffusion.launch``). To train in a GPU pod, subclass and override ``launch``
+    to run the same command with ``dagster_k8s.PipesK8sClient`` (the image is deployment code) and
+    call ``on_message`` with ``invocation.get_custom_messages()`` afterwards; the asset does not
+    change.
     """
 
-    num_processes: int = Field(
-        default=1, description="Training processes (GPUs); > 1 runs accelerate launch (DDP)."
-    )
-    cpu: bool = Field(
-        default=False,
-        description="Train on CPUs (DDP through torchrun + gloo when num_processes > 1), e.g. CI.",
-    )
-    python: str = Field(default=sys.executable, description="Python interpreter of the training environment.")
-    accelerate_args: list[str] = Field(
-        default_factory=list,
-        description="Extra launcher arguments (accelerate launch / torchrun, e.g. --main_process_port 29501).",
-    )
-    env: dict[str, str] = Field(
-        default_factory=lambda: {"HF_HUB_OFFLINE": "1"},
-        description="Environment variables of the child (models never download: HF_HUB_OFFLINE=1).",
-    )
-
     def command(self, config_path: str) -> tuple[list[str], dict[str, str]]:
-        """The child's command line and extra environment for a TrainConfig file."""
-        return launch_command(config_path, self.num_processes, self.cpu, self.python, self.accelerate_args)
+        """The child's command line and added environment for a training config file."""
+        return launch_command(config_path, self)
 
     def launch(
         self,
@@ -72,7 +54,7 @@ class SdTrainerLauncher(dg.ConfigurableResource):
             extras=dict(extras or {}),
         ) as session:
             process = subprocess.Popen(
-                command, env={**os.environ, **self.env, **launch_env, **session.get_bootstrap_env_vars()}
+                command, env={**os.environ, **launch_env, **session.get_bootstrap_env_vars()}
             )
             try:
                 while process.poll() is None:

@@ -1,0 +1,299 @@
+"""Training checkpoints: complete or absent, and read back without running any code they contain.
+
+Layout of one checkpoint (written as ``checkpoint-<step>.partial``, then renamed)::
+
+    checkpoint-<step>/
+        state/                                  what resume reads: safetensors and JSON, nothing else
+            unet.safetensors                    weights of each trained part (with an adapter: the
+            text_encoder.safetensors            peft-wrapped model, base and adapter weights)
+            optimizer.safetensors + .json       AdamW moments (tensors) and parameter groups
+            lr_scheduler.json                   learning-rate schedule position
+            ema.safetensors + .json             EMA of the UNet (use_ema)
+            grad_scaler.json                    fp16 loss scale (mixed_precision="fp16")
+            progress.json                       step, epoch, batch position, loss history
+            rng-<rank>.safetensors + .json      random states of each process
+        pipeline/                               diffusers StableDiffusionPipeline (safetensors)
+        checkpoint.json                         step, loss, learning rates… (written last)
+
+Why not ``accelerate``'s ``save_state``/``load_state``: they pickle. ``load_state`` unpickles every
+object registered for checkpointing with ``weights_only=False`` (a planted
+``custom_checkpoint_0.pkl`` runs any command), reads optimizer, scheduler and RNG states through
+``torch.load`` with numpy globals allowed, and silently skips RNG states it cannot read (resume is
+then no longer exact). Here tensors go to safetensors and every other value to JSON, so reading a
+checkpoint only ever parses data; a state folder holding any other file is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from sar_pipeline.errors import SarPipelineError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+PARTIAL_SUFFIX = ".partial"
+STATE_SUFFIXES = (".safetensors", ".json")
+
+
+class CheckpointError(SarPipelineError):
+    """A checkpoint folder that is half written, not a checkpoint of this trainer, or unsafe to read."""
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run is: optimizer steps done, current epoch, micro-batches of it consumed, losses."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[list[float]] = field(default_factory=list)  # [step, mean loss of that step]
+
+
+# ----------------------------------------------------------------------------------------------
+# complete checkpoints
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint written after optimizer step ``step``."""
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first. A ``.partial`` folder (half written) is never listed."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir()
+        and p.name.startswith(CHECKPOINT_PREFIX)
+        and not p.name.endswith(PARTIAL_SUFFIX)
+        and (p / "checkpoint.json").is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def check_checkpoint(folder: Path) -> dict[str, Any]:
+    """Return checkpoint.json of a complete, safe-to-read checkpoint; CheckpointError naming the fault.
+
+    Safe to read: its ``state/`` holds only safetensors and JSON files. Anything else (a pickle
+    such as an older version's ``custom_checkpoint_0.pkl``, ``*.bin``) is refused unread.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(folder, "checkpoint folder does not exist")
+    if folder.name.endswith(PARTIAL_SUFFIX):
+        raise CheckpointError(
+            folder, "half-written checkpoint (.partial): the run was interrupted while saving it"
+        )
+    for part in ("checkpoint.json", "state/progress.json", "pipeline/model_index.json"):
+        if not (folder / part).exists():
+            raise CheckpointError(folder, f"half-written or foreign checkpoint: {part} is missing")
+    for path in sorted((folder / "state").rglob("*")):
+        if path.is_file() and path.suffix not in STATE_SUFFIXES:
+            raise CheckpointError(
+                path,
+                "refused: a checkpoint's state is read only from safetensors and JSON files, and "
+                "this file could run code when loaded (pickle). If an older version wrote this "
+                "checkpoint, start afresh (resume_from_checkpoint='') or remove the checkpoint",
+            )
+    return _read_json(folder / "checkpoint.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# nested states (optimizer, scheduler, EMA, RNG) as safetensors + JSON
+
+
+def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON form of ``value``; its tensors go to ``tensors`` under their path in the structure."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().to("cpu").contiguous()
+        return {"tensor": path}
+    if isinstance(value, dict):
+        return {"dict": [[k, _encode(v, f"{path}/{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"{path}: cannot store a {type(value).__name__} in a checkpoint")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors, source) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"tensor"}:
+            if value["tensor"] not in tensors:
+                raise CheckpointError(source, f"tensor {value['tensor']!r} is missing")
+            return tensors[value["tensor"]]
+        if set(value) == {"tuple"}:
+            return tuple(_decode(v, tensors, source) for v in value["tuple"])
+        if set(value) == {"dict"}:
+            return {k: _decode(v, tensors, source) for k, v in value["dict"]}
+        raise CheckpointError(source, f"unexpected entry {sorted(value)}")
+    return value
+
+
+def save_tree(folder: Path, name: str, value: Any) -> None:
+    """Write a nested state (dicts, lists, tuples, tensors, numbers, strings) as ``name``.json
+    (+ ``name``.safetensors when it holds tensors)."""
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = _encode(value, name, tensors)
+    if tensors:
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(encoded))
+
+
+def load_tree(folder: Path, name: str) -> Any:
+    """Read a state written by :func:`save_tree`; CheckpointError naming a missing or corrupt file."""
+    tensor_file = folder / f"{name}.safetensors"
+    tensors = _read_safetensors(tensor_file) if tensor_file.exists() else {}
+    return _decode(_read_json(folder / f"{name}.json"), tensors, folder / f"{name}.json")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(path, "missing from the checkpoint")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"not valid JSON: {exc}") from exc
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(path, f"not a readable safetensors file: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# random states
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global random states: Python, NumPy, torch CPU and every CUDA device."""
+    version, internal, gauss_next = random.getstate()
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "algorithm": algorithm,
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["algorithm"],
+            np.asarray(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------
+# the training state of one checkpoint
+
+
+def save_training_state(
+    folder: Path,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizer,
+    lr_scheduler,
+    progress: TrainingProgress,
+    accumulation_step: int,
+    rank: int,
+    is_main: bool,
+    ema=None,
+    grad_scaler=None,
+) -> None:
+    """Write the resumable state into ``folder`` (every process its RNG, the main process the rest).
+
+    ``models`` maps a name to the unwrapped trained module; ``accumulation_step`` is accelerate's
+    micro-step counter (which micro-batch of an accumulation cycle comes next).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tree(folder, f"rng-{rank}", rng_state())
+    if not is_main:
+        return
+    for name, model in models.items():
+        save_model(model, str(folder / f"{name}.safetensors"))
+    save_tree(folder, "optimizer", optimizer.state_dict())
+    save_tree(folder, "lr_scheduler", lr_scheduler.state_dict())
+    if ema is not None:
+        save_tree(folder, "ema", ema.state_dict())
+    if grad_scaler is not None:
+        save_tree(folder, "grad_scaler", grad_scaler.state_dict())
+    (folder / "progress.json").write_text(
+        json.dumps({**asdict(progress), "accumulation_step": accumulation_step})
+    )
+
+
+def load_training_state(
+    folder: Path,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizer,
+    lr_scheduler,
+    rank: int,
+    ema=None,
+    grad_scaler=None,
+) -> tuple[TrainingProgress, int]:
+    """Restore what :func:`save_training_state` wrote; return (progress, accumulation_step).
+
+    Reads only the safetensors and JSON files it names; CheckpointError names a missing or
+    corrupt one.
+    """
+    for name, model in models.items():
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise CheckpointError(path, f"missing: the checkpoint has no weights of the trained {name}")
+        try:
+            load_model(model, str(path), strict=True)
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            raise CheckpointError(path, f"cannot load into the {name}: {exc}") from exc
+    optimizer.load_state_dict(load_tree(folder, "optimizer"))
+    lr_scheduler.load_state_dict(load_tree(folder, "lr_scheduler"))
+    if ema is not None:
+        ema.load_state_dict(load_tree(folder, "ema"))
+    if grad_scaler is not None:
+        grad_scaler.load_state_dict(load_tree(folder, "grad_scaler"))
+    set_rng_state(load_tree(folder, f"rng-{rank}"))
+    values = _read_json(folder / "progress.json")
+    accumulation_step = values.pop("accumulation_step")
+    try:
+        progress = TrainingProgress(**values)
+    except TypeError as exc:
+        raise CheckpointError(folder / "progress.json", f"unexpected content: {exc}") from exc
+    return progress, accumulation_step

@@ -1,0 +1,162 @@
+"""How a training run is started: the child's command line and environment, and what config may change.
+
+The training child always runs this code location's own interpreter (``sys.executable``) on
+``sar_pipeline.diffusion.train``: run config never names an executable, a module or a script.
+Run config may only add environment variables from :data:`ALLOWED_ENV` (no ``LD_PRELOAD``,
+``PYTHONPATH`` or ``PATH``, which would let it run other code) and launcher flags from
+:data:`LAUNCHER_FLAGS` (no ``--no_python``, ``--config_file`` or ``--module``).
+
+A deployment that trains in another image (a GPU pod) does not point this at another Python: it
+runs the same module in that image through Dagster Pipes (``dagster_k8s.PipesK8sClient``), the
+image being part of the deployment's code, not of run config.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+
+from pydantic import Field, field_validator
+
+from sar_pipeline.errors import ConfigError
+from sar_pipeline.settings import Settings
+
+TRAIN_MODULE = "sar_pipeline.diffusion.train"
+
+# Environment variables run config may set in the training child (shell-style patterns).
+ALLOWED_ENV = (
+    "HF_*",
+    "CUDA_*",
+    "NCCL_*",
+    "TORCH_*",
+    "PYTORCH_*",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TOKENIZERS_PARALLELISM",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "PYTHONHASHSEED",
+)
+# ... except these, which load shared libraries or compiled extensions from a path.
+DENIED_ENV = ("*PLUGIN*", "TORCH_EXTENSIONS_DIR")
+
+# Launcher flags run config may add: name (underscores; dashes are read as underscores) → takes a value.
+# accelerate launch (multi-GPU) and torchrun (multi-CPU) spellings; nothing that runs another
+# program or reads another config file.
+LAUNCHER_FLAGS = {
+    "main_process_port": True,
+    "main_process_ip": True,
+    "num_machines": True,
+    "machine_rank": True,
+    "gpu_ids": True,
+    "same_network": False,
+    "num_cpu_threads_per_process": True,
+    "master_port": True,
+    "master_addr": True,
+    "nnodes": True,
+    "node_rank": True,
+    "rdzv_backend": True,
+    "rdzv_endpoint": True,
+    "rdzv_id": True,
+    "max_restarts": True,
+    "monitor_interval": True,
+    "quiet": False,
+}
+
+
+def env_name_allowed(name: str) -> bool:
+    """Whether run config may set environment variable ``name`` in the training child."""
+    return any(fnmatch.fnmatchcase(name, p) for p in ALLOWED_ENV) and not any(
+        fnmatch.fnmatchcase(name, p) for p in DENIED_ENV
+    )
+
+
+class TrainerLaunchSettings(Settings):
+    """How many training processes run, where, and the little run config may add to their launch."""
+
+    num_processes: int = Field(
+        default=1, ge=1, description="Training processes (GPUs); > 1 runs accelerate launch (DDP)."
+    )
+    cpu: bool = Field(
+        default=False,
+        description="Train on CPUs (DDP through torchrun + gloo when num_processes > 1), e.g. CI.",
+    )
+    accelerate_args: list[str] = Field(
+        default_factory=list,
+        description="Extra launcher flags for num_processes > 1 (accelerate launch / torchrun), e.g. "
+        "['--main_process_port', '29501']. Only rendezvous and port flags are accepted: "
+        + ", ".join(f"--{name}" for name in LAUNCHER_FLAGS)
+        + ".",
+    )
+    env: dict[str, str] = Field(
+        default_factory=lambda: {"HF_HUB_OFFLINE": "1"},
+        description="Environment variables added to the training child's (models never download: "
+        "HF_HUB_OFFLINE=1). Only names matching " + ", ".join(ALLOWED_ENV) + " are accepted, "
+        "except " + ", ".join(DENIED_ENV) + ".",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _allowed_env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not env_name_allowed(name):
+                raise ConfigError(
+                    f"env.{name}",
+                    "not an allowed variable for the training process (it could make it run other "
+                    f"code); allowed: {', '.join(ALLOWED_ENV)}, except {', '.join(DENIED_ENV)}",
+                )
+        return env
+
+    @field_validator("accelerate_args")
+    @classmethod
+    def _allowed_flags(cls, args: list[str]) -> list[str]:
+        expects_value = None
+        for arg in args:
+            if expects_value is not None:
+                expects_value = None
+                continue
+            if not arg.startswith("--"):
+                raise ConfigError(
+                    f"accelerate_args {arg!r}", "not a launcher flag (only --name or --name=value)"
+                )
+            name, has_value, _ = arg[2:].partition("=")
+            key = name.replace("-", "_")
+            if key not in LAUNCHER_FLAGS:
+                raise ConfigError(
+                    f"accelerate_args --{name}",
+                    f"not an allowed launcher flag; allowed: {', '.join('--' + f for f in LAUNCHER_FLAGS)}",
+                )
+            if LAUNCHER_FLAGS[key] and not has_value:
+                expects_value = arg
+            elif not LAUNCHER_FLAGS[key] and has_value:
+                raise ConfigError(f"accelerate_args --{name}", "takes no value")
+        if expects_value is not None:
+            raise ConfigError(f"accelerate_args {expects_value}", "needs a value")
+        return args
+
+
+def launch_command(config_path: str, settings: TrainerLaunchSettings) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment (``settings.env`` plus the launcher's own) of a training run.
+
+    One process: ``python -m sar_pipeline.diffusion.train``; several GPUs: ``accelerate launch
+    --multi_gpu``; several CPU processes: torchrun with gloo (``accelerate launch --cpu`` starts
+    several CPU processes only through mpirun). ``python`` is always ``sys.executable``.
+    """
+    python = sys.executable
+    train = ["-m", TRAIN_MODULE, "--config", config_path]
+    env = dict(settings.env)
+    if settings.cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    if settings.num_processes <= 1:
+        return [python, *train], env
+    if settings.cpu:
+        launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(settings.num_processes)]
+    else:
+        launcher = [
+            python,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(settings.num_processes),
+        ]
+    return [*launcher, *settings.accelerate_args, *train], env
