@@ -47,9 +47,6 @@ NOT_YET_ONE_MODEL = {
     "asset latent_cache",
     "asset sd_model",
     "resource diffusion_base",
-    "asset blip_remote_sensing",
-    "asset caption_metrics",
-    "resource captioner",
 }
 
 

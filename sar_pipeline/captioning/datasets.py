@@ -18,10 +18,48 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from sar_pipeline.errors import SarPipelineError
+from pydantic import Field
+
+from sar_pipeline.errors import ConfigError, SarPipelineError
+from sar_pipeline.settings import Settings
 
 CAPTIONS_PER_IMAGE = 5
+
+
+class CaptionDatasetSettings(Settings):
+    """One remote-sensing caption dataset: its layout, where it lies, and how to split it."""
+
+    kind: Literal["karpathy", "precomp", "ucm_pairs"] = Field(
+        description="Layout: 'karpathy' (a Karpathy-split JSON such as RSICD's dataset_rsicd.json), "
+        "'precomp' (a folder of <split>_filename.txt + <split>_caps.txt) or 'ucm_pairs' (a folder of "
+        "ucm_pairs.json + images/)."
+    )
+    path: str = Field(description="The JSON file (karpathy) or the folder (precomp, ucm_pairs), local.")
+    images_dir: str | None = Field(
+        default=None,
+        description="Folder of the images the file names (karpathy, precomp); none = captions only "
+        "(enough for text statistics, not for training or evaluation).",
+    )
+    splits: list[str] = Field(
+        default=["train", "test"], description="precomp only: which <split>_ file pairs to read."
+    )
+    source: str | None = Field(
+        default=None,
+        description="Name of the dataset in image keys (<source>/<image>); none = the JSON's 'dataset' "
+        "field or the file / folder name.",
+    )
+    holdout_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="If > 0, re-split: this share of the images (by a hash of their key) becomes 'test', "
+        "the rest 'train' — for sets that ship without a test split, like the 35 captioned UCM images.",
+    )
+    holdout_salt: str = Field(
+        default="", description="Salt of the hold-out hash; change it for another hold-out draw."
+    )
 
 
 class CaptionDataError(SarPipelineError):
@@ -177,32 +215,41 @@ def holdout_split(items: Sequence[CaptionedImage], fraction: float, salt: str = 
     return out
 
 
-def load_dataset_spec(spec: dict) -> list[CaptionedImage]:
-    """Load one dataset from a plain dict (JSON-friendly, used by the fine-tuning child process).
-
-    ``{"kind": "karpathy", "path": json, "images_dir": ...}``, ``{"kind": "precomp", "path": folder,
-    "splits": ["train", "test"], "images_dir": ...}`` or ``{"kind": "ucm_pairs", "path": folder}``;
-    optional ``"holdout_fraction"`` re-splits with ``holdout_split``.
-    """
-    kind = spec.get("kind")
-    if kind == "karpathy":
-        items = load_karpathy_json(spec["path"], spec.get("images_dir"), spec.get("source"))
-    elif kind == "precomp":
+def load_caption_dataset(settings: CaptionDatasetSettings) -> list[CaptionedImage]:
+    """Load the caption dataset ``settings`` describes (re-split with :func:`holdout_split` if
+    ``holdout_fraction`` > 0)."""
+    if settings.kind == "karpathy":
+        items = load_karpathy_json(settings.path, settings.images_dir, settings.source)
+    elif settings.kind == "precomp":
         items = combine(
-            *(
-                load_precomp(spec["path"], s, spec.get("images_dir"), spec.get("source"))
-                for s in spec.get("splits", ["train", "test"])
-            )
+            *(load_precomp(settings.path, s, settings.images_dir, settings.source) for s in settings.splits)
         )
-    elif kind == "ucm_pairs":
-        items = load_ucm_pairs(spec["path"])
     else:
-        raise CaptionDataError(
-            f"kind={kind!r}", "unknown caption dataset kind; use karpathy, precomp or ucm_pairs"
-        )
-    if spec.get("holdout_fraction"):
-        items = holdout_split(items, float(spec["holdout_fraction"]), str(spec.get("holdout_salt", "")))
+        items = load_ucm_pairs(settings.path)
+    if settings.holdout_fraction:
+        items = holdout_split(items, settings.holdout_fraction, settings.holdout_salt)
     return items
+
+
+def load_caption_datasets(
+    datasets: Sequence[CaptionDatasetSettings], setting: str = "datasets"
+) -> list[CaptionedImage]:
+    """Load and :func:`combine` several caption datasets (e.g. RSICD + UCM, as the paper trains BLIP).
+
+    No dataset at all is a ConfigError naming ``setting`` (where the user lists them)."""
+    require_datasets(datasets, setting)
+    return combine(*(load_caption_dataset(d) for d in datasets))
+
+
+def require_datasets(datasets: Sequence[CaptionDatasetSettings], setting: str = "datasets") -> None:
+    """Raise ConfigError naming ``setting`` when no caption dataset is configured."""
+    if not datasets:
+        raise ConfigError(
+            setting,
+            "no caption dataset configured: give at least one, e.g. {kind: karpathy, path: "
+            "/data/RSICD/dataset_rsicd.json, images_dir: /data/RSICD/RSICD_images} or {kind: ucm_pairs, "
+            "path: /data/ucm_captions_images, holdout_fraction: 0.2}",
+        )
 
 
 def _image_path(images_dir: str | Path | None, name: str) -> Path | None:

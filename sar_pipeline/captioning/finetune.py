@@ -1,9 +1,10 @@
 """Fine-tune BLIP captioning on remote-sensing caption sets (paper §3.2: RSICD + UCM).
 
 Runs as its own process — ``python -m sar_pipeline.captioning.finetune`` — launched by the
-``blip_remote_sensing`` asset through Dagster Pipes (settings arrive as the Pipes extra
-``"settings"``; progress is logged and the checkpoint path reported back as materialisation
-metadata), or by hand with ``--config settings.json``. Needs only ``dagster-pipes``, not Dagster.
+``blip_remote_sensing`` asset through Dagster Pipes (settings arrive as the Pipes extras
+``"settings"`` and ``"output_dir"``; progress is logged and the checkpoint path reported back as
+materialisation metadata), or by hand with ``--config settings.json --output-dir DIR``. Needs
+only ``dagster-pipes``, not Dagster.
 
 The loop, top to bottom: settings → data (one pair per reference caption) → model and processor
 from a local folder → AdamW with linear warm-up and decay → mixed precision on a GPU → the
@@ -18,40 +19,83 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Literal, TypeVar
 
-from sar_pipeline.captioning.datasets import CaptionDataError, CaptionedImage, combine, load_dataset_spec
-from sar_pipeline.errors import ConfigError
+from pydantic import Field
+
+from sar_pipeline.captioning.datasets import (
+    CaptionDataError,
+    CaptionDatasetSettings,
+    CaptionedImage,
+    load_caption_datasets,
+)
+from sar_pipeline.errors import ConfigError, ModelError
+from sar_pipeline.settings import Settings
+
+#: written into the checkpoint folder: the settings, the steps and the loss of each step
+TRAINING_SETTINGS_FILE = "training_settings.json"
 
 
-@dataclass
-class FinetuneSettings:
-    """Everything a fine-tuning run needs, JSON-serialisable (it crosses the process boundary)."""
+DatasetT = TypeVar("DatasetT", bound=CaptionDatasetSettings)
 
-    base_model_path: str  # local BLIP captioning checkpoint to start from
-    output_dir: str  # where the fine-tuned checkpoint folder is written (replaced atomically)
-    datasets: list[dict] = field(default_factory=list)  # see datasets.load_dataset_spec
-    train_split: str = "train"
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 16
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, none on CPU) | no | bf16 | fp16
-    max_text_tokens: int = 40
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 0  # CPU threads for torch (0 = torch's default)
-    num_workers: int = 0  # DataLoader worker processes
-    log_every: int = 10
 
-    @classmethod
-    def from_dict(cls, data: dict) -> FinetuneSettings:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError("finetune settings", f"unknown keys {sorted(unknown)}")
-        return cls(**data)
+class BlipFinetuneSettings(Settings, Generic[DatasetT]):
+    """Fine-tuning of BLIP captioning on remote-sensing captions (paper §3.2: RSICD + UCM).
+
+    JSON-serialisable (it crosses the process boundary). Generic over the class of its
+    ``datasets`` items only so that ``defs/`` can substitute the Dagster twin of
+    :class:`CaptionDatasetSettings` (Dagster nests only its own Config classes); the fields are these.
+    """
+
+    base_model_path: str = Field(
+        default="",
+        description="Local BLIP captioning checkpoint folder to start from (transformers format, e.g. "
+        "blip-image-captioning-base copied beforehand: nothing is downloaded); empty = a tiny random "
+        "BLIP written under the storage root, for the demo only.",
+    )
+    datasets: list[DatasetT] = Field(
+        default_factory=list,
+        description="Caption datasets combined for training (the paper: RSICD + UCM); at least one is "
+        "needed, the stage refuses to start without.",
+    )
+    train_split: str = Field(default="train", description="Split of the datasets trained on.")
+    max_steps: int = Field(default=1000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(default=16, ge=1, description="Image-caption pairs per step.")
+    learning_rate: float = Field(default=1e-5, gt=0, description="AdamW peak learning rate (after warm-up).")
+    weight_decay: float = Field(
+        default=0.05, ge=0, description="AdamW weight decay (not on biases and norms)."
+    )
+    warmup_steps: int = Field(default=100, ge=0, description="Linear warm-up steps, then linear decay to 0.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        default="auto",
+        description="auto: bf16 on a GPU that has it, else fp16 with loss scaling, none on the CPU; "
+        "no: fp32; fp16 needs a GPU.",
+    )
+    max_text_tokens: int = Field(default=40, ge=2, description="Captions are cut to this many tokens.")
+    seed: int = Field(default=0, description="Seed of shuffling and initialisation.")
+    device: str = Field(default="auto", description="'auto' (GPU if present), 'cpu', 'cuda', 'cuda:1', …")
+    num_threads: int = Field(default=0, ge=0, description="CPU threads of torch (0 = torch's default).")
+    num_workers: int = Field(
+        default=2,
+        ge=0,
+        description="DataLoader processes decoding images, so a GPU does not wait for them (0 = in the "
+        "training process).",
+    )
+    log_every: int = Field(default=10, ge=1, description="Report the loss every this many steps.")
+
+
+def read_training_settings(checkpoint: str | Path) -> BlipFinetuneSettings[CaptionDatasetSettings]:
+    """The settings a fine-tuned checkpoint was trained with (its ``training_settings.json``)."""
+    path = Path(checkpoint) / TRAINING_SETTINGS_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(path, "missing: not a checkpoint written by BLIP fine-tuning") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(path, f"unreadable ({exc})") from exc
+    return BlipFinetuneSettings[CaptionDatasetSettings].model_validate(record["settings"])
 
 
 @dataclass
@@ -128,9 +172,12 @@ class TrainingCollator:
 
 
 def finetune_blip(
-    settings: FinetuneSettings, report: Callable[[str, dict], None] | None = None
+    settings: BlipFinetuneSettings,
+    output_dir: str | Path,
+    report: Callable[[str, dict], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune the BLIP at ``settings.base_model_path``; ``report(event, values)`` sees progress."""
+    """Fine-tune the BLIP at ``settings.base_model_path`` and write the checkpoint folder ``output_dir``
+    (replaced in one step); ``report(event, values)`` sees progress."""
     import torch
     from tqdm.auto import tqdm
     from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear_schedule_with_warmup
@@ -145,10 +192,12 @@ def finetune_blip(
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
 
+    if not settings.base_model_path:
+        raise ConfigError("base_model_path", "empty: give a local BLIP captioning checkpoint folder")
     base = check_blip_folder(settings.base_model_path)  # fail before reading any data
 
     # data
-    items = combine(*(load_dataset_spec(spec) for spec in settings.datasets))
+    items = load_caption_datasets(settings.datasets)
     pairs = training_pairs(items, settings.train_split)
     n_images = len({p for p, _ in pairs})
 
@@ -189,8 +238,6 @@ def finetune_blip(
         precision = (
             ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.startswith("cuda") else "no"
         )
-    if precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"mixed_precision={settings.mixed_precision!r}", "use auto, no, bf16 or fp16")
     if precision == "fp16" and not device.startswith("cuda"):
         raise ConfigError(f"mixed_precision={precision!r}", f"fp16 training needs a GPU (device is {device})")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -233,13 +280,15 @@ def finetune_blip(
     # checkpoint: the folder appears complete under its final name, or not at all
     from upath import UPath
 
-    output = UPath(settings.output_dir)
+    output = UPath(output_dir)
     model.eval()
     with atomic_local_dir(output) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
-        (Path(tmp) / "training_settings.json").write_text(
-            json.dumps({"settings": asdict(settings), "steps": step, "losses": losses}, indent=1)
+        (Path(tmp) / TRAINING_SETTINGS_FILE).write_text(
+            json.dumps(
+                {"settings": settings.model_dump(mode="json"), "steps": step, "losses": losses}, indent=1
+            )
         )
     checkpoint = str(Path(output.path)) if is_local(output) else str(output)
     result = FinetuneResult(checkpoint, step, losses, n_images, len(pairs), time.perf_counter() - start)
@@ -248,12 +297,16 @@ def finetune_blip(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: under Dagster Pipes read the ``settings`` extra, else ``--config settings.json``."""
+    """Entry point: under Dagster Pipes read the ``settings`` and ``output_dir`` extras, else
+    ``--config settings.json --output-dir DIR``."""
     import os
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--config", help="JSON file with FinetuneSettings fields (when not run through Dagster Pipes)"
+        "--config", help="JSON file of BlipFinetuneSettings (when not run through Dagster Pipes)"
+    )
+    parser.add_argument(
+        "--output-dir", help="checkpoint folder to write (when not run through Dagster Pipes)"
     )
     args, _ = parser.parse_known_args(argv)
 
@@ -261,20 +314,22 @@ def main(argv: list[str] | None = None) -> int:
         from dagster_pipes import open_dagster_pipes
 
         with open_dagster_pipes() as pipes:
-            settings = FinetuneSettings.from_dict(dict(pipes.get_extra("settings")))
+            settings = BlipFinetuneSettings[CaptionDatasetSettings].model_validate(
+                pipes.get_extra("settings")
+            )
 
             def report(event: str, values: dict) -> None:
                 pipes.log.info(f"{event}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
                 pipes.report_custom_message({"event": event, **values})
 
-            result = finetune_blip(settings, report)
+            result = finetune_blip(settings, pipes.get_extra("output_dir"), report)
             pipes.report_asset_materialization(metadata=_materialization_metadata(result))
         return 0
 
-    if not args.config:
-        parser.error("--config is required outside Dagster Pipes")
-    settings = FinetuneSettings.from_dict(json.loads(Path(args.config).read_text()))
-    result = finetune_blip(settings, lambda event, values: print(event, json.dumps(values)))
+    if not args.config or not args.output_dir:
+        parser.error("--config and --output-dir are required outside Dagster Pipes")
+    settings = BlipFinetuneSettings[CaptionDatasetSettings].model_validate_json(Path(args.config).read_text())
+    result = finetune_blip(settings, args.output_dir, lambda event, values: print(event, json.dumps(values)))
     print(json.dumps({"checkpoint_path": result.checkpoint_path, "final_loss": result.final_loss}))
     return 0
 

@@ -65,14 +65,14 @@ def caption_flight_tiles(
     captioner: Captioner,
     activation_token: str = DEFAULT_ACTIVATION_TOKEN,
     include_acquisition: bool = False,
-    min_optical_coverage: float = 0.0,
     batch_size: int = 32,
 ) -> CaptionRun:
     """Caption each SAR tile with ``captioner`` from its optical tile / land cover / labels.
 
     ``root``: storage root the manifests' relative paths start from. ``include_acquisition``:
-    append band, polarisation, incidence angle and GSD in words to the text.
-    ``min_optical_coverage``: skip tiles whose optical coverage fraction is below it.
+    append band, polarisation, incidence angle and GSD in words to the text. Which optical tiles
+    cover enough of their SAR tile was decided by the ``optical_tiles`` stage (its
+    ``min_optical_coverage``): the optical manifest lists only those.
     """
     needs = frozenset(getattr(captioner, "needs", ALL_INPUTS))
     optical_by_tile = {row["tile_id"]: row for row in optical_manifest}
@@ -81,7 +81,7 @@ def caption_flight_tiles(
     for row in sorted(sar_manifest, key=lambda r: r["tile_id"]):
         tile_id = row["tile_id"]
         try:
-            item = _caption_input(root, row, optical_by_tile.get(tile_id), needs, min_optical_coverage)
+            item = _caption_input(root, row, optical_by_tile.get(tile_id), needs)
         except SarPipelineError as e:
             run.skipped.append({"tile_id": tile_id, "reason": str(e)})
             continue
@@ -152,20 +152,13 @@ def read_png(path: UPath) -> np.ndarray:
         raise RasterError(path, f"unreadable image: {e}") from e
 
 
-def _caption_input(
-    root: UPath, row: dict, optical_row: dict | None, needs: frozenset, min_optical_coverage: float
-) -> CaptionInput:
+def _caption_input(root: UPath, row: dict, optical_row: dict | None, needs: frozenset) -> CaptionInput:
     tile_id = row["tile_id"]
     optical = landcover = None
     if "optical" in needs:
-        optical_path = _optical_path(optical_row)
-        if optical_path is None:
+        optical_path = optical_row.get("path") if optical_row else None
+        if not optical_path:
             raise RasterError(tile_id, "no optical tile in the optical_tiles manifest")
-        coverage = optical_row.get("coverage_fraction")
-        if coverage is not None and coverage < min_optical_coverage:
-            raise RasterError(
-                tile_id, f"optical coverage {coverage:.2f} below the minimum {min_optical_coverage:.2f}"
-            )
         optical = read_png(root / optical_path)
         check_optical_not_blank(optical, f"{tile_id} ({optical_path})")
     if "landcover" in needs and row.get("landcover_path"):
@@ -174,10 +167,3 @@ def _caption_input(
     if "optical" not in needs and landcover is None and not labels:
         raise RasterError(tile_id, "no land-cover tile (landcover_path empty) and no labels to caption from")
     return CaptionInput(tile_id=tile_id, optical_rgb=optical, landcover=landcover, labels=labels)
-
-
-def _optical_path(optical_row: dict | None) -> str | None:
-    # the optical manifest names the PNG ``path`` (``optical_path`` accepted too)
-    if optical_row is None:
-        return None
-    return optical_row.get("optical_path") or optical_row.get("path") or None

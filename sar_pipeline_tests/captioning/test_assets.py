@@ -11,10 +11,12 @@ from PIL import Image
 from shapely.geometry import box
 
 from sar_pipeline.archive.landcover import FIELD, FOREST, URBAN, WATER
+from sar_pipeline.captioning.datasets import holdout_split, load_ucm_pairs
 from sar_pipeline.defs.captions.assets import blip_remote_sensing, caption_metrics, captions
 from sar_pipeline.defs.captions.checks import captions_diversity, captions_length_bounds, captions_not_empty
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.errors import ConfigError
 
 FLIGHT = "F001"
 
@@ -132,8 +134,8 @@ def test_captions_asset_with_blip_records_a_blank_optical_tile(tmp_path, tiny_bl
     assert f"{FLIGHT}_S1_r0c1" in reasons and "blank" in reasons
 
 
-def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, realdata):
-    datasets = [{"kind": "ucm_pairs", "path": str(realdata / "ucm_captions_images"), "holdout_fraction": 0.2}]
+def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, ucm_folder):
+    datasets = [{"kind": "ucm_pairs", "path": str(ucm_folder), "holdout_fraction": 0.2}]
     result = dg.materialize(
         [blip_remote_sensing, caption_metrics],
         resources={"storage": StorageRoot(uri=str(tmp_path)), "blip_trainer": dg.PipesSubprocessClient()},
@@ -150,7 +152,8 @@ def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, reald
                         "num_workers": 0,
                     }
                 },
-                "caption_metrics": {"config": {"datasets": datasets, "num_beams": 1}},
+                # no datasets: scored on the held-out split of the ones it was fine-tuned on
+                "caption_metrics": {"config": {"num_beams": 1}},
             }
         ),
     )
@@ -164,7 +167,22 @@ def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, reald
     table = metrics.metadata["table"].value
     assert "| Paper: BLIP-RSICD+UCM (RSICD test) | 0.8029 | 0.6941 |" in table
     assert 0.0 <= metrics.metadata["BLEU_1"].value <= 1.0
+    held_out = [i for i in holdout_split(load_ucm_pairs(ucm_folder), 0.2) if i.split == "test"]
+    assert metrics.metadata["images"].value == len(held_out) > 0
+    assert "ucm 'test' split" in table
     assert (tmp_path / "models" / "blip_remote_sensing_metrics.json").is_file()
+
+
+def test_blip_finetune_without_datasets_names_the_setting(tmp_path, tiny_blip_dir):
+    with pytest.raises(ConfigError, match="blip_remote_sensing.datasets: no caption dataset configured"):
+        dg.materialize(
+            [blip_remote_sensing],
+            resources={"storage": StorageRoot(uri=str(tmp_path)), "blip_trainer": dg.PipesSubprocessClient()},
+            run_config=dg.RunConfig(
+                {"blip_remote_sensing": {"config": {"base_model_path": str(tiny_blip_dir)}}}
+            ),
+        )
+    assert not (tmp_path / "models" / "blip_remote_sensing").exists()
 
 
 @pytest.mark.parametrize("kind", ["template", "blip"])

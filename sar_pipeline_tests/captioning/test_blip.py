@@ -3,12 +3,13 @@
 import json
 
 import numpy as np
+import pydantic
 import pytest
 
-from sar_pipeline.captioning import make_captioner
+from sar_pipeline.captioning import CaptionerSettings
 from sar_pipeline.captioning.base import CaptionInput
 from sar_pipeline.captioning.blip import BlipCaptioner
-from sar_pipeline.errors import ConfigError, ModelError, RasterError
+from sar_pipeline.errors import ModelError, RasterError
 
 
 def _tiles(n, seed=0):
@@ -50,8 +51,10 @@ def test_missing_path_and_not_blip_are_model_errors(tmp_path, tiny_blip_dir):
     (no_weights / "config.json").write_text((tiny_blip_dir / "config.json").read_text())
     with pytest.raises(ModelError, match="no weights"):
         BlipCaptioner(no_weights)
-    with pytest.raises(ConfigError, match="model_path"):
-        make_captioner("blip")
+    with pytest.raises(
+        pydantic.ValidationError, match="model_path: kind='blip' needs a local BLIP checkpoint"
+    ):
+        CaptionerSettings(kind="blip")
     with pytest.raises(ModelError, match="s3://bucket/blip.*local folder"):
         BlipCaptioner("s3://bucket/blip")
 

@@ -1,18 +1,73 @@
-"""Caption dataset loaders on the real precomp files, a Karpathy JSON, the UCM pairs; bad counts."""
+"""Caption dataset loaders on generated files in the real layouts (precomp, Karpathy JSON, UCM pairs),
+the real sample files as an extra; bad counts."""
 
 import json
 
+import pydantic
 import pytest
 
 from sar_pipeline.captioning.datasets import (
     CaptionDataError,
+    CaptionDatasetSettings,
     combine,
     holdout_split,
-    load_dataset_spec,
+    load_caption_dataset,
+    load_caption_datasets,
     load_karpathy_json,
     load_precomp,
     load_ucm_pairs,
 )
+from sar_pipeline.errors import ConfigError
+from sar_pipeline_tests.data.captions.make_data import UCM_CLASSES, class_captions
+
+
+def test_precomp_layouts(caption_data):
+    folder = caption_data / "ucm_precomp"
+    train = load_precomp(folder, "train")  # each name listed once, five captions per name
+    assert [i.image_name for i in train] == [f"{name}_1.jpg" for name in UCM_CLASSES[:6]]
+    assert all(i.split == "train" and i.source == "ucm" and i.image_path is None for i in train)
+    assert train[1].captions == tuple(class_captions("airplane"))
+    test = load_precomp(folder, "test", images_dir=caption_data / "images")  # each name repeated 5×
+    assert [i.image_name for i in test] == [f"{name}_1.jpg" for name in UCM_CLASSES[6:9]]
+    assert sum(len(i.captions) for i in test) == 15 and test[0].split == "test"
+    assert test[0].image_path == caption_data / "images" / "denseresidential_1.jpg"
+
+
+def test_ucm_pairs_karpathy_and_combined(caption_data):
+    ucm = load_ucm_pairs(caption_data / "ucm_captions_images")
+    assert len(ucm) == 35  # 42 images, 7 without captions left out
+    airplane = next(i for i in ucm if i.image_name == "101.tif")
+    assert airplane.image_path.name == "airplane00.tif" and airplane.image_path.is_file()
+    assert airplane.captions[0] == "There is a airplane area ." and airplane.key == "ucm/101.tif"
+    rsicd = load_karpathy_json(
+        caption_data / "rsicd" / "dataset_rsicd.json", caption_data / "rsicd" / "images"
+    )
+    assert len(rsicd) == 24 and {i.split for i in rsicd} == {"train", "validation", "test"}
+    assert all(i.image_path.is_file() for i in rsicd)
+    both = load_caption_datasets(
+        [
+            CaptionDatasetSettings(kind="ucm_pairs", path=str(caption_data / "ucm_captions_images")),
+            CaptionDatasetSettings(
+                kind="karpathy",
+                path=str(caption_data / "rsicd" / "dataset_rsicd.json"),
+                images_dir=str(caption_data / "rsicd" / "images"),
+            ),
+        ]
+    )
+    assert len(both) == 35 + 24 and both[35].key == "rsicd/agricultural_1.jpg"
+    with pytest.raises(CaptionDataError, match=f"{ucm[0].key}: appears in two"):
+        combine(ucm, ucm[:1])
+    held = holdout_split(ucm, 0.2)
+    assert held == holdout_split(ucm, 0.2)  # deterministic
+    assert 0 < sum(i.split == "test" for i in held) < 35
+    assert holdout_split(ucm, 0.2, salt="other") != held
+    spec = CaptionDatasetSettings(
+        kind="ucm_pairs", path=str(caption_data / "ucm_captions_images"), holdout_fraction=0.2
+    )
+    assert load_caption_dataset(spec) == held
+    with pytest.raises(ConfigError, match="caption_metrics.datasets: no caption dataset configured"):
+        load_caption_datasets([], "caption_metrics.datasets")
+
 
 # counts from rs_captions_jgdn/SOURCES.md
 PRECOMP_COUNTS = {
@@ -100,9 +155,9 @@ def test_karpathy_json(tmp_path):
     assert [i.key for i in items] == ["rsicd/airport_1.jpg", "rsicd/beach_2.jpg"]
     assert items[1].split == "validation" and items[1].captions == ("a beach",)
     assert items[0].image_path == tmp_path / "images" / "airport_1.jpg"
-    assert load_dataset_spec({"kind": "karpathy", "path": str(path)})[0].image_path is None
+    assert load_caption_dataset(CaptionDatasetSettings(kind="karpathy", path=str(path)))[0].image_path is None
     path.write_text(json.dumps({"images": [{"filename": "x.jpg"}]}))
     with pytest.raises(CaptionDataError, match="dataset_rsicd.json.*entry 0 lacks 'sentences'"):
         load_karpathy_json(path)
-    with pytest.raises(CaptionDataError, match="unknown caption dataset kind"):
-        load_dataset_spec({"kind": "coco", "path": str(path)})
+    with pytest.raises(pydantic.ValidationError, match="kind"):
+        CaptionDatasetSettings(kind="coco", path=str(path))

@@ -59,6 +59,19 @@ def test_labels_caption_and_captioner_needs_one_source():
         captioner.caption([CaptionInput("tile-x")])
 
 
+def test_bigearthnet_labels_metadata_files(caption_data):
+    # BigEarthNet-MM's <patch>/<patch>_labels_metadata.json with real CORINE names (generated)
+    files = sorted((caption_data / "bigearthnet").rglob("*labels_metadata.json"))
+    captions = {f.parent.name: caption_from_labels(json.loads(f.read_text())["labels"]) for f in files}
+    assert captions == {
+        "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_41": "scattered houses with fields, a broad-leaved forest "
+        "and a coniferous forest",
+        "S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55": "farmland with patches of natural vegetation with "
+        "pastures and a river",
+        "S1B_IW_GRDH_1SDV_20171002T170000_32TNR_12_7": "marshes",
+    }
+
+
 def test_bigearthnet_corine_labels(realdata):
     files = sorted((realdata / "bigearthnet_mm").rglob("*labels_metadata.json"))
     assert files

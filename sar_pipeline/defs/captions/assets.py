@@ -1,22 +1,21 @@
 """Per-flight tile captions, the remote-sensing BLIP fine-tune (through Pipes) and its caption metrics."""
 
 import json
-import os
 import sys
 from collections import Counter
 
 import dagster as dg
-from pydantic import Field
 
-from sar_pipeline.captioning.datasets import combine, load_dataset_spec
-from sar_pipeline.captioning.evaluate import evaluate_blip
+from sar_pipeline.captioning.datasets import CaptionDatasetSettings, load_caption_datasets, require_datasets
+from sar_pipeline.captioning.evaluate import CaptionMetricsSettings, evaluate_blip, evaluation_datasets
+from sar_pipeline.captioning.finetune import BlipFinetuneSettings
 from sar_pipeline.captioning.metrics import metrics_markdown_table
 from sar_pipeline.captioning.tiles import caption_flight_tiles, write_captions
 from sar_pipeline.captioning.tiny import write_tiny_blip
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
-from sar_pipeline.errors import ConfigError, SarPipelineError
+from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.geo.manifest import read_manifest
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
@@ -47,7 +46,6 @@ def captions(
         model,
         activation_token=captioner.activation_token,
         include_acquisition=captioner.include_acquisition,
-        min_optical_coverage=captioner.min_optical_coverage,
         batch_size=captioner.batch_size,
     )
     for skip in run.skipped:
@@ -86,67 +84,12 @@ def captions(
     )
 
 
-class CaptionDatasetConfig(dg.Config):
-    """One remote-sensing caption dataset (see sar_pipeline.captioning.datasets.load_dataset_spec)."""
-
-    kind: str = Field(
-        description="'karpathy' (dataset_rsicd.json), 'precomp' (*_filename.txt/*_caps.txt) or 'ucm_pairs'."
-    )
-    path: str = Field(description="The JSON file (karpathy) or folder (precomp, ucm_pairs).")
-    images_dir: str | None = Field(
-        default=None, description="Folder of the images named in the file (karpathy, precomp)."
-    )
-    splits: list[str] = Field(
-        default=["train", "test"], description="precomp: which <split>_ file pairs to read."
-    )
-    holdout_fraction: float = Field(
-        default=0.0, description="If > 0, re-split: this share of images (by hash of name) becomes 'test'."
-    )
+class CaptionDatasetConfig(dg.Config, CaptionDatasetSettings):
+    """One remote-sensing caption dataset (RSICD, UCM, Sydney, RSITMD…)."""
 
 
-def _default_datasets() -> list[CaptionDatasetConfig]:
-    realdata = os.environ.get("SAR_PIPELINE_REALDATA")
-    if not realdata:
-        return []
-    # the sample's 35 captioned UCM images carry only a train split: hold a fifth out for the metrics
-    return [
-        CaptionDatasetConfig(
-            kind="ucm_pairs", path=os.path.join(realdata, "ucm_captions_images"), holdout_fraction=0.2
-        )
-    ]
-
-
-def _dataset_specs(datasets: list[CaptionDatasetConfig]) -> list[dict]:
-    datasets = datasets or _default_datasets()
-    if not datasets:
-        raise ConfigError(
-            "datasets",
-            "no caption dataset configured (and SAR_PIPELINE_REALDATA unset): give RSICD/UCM paths in the run config",
-        )
-    return [d.model_dump() for d in datasets]
-
-
-class BlipFinetuneConfig(dg.Config):
+class BlipFinetuneConfig(dg.Config, BlipFinetuneSettings[CaptionDatasetConfig]):
     """Fine-tuning of BLIP on remote-sensing captions (paper §3.2: RSICD + UCM)."""
-
-    base_model_path: str = Field(
-        default="",
-        description="Local BLIP captioning checkpoint to start from; empty = a tiny random BLIP (demo only).",
-    )
-    datasets: list[CaptionDatasetConfig] = Field(
-        default_factory=list,
-        description="Caption datasets combined for training; empty = UCM sample from $SAR_PIPELINE_REALDATA.",
-    )
-    max_steps: int = Field(default=1000, description="Optimizer steps.")
-    batch_size: int = Field(default=16, description="Image-caption pairs per step.")
-    learning_rate: float = Field(default=1e-5, description="AdamW peak learning rate (after warm-up).")
-    warmup_steps: int = Field(default=100, description="Linear warm-up steps, then linear decay to 0.")
-    weight_decay: float = Field(default=0.05, description="AdamW weight decay (not on biases and norms).")
-    mixed_precision: str = Field(default="auto", description="auto (bf16/fp16 on GPU), no, bf16 or fp16.")
-    seed: int = Field(default=0, description="Seed of shuffling and initialisation.")
-    num_workers: int = Field(
-        default=2, description="DataLoader processes decoding images (0 = in the training process)."
-    )
 
 
 @dg.asset(
@@ -162,6 +105,7 @@ def blip_remote_sensing(
     storage: StorageRoot,
     blip_trainer: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
+    require_datasets(config.datasets, "blip_remote_sensing.datasets")
     base = config.base_model_path
     if not base:
         tiny = storage.local_path("models", "blip_tiny_random")
@@ -169,37 +113,19 @@ def blip_remote_sensing(
             write_tiny_blip(tiny)
         base = str(tiny)
         context.log.warning(f"no base_model_path: starting from a tiny random BLIP at {base} (demo only)")
-    settings = {
-        "base_model_path": base,
-        "output_dir": str(storage.local_path("models", "blip_remote_sensing")),
-        "datasets": _dataset_specs(config.datasets),
-        "max_steps": config.max_steps,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "warmup_steps": config.warmup_steps,
-        "weight_decay": config.weight_decay,
-        "mixed_precision": config.mixed_precision,
-        "seed": config.seed,
-        "num_workers": config.num_workers,
-    }
+    settings = config.model_copy(update={"base_model_path": base}).model_dump(mode="json")
     return blip_trainer.run(
         command=[sys.executable, "-m", "sar_pipeline.captioning.finetune"],
         context=context,
-        extras={"settings": settings},
+        extras={
+            "settings": settings,
+            "output_dir": str(storage.local_path("models", "blip_remote_sensing")),
+        },
     ).get_materialize_result()
 
 
-class CaptionMetricsConfig(dg.Config):
+class CaptionMetricsConfig(dg.Config, CaptionMetricsSettings[CaptionDatasetConfig]):
     """Held-out evaluation of the fine-tuned BLIP."""
-
-    datasets: list[CaptionDatasetConfig] = Field(
-        default_factory=list,
-        description="Caption datasets with a held-out split; empty = the fine-tuning default.",
-    )
-    split: str = Field(default="test", description="Split to score on.")
-    max_images: int = Field(default=0, description="Score only the first N held-out images (0 = all).")
-    num_beams: int = Field(default=3, description="Beam width of decoding.")
-    batch_size: int = Field(default=32, description="Images per forward pass.")
 
 
 @dg.asset(
@@ -214,7 +140,7 @@ def caption_metrics(
     context: dg.AssetExecutionContext, config: CaptionMetricsConfig, storage: StorageRoot
 ) -> dg.MaterializeResult:
     model_path = str(storage.local_path("models", "blip_remote_sensing"))
-    items = combine(*(load_dataset_spec(spec) for spec in _dataset_specs(config.datasets)))
+    items = load_caption_datasets(evaluation_datasets(config, model_path), "caption_metrics.datasets")
     result = evaluate_blip(
         model_path,
         items,
