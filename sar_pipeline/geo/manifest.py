@@ -1,8 +1,9 @@
-"""Tile manifests on disk: one GeoParquet file per flight and stage (``sar_tiles``, ``optical_tiles``).
+"""GeoParquet on disk: tile manifests (one file per flight and stage) and the one GeoParquet writer.
 
-Each row is one tile (:func:`sar_pipeline.geo.tiling.manifest_row`,
+A tile manifest row is one tile (:func:`sar_pipeline.geo.tiling.manifest_row`,
 :func:`sar_pipeline.geo.colocation.colocate_tiles`); ``geometry`` is its WGS84 footprint (GeoParquet
-1.1), ``footprint_scene_crs`` the same in the scene's CRS as WKB.
+1.1), ``footprint_scene_crs`` the same in the scene's CRS as WKB. The ``sar_scenes`` table
+(:mod:`sar_pipeline.geo.scene_table`) is written by the same :func:`write_geoparquet`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from sar_pipeline.errors import RasterError
 from sar_pipeline.storage import atomic_local_file
 
 
-def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
-    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically."""
-    frame = pd.DataFrame(list(rows))
-    geometry = frame.pop("geometry") if "geometry" in frame else []
-    table = gpd.GeoDataFrame(frame, geometry=list(geometry), crs="EPSG:4326")
+def write_geoparquet(table: gpd.GeoDataFrame, path) -> None:
+    """Write ``table`` as GeoParquet 1.1 (zstd, no index), atomically; local path or UPath."""
     with atomic_local_file(path) as tmp:
         table.to_parquet(
             tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False
         )
+
+
+def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
+    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically."""
+    frame = pd.DataFrame(list(rows))
+    geometry = frame.pop("geometry") if "geometry" in frame else []
+    write_geoparquet(gpd.GeoDataFrame(frame, geometry=list(geometry), crs="EPSG:4326"), path)
 
 
 def read_manifest(path) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from sar_pipeline.archive.protocol import SarArchive, SceneRecord
 from sar_pipeline.errors import ArchiveError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
 from sar_pipeline.pictures import png_bytes, to_uint8
-from sar_pipeline.storage import as_path, atomic_local_file, is_local, local_str
+from sar_pipeline.storage import as_path, is_local, local_str
 from sar_pipeline.timestamps import parse_utc
 
 #: acquisition fields a complete record has (the ``sar_scenes`` completeness check counts them)
@@ -66,16 +66,8 @@ def scene_table(scenes: Sequence[SceneRecord]) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=geoms, crs="EPSG:4326")
 
 
-def write_scene_table(table: gpd.GeoDataFrame, path) -> None:
-    """Write the table as GeoParquet, atomically (local path or UPath)."""
-    with atomic_local_file(path) as tmp:
-        table.to_parquet(
-            tmp, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=False
-        )
-
-
 def read_scene_table(path) -> list[SceneRecord]:
-    """The scene records stored by :func:`write_scene_table` (local path or UPath)."""
+    """The scene records of a :func:`scene_table` written with ``geo.manifest.write_geoparquet`` (local path or UPath)."""
     path = as_path(path)
     if is_local(path):
         frame = gpd.read_parquet(local_str(path))

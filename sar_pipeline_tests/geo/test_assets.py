@@ -10,8 +10,8 @@ from PIL import Image
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
 from sar_pipeline.defs.geo.resources import OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
-from sar_pipeline.geo.manifest import read_manifest
-from sar_pipeline.geo.scene_table import scene_table, write_scene_table
+from sar_pipeline.geo.manifest import read_manifest, write_geoparquet
+from sar_pipeline.geo.scene_table import scene_table
 from sar_pipeline_tests.geo.scenes import (
     CRS,
     ORIGIN,
@@ -48,7 +48,7 @@ def _flight(tmp_path):
     scenes.append(scene_record(path, "s9", FLIGHT, 0, "right").__class__(
         **{**scenes[0].__dict__, "scene_id": "s9", "raster_href": str(tmp_path / "gone.tif")}))  # fmt: skip
     storage = tmp_path / "storage"
-    write_scene_table(scene_table(scenes), storage / "flights" / FLIGHT / "sar_scenes.parquet")
+    write_geoparquet(scene_table(scenes), storage / "flights" / FLIGHT / "sar_scenes.parquet")
     # an RGB orthophoto over the whole area
     rgb = np.random.default_rng(0).integers(0, 255, size=(3, 1600, 1600)).astype(np.uint8)
     ortho = tmp_path / "ortho.tif"

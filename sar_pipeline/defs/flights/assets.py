@@ -3,11 +3,8 @@ import dagster as dg
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.geo.scene_table import (
-    quicklook_png,
-    scene_table,
-    write_scene_table,
-)
+from sar_pipeline.geo.manifest import write_geoparquet
+from sar_pipeline.geo.scene_table import quicklook_png, scene_table
 from sar_pipeline.pictures import markdown_image
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
@@ -35,7 +32,7 @@ def sar_scenes(
         raise SarPipelineError(f"flight {flight_id}", "no usable scene in the archive: " + "; ".join(skipped))
     table = scene_table(scenes)
     path = storage.flight_path(flight_id, "sar_scenes.parquet")
-    write_scene_table(table, path)
+    write_geoparquet(table, path)
 
     try:
         quicklook = quicklook_png(sar_archive, scenes[0])
