@@ -147,7 +147,7 @@ def run_ours(args, memory_mode: bool) -> dict:
     """Our trainer (train.train) on random cached latents; speed switches per mode."""
     import torch
 
-    from sar_pipeline.diffusion.config import TrainConfig
+    from sar_pipeline.diffusion.config import TrainSettings
     from sar_pipeline.diffusion.latent_cache import write_latent_cache
     from sar_pipeline.diffusion.models import BaseModel
     from sar_pipeline.diffusion.train import train
@@ -166,7 +166,7 @@ def run_ours(args, memory_mode: bool) -> dict:
             scaling_factor=1.0,
             resolution=args.resolution,
         )
-        cfg = TrainConfig.from_dict(
+        cfg = TrainSettings.from_dict(
             {
                 "preset": "tiny" if args.tiny else "sd15",
                 "base_model_path": "(benchmark: random init)",

@@ -26,7 +26,9 @@ checkpoint only ever parses data; a state folder holding any other file is refus
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,26 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
                 "checkpoint, start afresh (resume_from_checkpoint='') or remove the checkpoint",
             )
     return _read_json(folder / "checkpoint.json")
+
+
+def publish_checkpoint(partial: Path, info: dict[str, Any], keep_last: int = 0) -> Path:
+    """Finish a checkpoint written into ``partial``: checkpoint.json last, then one rename, so the
+    folder is complete or absent. Then delete the oldest complete ones beyond ``keep_last`` (0 keeps all).
+    """
+    final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
+    (partial / "checkpoint.json").write_text(json.dumps(info, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    if keep_last > 0:
+        for old in list_checkpoints(final.parent.parent)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def partial_checkpoint(output_dir: Path, step: int) -> Path:
+    """The folder a checkpoint of ``step`` is written into before :func:`publish_checkpoint`."""
+    return Path(output_dir) / "checkpoints" / (checkpoint_name(step) + PARTIAL_SUFFIX)
 
 
 # ----------------------------------------------------------------------------------------------

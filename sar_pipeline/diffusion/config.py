@@ -1,8 +1,20 @@
-"""The training recipe: one dataclass, one comment per field, defaults = the paper (§2.6, §4.1).
+"""The settings of diffusion training: one pydantic model per concern, defaults = the paper (§2.6, §4.1).
 
 Paper recipe: Stable Diffusion 1.5, full fine-tune of the UNet (lr 5e-5) AND the text encoder
 (lr 5e-6), batch 16, up to 12 epochs, no prior preservation, activation token "An aerial view",
 512 px. Everything else is an option a user turns on.
+
+- :class:`BaseModelSettings`: which base model (``preset``), where its files are, the tile size it
+  sees. Shared by the latent cache and training (they must agree): the ``diffusion_base`` resource.
+- :class:`TrainRecipe`: how it is fine-tuned; every field is set in the ``sd_model`` Launchpad.
+- :class:`TrainSettings`: the two bound to a dataset and a run folder, written to
+  ``<output_dir>/train_config.json`` and read by the training process.
+
+Presets: ``preset="sd15"`` is the paper's recipe, ``preset="tiny"`` the 2-core CPU demo's (trained
+from random init). The few options whose right value depends on the preset (:data:`PRESET_RECIPES`)
+default to empty (``None``; ``""`` for ``prediction_type``), meaning "the preset's value", which
+each such field's description states; a value the user gives always wins. :class:`TrainSettings`
+fills them in, so ``train_config.json`` holds every value the run used.
 
 Orientation-aware augmentation: our tiles keep the native SAR geometry with rows = azimuth
 (along-track) and columns = range (across-track, near range at column 0). A flip along azimuth
@@ -14,13 +26,17 @@ acquisition produces, so a range (horizontal) flip is never offered.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
+import yaml
+from pydantic import Field, field_validator, model_validator
+
 from sar_pipeline.errors import ConfigError
+from sar_pipeline.settings import Settings
+from sar_pipeline.storage import atomic_write_bytes
 
 VALIDATION_PROMPTS = (
     "An aerial view of a river",
@@ -28,214 +44,6 @@ VALIDATION_PROMPTS = (
     "An aerial view of fields",
     "An aerial view of a forest",
 )
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; written to ``<output_dir>/train_config.json``."""
-
-    # --- inputs and outputs ---
-    # Folder of the base model in diffusers layout, or a single-file .safetensors; ignored with preset="tiny".
-    base_model_path: str = ""
-    # "sd15": load base_model_path; "tiny": small random-init model for tests and the CPU demo.
-    preset: Literal["sd15", "tiny"] = "sd15"
-    # Local diffusers-layout folder holding the component configs when base_model_path is a single file.
-    single_file_config: str = ""
-    # Storage root (local folder) holding dataset/ and latents/.
-    storage_root: str = ""
-    # Dataset version to train on; "" = the one named by dataset/current.json.
-    dataset_version: str = ""
-    # Folder of latent-cache shards; "" = <storage_root>/latents/<dataset_version>/<vae_id>.
-    latent_cache_dir: str = ""
-    # Run folder: checkpoints/, logs/, samples/ and the final pipeline/ go here.
-    output_dir: str = "sd-run"
-
-    # --- what is trained, and how fast ---
-    # Train the UNet.
-    train_unet: bool = True
-    # Train the CLIP text encoder (the paper does, with its own smaller learning rate).
-    train_text_encoder: bool = True
-    # AdamW learning rate of the UNet parameter group.
-    unet_learning_rate: float = 5e-5
-    # AdamW learning rate of the text-encoder parameter group.
-    text_encoder_learning_rate: float = 5e-6
-    # AdamW betas, weight decay and epsilon (diffusers' defaults).
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    # Gradient-norm clipping threshold (0 disables).
-    max_grad_norm: float = 1.0
-    # Learning-rate schedule (diffusers.optimization.get_scheduler name) and warm-up steps.
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    # Images per process per optimizer micro-step.
-    train_batch_size: int = 16
-    # Epochs over the training split (the paper stops at 12 at most).
-    num_train_epochs: int = 12
-    # If > 0, stop after this many optimizer steps (overrides num_train_epochs).
-    max_train_steps: int = 0
-    # Micro-batches accumulated per optimizer step.
-    gradient_accumulation_steps: int = 1
-
-    # --- LoRA / LoHa / LoKr through peft (the paper found even high-rank LoRA short of full fine-tune) ---
-    # Train adapters instead of the full weights of the trained parts.
-    use_lora: bool = False
-    # peft adapter type.
-    adapter_type: Literal["lora", "loha", "lokr"] = "lora"
-    # Adapter rank and alpha for the UNet.
-    unet_lora_rank: int = 64
-    unet_lora_alpha: int = 64
-    # Module names the UNet adapter wraps.
-    unet_lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    # Adapter rank and alpha for the text encoder.
-    text_encoder_lora_rank: int = 16
-    text_encoder_lora_alpha: int = 16
-    # Module names the text-encoder adapter wraps.
-    text_encoder_lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
-    )
-
-    # --- DreamBooth prior preservation (tried in the paper, not in its final model) ---
-    # Add a prior-preservation loss on class images.
-    with_prior_preservation: bool = False
-    # Folder of class images (PNG/JPEG) generated by the base model for class_prompt.
-    class_data_dir: str = ""
-    # Prompt of the class images.
-    class_prompt: str = "An aerial view"
-    # Weight of the prior-preservation loss.
-    prior_loss_weight: float = 1.0
-
-    # --- diffusion objective ---
-    # What the UNet predicts: "epsilon" (SD 1.5) or "v_prediction"; "" keeps the base scheduler's.
-    prediction_type: Literal["", "epsilon", "v_prediction"] = ""
-    # Rescale the noise schedule to zero terminal SNR and sample with trailing timesteps (Lin et al.
-    # 2024): the last step then holds no image, so the prompt, not the seed, sets mean brightness.
-    # Needs v_prediction.
-    zero_terminal_snr: bool = False
-    # Min-SNR loss weighting gamma (Hang et al. 2023); 0 disables (plain MSE).
-    snr_gamma: float = 0.0
-    # Offset noise strength (lets the model learn very dark/bright mean levels); 0 disables.
-    noise_offset: float = 0.0
-    # Probability of replacing a caption by "" (trains the unconditional branch for CFG).
-    caption_dropout: float = 0.0
-    # Activation token prefixed to captions that lack it.
-    activation_token: str = "An aerial view"
-    # "flip_azimuth": vertical flips with p=0.5 (rows = azimuth); "none". Never a range flip.
-    augmentation: Literal["none", "flip_azimuth"] = "flip_azimuth"
-    # Image side in pixels that tiles are resized to before VAE encoding.
-    resolution: int = 512
-    # Keep an exponential moving average of the UNet weights, saved as the pipeline's UNet.
-    use_ema: bool = False
-    # EMA decay.
-    ema_decay: float = 0.9999
-
-    # --- speed and memory switches (each off by default, each measured in benchmarks/) ---
-    # "no", "bf16" or "fp16" (accelerate autocast; trained weights stay fp32).
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    # Recompute activations in the backward pass (less memory, ~30% more compute).
-    gradient_checkpointing: bool = False
-    # bitsandbytes 8-bit AdamW (install the 'bnb' extra).
-    use_8bit_adam: bool = False
-    # torch.optim.AdamW(fused=True) (CUDA): one kernel for the whole update.
-    fused_adam: bool = False
-    # torch.compile the UNet.
-    torch_compile: bool = False
-    # channels_last memory format for the UNet (faster convolutions on tensor cores).
-    channels_last: bool = False
-    # Allow TF32 matmuls on Ampere+ GPUs.
-    allow_tf32: bool = False
-
-    # --- checkpoints, logging, reproducibility ---
-    # Write a resumable state + a diffusers pipeline folder every N optimizer steps (0 = only at the end).
-    checkpoint_every_steps: int = 500
-    # Write a checkpoint when training ends (benchmarks turn it off).
-    checkpoint_at_end: bool = True
-    # Keep at most this many checkpoints (oldest deleted first; 0 keeps all).
-    checkpoints_total_limit: int = 0
-    # "latest" resumes from the newest complete checkpoint if any; "" starts afresh; or a checkpoint folder.
-    resume_from_checkpoint: str = "latest"
-    # Log scalars every N optimizer steps.
-    log_every_steps: int = 10
-    # Inference steps and seed for validation sample grids.
-    validation_steps: int = 20
-    validation_seed: int = 0
-    validation_prompts: list[str] = field(default_factory=lambda: list(VALIDATION_PROMPTS))
-    # Classifier-free guidance scale of the validation grids.
-    validation_guidance_scale: float = 7.5
-    # Global seed (model init of the tiny preset, noise, data order).
-    seed: int = 0
-    # torch.use_deterministic_algorithms(True): bit-exact resume on CPU, slower on GPU.
-    deterministic: bool = False
-    # Keep the latent cache on the training device when it is at most this size (GiB), else in host memory.
-    device_cache_gib: float = 4.0
-    # Optimizer steps left out of the reported throughput (compilation, allocator warm-up).
-    throughput_warmup_steps: int = 2
-    # Steps of tiny-VAE training before diffusion (tiny preset only; no pretrained VAE on the CPU demo).
-    tiny_vae_steps: int = 300
-
-    def validate(self) -> TrainConfig:
-        """Raise ConfigError for contradictory or out-of-range values."""
-        if not (self.train_unet or self.train_text_encoder):
-            raise ConfigError("train_unet/train_text_encoder", "nothing to train: enable at least one")
-        if self.preset == "sd15" and not self.base_model_path:
-            raise ConfigError(
-                "base_model_path", "required with preset='sd15' (a local folder or .safetensors)"
-            )
-        if self.with_prior_preservation and not self.class_data_dir:
-            raise ConfigError("class_data_dir", "required with with_prior_preservation=true")
-        if self.augmentation not in ("none", "flip_azimuth"):
-            raise ConfigError(
-                "augmentation",
-                f"{self.augmentation!r}: only 'none' or 'flip_azimuth' (a range flip would mirror shadow and layover)",
-            )
-        for name in ("train_batch_size", "gradient_accumulation_steps", "resolution", "log_every_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.caption_dropout <= 1.0:
-            raise ConfigError("caption_dropout", f"must be in [0, 1], got {self.caption_dropout}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError("mixed_precision", f"{self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
-        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
-            raise ConfigError(
-                "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
-            )
-        if self.adapter_type not in ("lora", "loha", "lokr"):
-            raise ConfigError("adapter_type", f"{self.adapter_type!r}: use 'lora', 'loha' or 'lokr'")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a mapping; an unknown key raises ConfigError naming it."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(source, f"unknown option(s): {', '.join(unknown)}")
-        return cls(**values).validate()
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON or YAML config file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(path, "config file not found")
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                values = yaml.safe_load(text) or {}
-            else:
-                values = json.loads(text)
-        except Exception as exc:
-            raise ConfigError(path, f"cannot parse: {exc}") from exc
-        if not isinstance(values, dict):
-            raise ConfigError(path, "expected a mapping of option: value")
-        return cls.from_dict(values, source=str(path))
-
 
 # The tiny preset trains from random init on 2 CPU cores in minutes: small tiles, larger learning
 # rates (a random UNet needs them; the paper's 5e-5/5e-6 fine-tune a pretrained one), fewer steps.
@@ -246,25 +54,415 @@ class TrainConfig:
 # amplitude of "water" vs "urban" prompts): epsilon, v-prediction and v + noise offset 0.1 all
 # followed the seed at 100-500 steps; v + zero terminal SNR gave 0.10 vs 0.66 at every checkpoint
 # from step 200 on.
-TINY_DEMO_RECIPE: dict[str, Any] = {
-    "preset": "tiny",
-    "prediction_type": "v_prediction",
-    "zero_terminal_snr": True,
-    "resolution": 64,
-    "train_batch_size": 8,
-    "unet_learning_rate": 1e-3,
-    "text_encoder_learning_rate": 1e-4,
-    "max_train_steps": 300,
-    "checkpoint_every_steps": 100,
-    "validation_steps": 10,
-    "validation_guidance_scale": 3.0,
-    "caption_dropout": 0.1,
-    "log_every_steps": 5,
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "sd15": {
+        "prediction_type": "",  # keep the base model's (epsilon for SD 1.5)
+        "zero_terminal_snr": False,
+        "train_batch_size": 16,
+        "unet_learning_rate": 5e-5,
+        "text_encoder_learning_rate": 5e-6,
+        "max_train_steps": 0,
+        "checkpoint_every_steps": 500,
+        "validation_steps": 20,
+        "validation_guidance_scale": 7.5,
+        "caption_dropout": 0.0,
+        "log_every_steps": 10,
+    },
+    "tiny": {
+        "prediction_type": "v_prediction",
+        "zero_terminal_snr": True,
+        "train_batch_size": 8,
+        "unet_learning_rate": 1e-3,
+        "text_encoder_learning_rate": 1e-4,
+        "max_train_steps": 300,
+        "checkpoint_every_steps": 100,
+        "validation_steps": 10,
+        "validation_guidance_scale": 3.0,
+        "caption_dropout": 0.1,
+        "log_every_steps": 5,
+    },
 }
+# Tile side fed to the VAE when ``resolution`` is 0: SD 1.5's native size, and the tiny model's.
+PRESET_RESOLUTION = {"sd15": 512, "tiny": 64}
 
 
-def recipe(preset: str = "sd15", **options: Any) -> TrainConfig:
-    """The default recipe of ``preset`` (sd15: the paper; tiny: the CPU demo) with ``options`` on top."""
-    base = dict(TINY_DEMO_RECIPE) if preset == "tiny" else {"preset": preset}
-    base.update({k: v for k, v in options.items() if v is not None})
-    return TrainConfig.from_dict(base, source=f"{preset} recipe")
+def _by_preset(name: str) -> str:
+    values = ", ".join(f"{preset} {recipe[name]!r}" for preset, recipe in PRESET_RECIPES.items())
+    empty = "''" if name == "prediction_type" else "empty"
+    return f" {empty} = the preset's: {values}."
+
+
+def settings_error(exc: pydantic.ValidationError, source: object) -> ConfigError:
+    """A ConfigError naming ``source`` and each offending option (an unknown one as such)."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown option {where!r}")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    return ConfigError(source, "; ".join(problems))
+
+
+class BaseModelSettings(Settings):
+    """The base model that is fine-tuned, and the tile size it is trained at."""
+
+    preset: Literal["sd15", "tiny"] = Field(
+        default="sd15",
+        description="'sd15': fine-tune the local Stable Diffusion 1.5 weights at base_model_path (the "
+        "paper). 'tiny': a small random-init model whose VAE is first trained on the dataset's "
+        "tiles, for tests and the 2-core CPU demo (no weights needed); it also changes the recipe "
+        "defaults marked 'Tiny preset'.",
+    )
+    base_model_path: str = Field(
+        default="",
+        description="sd15: local diffusers-layout folder or single-file .safetensors of the base model "
+        "(never a hub id; required). tiny: the folder the tiny base model is written to once and "
+        "then reused; empty = models/tiny-base/<dataset version> under the storage root (sd_model "
+        "asset) or <output_dir>/tiny-base (standalone trainer).",
+    )
+    single_file_config: str = Field(
+        default="",
+        description="sd15 single-file only: local diffusers-layout folder holding the component "
+        "configs (a .safetensors file carries none, and the hub is never used).",
+    )
+    resolution: int = Field(
+        default=0,
+        ge=0,
+        description="Tile side in pixels fed to the VAE (tiles are resized to it); 0 = the preset's: "
+        "sd15 512, tiny 64.",
+    )
+    tiny_vae_steps: int = Field(
+        default=300,
+        ge=0,
+        description="tiny only: steps of VAE training on the train tiles before diffusion (no "
+        "pretrained VAE exists for the tiny model).",
+    )
+
+    @model_validator(mode="after")
+    def _base_model_given(self) -> BaseModelSettings:
+        if self.preset == "sd15" and not self.base_model_path:
+            raise ConfigError(
+                "base_model_path",
+                "required with preset='sd15' (a local diffusers folder or .safetensors of SD 1.5); "
+                "or set preset='tiny' for the CPU demo model",
+            )
+        return self
+
+    def tile_resolution(self) -> int:
+        """Tile side in pixels fed to the VAE: ``resolution``, or the preset's when it is 0."""
+        return self.resolution or PRESET_RESOLUTION[self.preset]
+
+
+class TrainRecipe(Settings):
+    """How the base model is fine-tuned: what is trained, the objective, speed switches, checkpoints."""
+
+    # --- what is trained, and how fast ---
+    train_unet: bool = Field(default=True, description="Train the UNet (the paper does).")
+    train_text_encoder: bool = Field(
+        default=True,
+        description="Train the CLIP text encoder (the paper does, with its own smaller learning rate).",
+    )
+    unet_learning_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="AdamW learning rate of the UNet parameter group;" + _by_preset("unet_learning_rate"),
+    )
+    text_encoder_learning_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="AdamW learning rate of the text-encoder parameter group;"
+        + _by_preset("text_encoder_learning_rate"),
+    )
+    adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0, description="AdamW beta1 (diffusers' default).")
+    adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0, description="AdamW beta2 (diffusers' default).")
+    adam_weight_decay: float = Field(
+        default=1e-2, ge=0.0, description="AdamW weight decay (diffusers' default)."
+    )
+    adam_epsilon: float = Field(default=1e-8, gt=0.0, description="AdamW epsilon (diffusers' default).")
+    max_grad_norm: float = Field(
+        default=1.0, ge=0.0, description="Gradient-norm clipping threshold (0 disables)."
+    )
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+    ] = Field(
+        default="constant", description="Learning-rate schedule (diffusers.optimization.get_scheduler)."
+    )
+    lr_warmup_steps: int = Field(default=0, ge=0, description="Learning-rate warm-up, optimizer steps.")
+    train_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tiles per process per optimizer micro-step;" + _by_preset("train_batch_size"),
+    )
+    num_train_epochs: int = Field(
+        default=12, ge=1, description="Epochs over the train split (the paper stops at 12 at most)."
+    )
+    max_train_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="If > 0, stop after this many optimizer steps (overrides num_train_epochs); 0 runs "
+        "num_train_epochs;" + _by_preset("max_train_steps"),
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Micro-batches accumulated per optimizer step."
+    )
+
+    # --- LoRA / LoHa / LoKr through peft (the paper found even high-rank LoRA short of full fine-tune) ---
+    use_lora: bool = Field(
+        default=False, description="Train peft adapters instead of the full weights of the trained parts."
+    )
+    adapter_type: Literal["lora", "loha", "lokr"] = Field(default="lora", description="peft adapter type.")
+    unet_lora_rank: int = Field(default=64, ge=1, description="Adapter rank of the UNet.")
+    unet_lora_alpha: int = Field(default=64, ge=1, description="Adapter alpha of the UNet.")
+    unet_lora_targets: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        description="Module names the UNet adapter wraps.",
+    )
+    text_encoder_lora_rank: int = Field(default=16, ge=1, description="Adapter rank of the text encoder.")
+    text_encoder_lora_alpha: int = Field(default=16, ge=1, description="Adapter alpha of the text encoder.")
+    text_encoder_lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        description="Module names the text-encoder adapter wraps.",
+    )
+
+    # --- DreamBooth prior preservation (tried in the paper, not in its final model) ---
+    with_prior_preservation: bool = Field(
+        default=False, description="Add a prior-preservation loss on class images (DreamBooth)."
+    )
+    class_data_dir: str = Field(
+        default="",
+        description="Folder of class images (PNG/JPEG) the base model generated for class_prompt; "
+        "required with with_prior_preservation.",
+    )
+    class_prompt: str = Field(default="An aerial view", description="Prompt of the class images.")
+    prior_loss_weight: float = Field(
+        default=1.0, ge=0.0, description="Weight of the prior-preservation loss."
+    )
+
+    # --- diffusion objective ---
+    prediction_type: Literal["", "epsilon", "v_prediction"] = Field(
+        default="",
+        description="What the UNet predicts: 'epsilon' (SD 1.5) or 'v_prediction'; sd15 keeps the base "
+        "model's scheduler setting;" + _by_preset("prediction_type"),
+    )
+    zero_terminal_snr: bool | None = Field(
+        default=None,
+        description="Rescale the noise schedule to zero terminal SNR and sample with trailing timesteps "
+        "(Lin et al. 2024): the last step then holds no image, so the prompt, not the seed, sets the "
+        "mean brightness. Needs prediction_type='v_prediction';" + _by_preset("zero_terminal_snr"),
+    )
+    snr_gamma: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Min-SNR loss weighting gamma (Hang et al. 2023): each sample's loss is weighted "
+        "min(SNR, gamma)/SNR (epsilon) or min(SNR, gamma)/(SNR+1) (v-prediction); 0 = plain MSE.",
+    )
+    noise_offset: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Offset-noise strength (lets the model learn very dark or bright mean levels); 0 disables.",
+    )
+    caption_dropout: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Probability of replacing a caption by '' (trains the unconditional branch that "
+        "classifier-free guidance uses);" + _by_preset("caption_dropout"),
+    )
+    activation_token: str = Field(
+        default="An aerial view", description="Activation token prefixed to captions that lack it."
+    )
+    augmentation: Literal["none", "flip_azimuth"] = Field(
+        default="flip_azimuth",
+        description="'flip_azimuth': flip tiles along azimuth (rows) with p = 0.5, another physically "
+        "plausible pass; 'none'. A range flip is never offered (it would mirror shadow and layover).",
+    )
+    use_ema: bool = Field(
+        default=False,
+        description="Keep an exponential moving average of the UNet weights (full UNet fine-tune "
+        "only), saved as the checkpoints' UNet.",
+    )
+    ema_decay: float = Field(
+        default=0.9999,
+        ge=0.0,
+        le=1.0,
+        description="Largest EMA decay. diffusers' EMAModel warms it up: after optimizer step t it is "
+        "min(ema_decay, (1 + t) / (10 + t)), and 0 at the first step (the EMA starts as the weights).",
+    )
+
+    # --- speed and memory switches (each off by default, each measured in benchmarks/) ---
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        default="no", description="Autocast precision (accelerate); trained weights stay fp32."
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass (less memory, ~30% more compute).",
+    )
+    use_8bit_adam: bool = Field(
+        default=False, description="bitsandbytes 8-bit AdamW (install the 'bnb' extra)."
+    )
+    fused_adam: bool = Field(
+        default=False, description="torch.optim.AdamW(fused=True) (CUDA): one kernel for the whole update."
+    )
+    torch_compile: bool = Field(default=False, description="torch.compile the UNet.")
+    channels_last: bool = Field(
+        default=False,
+        description="channels_last memory format for the UNet (faster convolutions on tensor cores).",
+    )
+    allow_tf32: bool = Field(default=False, description="Allow TF32 matmuls on Ampere and newer GPUs.")
+    device_cache_gib: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="Keep the latent cache on the training device when it is at most this size (GiB), "
+        "else in host memory.",
+    )
+
+    # --- checkpoints, logging, reproducibility ---
+    checkpoint_every_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="Write a resumable state, a diffusers pipeline and a validation grid every N "
+        "optimizer steps (0 = only at the end);" + _by_preset("checkpoint_every_steps"),
+    )
+    checkpoint_at_end: bool = Field(default=True, description="Write a checkpoint when training ends.")
+    checkpoints_total_limit: int = Field(
+        default=0, ge=0, description="Keep at most this many checkpoints (oldest deleted first; 0 keeps all)."
+    )
+    resume_from_checkpoint: str = Field(
+        default="latest",
+        description="'latest': resume from the newest complete checkpoint of the run folder, if any; "
+        "'': start afresh; or a checkpoint folder.",
+    )
+    log_every_steps: int | None = Field(
+        default=None, ge=1, description="Log scalars every N optimizer steps;" + _by_preset("log_every_steps")
+    )
+    validation_prompts: list[str] = Field(
+        default_factory=lambda: list(VALIDATION_PROMPTS),
+        description="Prompts of the validation grid drawn at each checkpoint (none: no grid).",
+    )
+    validation_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Inference steps of the validation grid;" + _by_preset("validation_steps"),
+    )
+    validation_seed: int = Field(
+        default=0, description="Seed of the validation grid (prompt i uses seed + i)."
+    )
+    validation_guidance_scale: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Classifier-free guidance scale of the validation grid;"
+        + _by_preset("validation_guidance_scale"),
+    )
+    seed: int = Field(default=0, description="Global seed: tiny-model init, noise, data order.")
+    deterministic: bool = Field(
+        default=False,
+        description="torch.use_deterministic_algorithms(True): bit-exact resume on CPU, slower on GPU.",
+    )
+    throughput_warmup_steps: int = Field(
+        default=2,
+        ge=0,
+        description="Optimizer steps left out of the reported throughput (compilation, allocator warm-up).",
+    )
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _no_range_flip(cls, value: Any) -> Any:
+        if value not in ("none", "flip_azimuth"):
+            raise ConfigError(
+                "augmentation",
+                f"{value!r}: only 'none' or 'flip_azimuth' (a range flip would mirror shadow and layover)",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainRecipe:
+        if not (self.train_unet or self.train_text_encoder):
+            raise ConfigError("train_unet/train_text_encoder", "nothing to train: enable at least one")
+        if self.with_prior_preservation and not self.class_data_dir:
+            raise ConfigError("class_data_dir", "required with with_prior_preservation=true")
+        if self.use_ema and (self.use_lora or not self.train_unet):
+            raise ConfigError("use_ema", "EMA is kept for a full UNet fine-tune only (not with LoRA)")
+        return self
+
+
+class SdModelSettings(TrainRecipe):
+    """The ``sd_model`` asset's settings: the recipe, and the name of the run folder."""
+
+    run_name: str = Field(
+        default="",
+        description="Run folder under models/sd/; empty = <dataset version>-<hash of the recipe>, so the "
+        "same recipe on the same data resumes/reuses its run and a changed recipe starts a new one.",
+    )
+
+
+class TrainSettings(BaseModelSettings, TrainRecipe):
+    """Everything one training run needs; written to and read from ``<output_dir>/train_config.json``."""
+
+    storage_root: str = Field(
+        default="", description="Storage root (local folder) holding dataset/ and latents/."
+    )
+    dataset_version: str = Field(
+        default="", description="Dataset version to train on; '' = the one dataset/current.json names."
+    )
+    latent_cache_dir: str = Field(
+        default="",
+        description="Folder of latent-cache shards; '' = <storage_root>/latents/<dataset_version>/<vae_id>.",
+    )
+    output_dir: str = Field(
+        default="sd-run", description="Run folder: checkpoints/, logs/, samples/ and the summaries go here."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_values(cls, values: Any) -> Any:
+        """Options left empty take the preset's values (the user's always win)."""
+        if not isinstance(values, dict):
+            return values
+        recipe = PRESET_RECIPES.get(values.get("preset", cls.model_fields["preset"].default))
+        if recipe is None:
+            return values  # an unknown preset: its Literal check reports it
+        values = dict(values)
+        for name, value in recipe.items():
+            if values.get(name) in (None, ""):
+                values[name] = value
+        return values
+
+    @model_validator(mode="after")
+    def _resolved_consistent(self) -> TrainSettings:
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ConfigError(
+                "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: object = "training settings") -> TrainSettings:
+        """Validate a mapping of option → value; ConfigError naming ``source`` and each bad option."""
+        try:
+            return cls.model_validate(values)
+        except pydantic.ValidationError as exc:
+            raise settings_error(exc, source) from exc
+        except ConfigError as exc:  # raised by a validator: name the file or mapping too
+            raise ConfigError(source, f"{exc.source}: {exc.reason}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainSettings:
+        """Read a JSON or YAML settings file (``train_config.json`` or one a user writes)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(path, "settings file not found")
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                values = yaml.safe_load(path.read_text()) or {}
+            else:
+                values = json.loads(path.read_text())
+        except Exception as exc:
+            raise ConfigError(path, f"cannot parse: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(path, "expected a mapping of option: value")
+        return cls.from_dict(values, source=path)
+
+    def write(self, path: str | Path) -> None:
+        """Write as JSON (atomically), the form :meth:`from_file` reads."""
+        atomic_write_bytes(Path(path), self.model_dump_json(indent=1).encode())

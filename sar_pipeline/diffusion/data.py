@@ -1,7 +1,7 @@
-"""Training data: the dataset tables, tile decoding, and the resumable (seed, epoch) batch order.
+"""Training data: tile decoding, captions as token ids, and the resumable batch order and random streams.
 
-The dataset (issue 4) is Parquet at ``<storage>/dataset/<version>/{train,validation,test}.parquet``
-with an ``image`` column in the Hugging Face ``datasets`` Image layout (struct<bytes, path>, 8-bit
+The dataset (``sar_pipeline.dataset``, read with ``load_dataset_table``) is Parquet with an
+``image`` column in the Hugging Face ``datasets`` Image layout (struct<bytes, path>, 8-bit
 single-band or RGB PNG, 512×512, rows = azimuth, columns = range) and a ``text`` column.
 """
 
@@ -12,26 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from sar_pipeline.dataset import current_version  # noqa: F401  (re-exported: data.current_version)
 from sar_pipeline.errors import ConfigError, RasterError
-
-
-def load_split(storage_root: str | Path, version: str, split: str) -> pa.Table:
-    """One split of one dataset version as a pyarrow Table (columns image, text, tile_id, …)."""
-    try:
-        from sar_pipeline.dataset import load_dataset_table
-    except ImportError:
-        load_dataset_table = None
-    if load_dataset_table is not None:
-        return load_dataset_table(storage_root, version=version, split=split)
-    path = Path(storage_root) / "dataset" / version / f"{split}.parquet"
-    if not path.is_file():
-        raise ConfigError(path, f"dataset version {version!r} has no {split} split")
-    return pq.read_table(path)
 
 
 def decode_tile(image_bytes: bytes, resolution: int, source: str = "tile") -> torch.Tensor:
@@ -93,3 +77,35 @@ def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, rank: 
         order[b * global_batch + rank * batch_size : b * global_batch + (rank + 1) * batch_size]
         for b in range(n_batches)
     ]
+
+
+def step_generators(
+    seed: int, step: int, micro: int, rank: int, data_device: torch.device, device: torch.device
+) -> tuple[torch.Generator, torch.Generator]:
+    """The random streams of one micro-batch: data side (flips, caption dropout, class images) on
+    ``data_device``, noise and timesteps on ``device``.
+
+    They depend only on (seed, step, micro, rank), so a resumed run draws exactly what an
+    uninterrupted one would have drawn.
+    """
+    key = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
+    return (
+        torch.Generator(device=data_device).manual_seed(key),
+        torch.Generator(device=device).manual_seed(key),
+    )
+
+
+def with_activation_token(texts: list[str], activation_token: str) -> list[str]:
+    """Captions, each starting with the activation token (prefixed where it is missing)."""
+    return [t if t.startswith(activation_token) else f"{activation_token} {t}" for t in texts]
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (N × model_max_length), padded and truncated to the text encoder's length."""
+    return tokenizer(
+        texts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
-from sar_pipeline.diffusion.data import load_split, tiles_from_table
+from sar_pipeline.dataset import load_dataset_table
+from sar_pipeline.diffusion.data import tiles_from_table
 from sar_pipeline.diffusion.models import vae_id as compute_vae_id
-from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.errors import ConfigError, SarPipelineError
+from sar_pipeline.settings import Settings
 from sar_pipeline.storage import atomic_local_dir
 
 INDEX_NAME = "index.json"
@@ -34,6 +37,23 @@ INDEX_NAME = "index.json"
 
 class LatentCacheError(SarPipelineError):
     """A latent cache that is missing, incomplete or made for another VAE/resolution."""
+
+
+class LatentCacheSettings(Settings):
+    """Which dataset splits are encoded, and on which device."""
+
+    splits: list[str] = Field(
+        default=["train"], description="Dataset splits to encode (training reads 'train')."
+    )
+    device: str = Field(default="cpu", description="Device of the VAE encoder: 'cpu', 'cuda', 'cuda:1', …")
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, splits: list[str]) -> list[str]:
+        unknown = sorted(set(splits) - {"train", "validation", "test"})
+        if unknown or not splits:
+            raise ConfigError("splits", f"choose among 'train', 'validation', 'test' (got {splits})")
+        return splits
 
 
 @dataclass
@@ -91,17 +111,17 @@ def build_latent_cache(
     }
     with atomic_local_dir(target) as tmp:
         for split in splits:
-            table = load_split(storage_root, dataset_version, split)
+            table = load_dataset_table(storage_root, version=dataset_version, split=split)
             shards = []
             for start in range(0, max(table.num_rows, 1), shard_size):
                 part = table.slice(start, shard_size)
                 if part.num_rows == 0:
                     break
                 images, _, _ = tiles_from_table(part, resolution)
-                tensors = {"latents": _encode(vae, images, batch_size, device)}
+                tensors = {"latents": encode_latents(vae, images, batch_size, device)}
                 if with_azimuth_flip:
                     # rows = azimuth: an azimuth flip is a flip of dim -2 (vertical), never of range (-1)
-                    tensors["latents_flip_azimuth"] = _encode(vae, images.flip(-2), batch_size, device)
+                    tensors["latents_flip_azimuth"] = encode_latents(vae, images.flip(-2), batch_size, device)
                 name = f"{split}-{len(shards):05d}.safetensors"
                 save_file(tensors, str(tmp / name))
                 shards.append(name)
@@ -117,7 +137,9 @@ def build_latent_cache(
     return target
 
 
-def _encode(vae, images: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch_size: int = 8, device: str = "cpu") -> torch.Tensor:
+    """Latent-distribution means (unscaled, float32, CPU) of images N×3×H×W in [-1, 1]."""
     out = []
     dtype = next(vae.parameters()).dtype
     for i in range(0, len(images), batch_size):
@@ -208,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m sar_pipeline.diffusion.latent_cache --storage S --base MODEL [--version V]``."""
     import argparse
 
-    from sar_pipeline.diffusion.data import current_version
+    from sar_pipeline.dataset import current_version
     from sar_pipeline.diffusion.models import load_base_model
 
     parser = argparse.ArgumentParser(description="Encode a dataset version's tiles with a base model's VAE.")

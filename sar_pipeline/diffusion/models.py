@@ -213,27 +213,32 @@ def write_tiny_base(
     ``images`` (N×3×64×64 in [-1, 1]), when given, train the tiny VAE first; without them the VAE
     stays random (fine for tests of the training mechanics, useless for looking at samples).
     """
-    from diffusers import StableDiffusionPipeline
-
     from sar_pipeline.storage import atomic_local_dir
 
     parts = tiny_components(seed)
     if images is not None and vae_steps > 0:
         train_tiny_vae(parts.vae, images, steps=vae_steps, seed=seed)
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(parts.unet, parts.text_encoder, parts.vae, parts.tokenizer, parts.scheduler)
     folder = Path(folder)
     with atomic_local_dir(folder) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     return folder
+
+
+def assemble_pipeline(unet, text_encoder, vae, tokenizer, scheduler):
+    """A diffusers StableDiffusionPipeline from components (no safety checker: SAR tiles are not photos)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,10 +372,12 @@ def ensure_tiny_base(
     seed: int = 0,
 ) -> Path:
     """The tiny base model for a dataset version: written once (VAE trained on its train tiles), then reused."""
-    from sar_pipeline.diffusion.data import load_split, tiles_from_table
+    from sar_pipeline.dataset import load_dataset_table
+    from sar_pipeline.diffusion.data import tiles_from_table
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
-        images, _, _ = tiles_from_table(load_split(storage_root, dataset_version, "train"), resolution)
+        table = load_dataset_table(storage_root, version=dataset_version, split="train")
+        images, _, _ = tiles_from_table(table, resolution)
         write_tiny_base(folder, images=images, vae_steps=vae_steps, seed=seed)
     return folder

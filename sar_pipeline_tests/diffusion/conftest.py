@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sar_pipeline.diffusion.config import TrainConfig
+from sar_pipeline.diffusion.config import TrainSettings
 from sar_pipeline.diffusion.latent_cache import build_latent_cache
 from sar_pipeline.diffusion.models import load_base_model, write_tiny_base
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
@@ -31,7 +31,7 @@ def tiny_world(tmp_path_factory) -> dict:
     return {"storage": storage, "base": base, "root": root}
 
 
-def tiny_config(world: dict, output_dir: Path, **options) -> TrainConfig:
+def tiny_config(world: dict, output_dir: Path, **options) -> TrainSettings:
     """A fast CPU recipe on the tiny world (4 tiles per batch, 1 validation prompt, 2 sampling steps)."""
     values = {
         "preset": "tiny",
@@ -49,7 +49,7 @@ def tiny_config(world: dict, output_dir: Path, **options) -> TrainConfig:
         "log_every_steps": 1,
     }
     values.update(options)
-    return TrainConfig.from_dict(values)
+    return TrainSettings.from_dict(values)
 
 
 def run_child(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -12,6 +12,21 @@ from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLaunche
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
 
 
+def _materialise(assets, storage, run_config, tiny_vae_steps=0):
+    """Materialise ``assets`` on the tiny preset with one training thread; the result, errors kept."""
+    return dg.materialize(
+        assets,
+        resources={
+            "storage": StorageRoot(uri=str(storage)),
+            "diffusion_base": DiffusionBase(preset="tiny", tiny_vae_steps=tiny_vae_steps),
+            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+        },
+        run_config=run_config,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
 def test_asset_definitions():
     spec = sd_model.specs_by_key[dg.AssetKey("sd_model")]
     assert sd_model.op.pool == "gpu" and latent_cache.op.pool == "gpu"
@@ -51,16 +66,8 @@ def test_launch_commands():
     ],
 )
 def test_run_config_cannot_make_the_trainer_run_other_code(tmp_path, run_config, named):
-    result = dg.materialize(
-        [sd_model],
-        resources={
-            "storage": StorageRoot(uri=str(tmp_path / "storage")),
-            "diffusion_base": DiffusionBase(),
-            "sd_trainer": SdTrainerLauncher(),
-        },
-        run_config={"resources": {"sd_trainer": {"config": run_config}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
+    result = _materialise(
+        [sd_model], tmp_path / "storage", {"resources": {"sd_trainer": {"config": run_config}}}
     )
     assert not result.success
     assert not (tmp_path / "storage" / "models").exists()  # nothing launched, nothing written
@@ -74,7 +81,7 @@ def test_run_config_cannot_choose_the_python(tmp_path):
             [sd_model],
             resources={
                 "storage": StorageRoot(uri=str(tmp_path / "storage")),
-                "diffusion_base": DiffusionBase(),
+                "diffusion_base": DiffusionBase(preset="tiny"),
                 "sd_trainer": SdTrainerLauncher(),
             },
             run_config={"resources": {"sd_trainer": {"config": {"python": "/bin/sh"}}}},
@@ -96,29 +103,23 @@ def test_allowed_launcher_settings_pass_through():
 def test_materialise_latent_cache_and_sd_model(tmp_path):
     storage = tmp_path / "storage"
     write_synthetic_dataset(storage, "v1", n_per_class=4, size=64)
-    result = dg.materialize(
+    result = _materialise(
         [latent_cache, sd_model],
-        resources={
-            "storage": StorageRoot(uri=str(storage)),
-            "diffusion_base": DiffusionBase(tiny_vae_steps=5),
-            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
-        },
-        run_config={
+        storage,
+        {
             "ops": {
                 "sd_model": {
                     "config": {
                         "max_train_steps": 4,
                         "checkpoint_every_steps": 2,
                         "train_batch_size": 4,
-                        "options": {
-                            "validation_prompts": '["An aerial view of a river"]',
-                            "validation_steps": "2",
-                        },
+                        "validation_prompts": ["An aerial view of a river"],
+                        "validation_steps": 2,
                     }
                 }
             }
         },
-        instance=dg.DagsterInstance.ephemeral(),
+        tiny_vae_steps=5,
     )
     assert result.success
     cache_meta = result.asset_materializations_for_node("latent_cache")[0].metadata
@@ -146,16 +147,8 @@ def test_materialise_latent_cache_and_sd_model(tmp_path):
 def test_failed_training_fails_the_asset(tmp_path):
     storage = tmp_path / "storage"
     write_synthetic_dataset(storage, "v1", n_per_class=2, size=64)
-    result = dg.materialize(
-        [latent_cache, sd_model],
-        resources={
-            "storage": StorageRoot(uri=str(storage)),
-            "diffusion_base": DiffusionBase(tiny_vae_steps=0),
-            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
-        },
-        run_config={"ops": {"sd_model": {"config": {"train_batch_size": 64}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
+    result = _materialise(
+        [latent_cache, sd_model], storage, {"ops": {"sd_model": {"config": {"train_batch_size": 64}}}}
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from sar_pipeline.dataset import load_dataset_table
 from sar_pipeline.diffusion import data
 from sar_pipeline.diffusion.latent_cache import (
     LatentCacheError,
@@ -22,7 +23,8 @@ def test_cache_holds_the_vae_latents_of_tiles_and_azimuth_flips(tiny_world):
     cached = load_latent_cache(folder, "train", resolution=64)
     assert cached.latents.shape == (32, 4, 16, 16)
     assert len(cached.texts) == 32 and cached.tile_ids[0].startswith("train-")
-    images, texts, _ = data.tiles_from_table(data.load_split(tiny_world["storage"], "v1", "train"), 64)
+    table = load_dataset_table(tiny_world["storage"], version="v1", split="train")
+    images, texts, _ = data.tiles_from_table(table, 64)
     assert texts == cached.texts
     with torch.no_grad():
         direct = vae.encode(images[:4]).latent_dist.mean

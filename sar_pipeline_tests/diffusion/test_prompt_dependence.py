@@ -2,7 +2,7 @@
 
 import pytest
 
-from sar_pipeline.diffusion.config import recipe
+from sar_pipeline.diffusion.config import TrainSettings
 from sar_pipeline.diffusion.latent_cache import build_latent_cache
 from sar_pipeline.diffusion.models import ensure_tiny_base, load_base_model
 from sar_pipeline.diffusion.train import train
@@ -17,8 +17,8 @@ def test_samples_depend_on_the_prompt(tmp_path):
     write_synthetic_dataset(storage, "v1", n_per_class=16, size=64)
     base = ensure_tiny_base(tmp_path / "tiny-base", storage, "v1", resolution=64, vae_steps=200)
     build_latent_cache(storage, "v1", load_base_model(base).vae, 64)
-    cfg = recipe(
-        "tiny",
+    cfg = TrainSettings(
+        preset="tiny",
         base_model_path=str(base),
         storage_root=str(storage),
         output_dir=str(tmp_path / "run"),

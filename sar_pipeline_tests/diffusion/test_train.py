@@ -189,22 +189,56 @@ def test_options_run_together(tiny_world, tmp_path):
     assert sched["prediction_type"] == "v_prediction"
 
 
-def test_prior_preservation_runs(tiny_world, tmp_path):
+def test_ema_weights_follow_the_decay(tiny_world, tmp_path):
+    """The pipeline's UNet is the EMA: after step 1 it equals the weights (diffusers' EMAModel
+    starts with decay 0), after step 2 it is decay·EMA₁ + (1 − decay)·weights₂."""
+    decay = 0.1  # below diffusers' warm-up (1 + t) / (10 + t) = 0.18 at t = 2, so decay itself applies
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=2,
+        checkpoint_every_steps=1,
+        use_ema=True,
+        ema_decay=decay,
+        validation_prompts=[],
+    )
+    train(cfg)
+    first, second = list_checkpoints(tmp_path / "run")
+    live1 = load_file(str(first / "state" / "unet.safetensors"))
+    live2 = load_file(str(second / "state" / "unet.safetensors"))
+    ema1, ema2 = _weights(first / "pipeline", "unet"), _weights(second / "pipeline", "unet")
+    moved = max((live2[k] - live1[k]).abs().max().item() for k in live1)
+    assert moved > 1e-4
+    for k in live1:
+        torch.testing.assert_close(ema1[k], live1[k], rtol=0, atol=1e-6)
+        torch.testing.assert_close(ema2[k], decay * ema1[k] + (1 - decay) * live2[k], rtol=0, atol=1e-6)
+    assert max((ema2[k] - live2[k]).abs().max().item() for k in live2) > 0.05 * moved
+
+
+def test_prior_preservation_term_changes_training(tiny_world, tmp_path):
     from PIL import Image
 
     class_dir = tmp_path / "class_images"
     class_dir.mkdir()
     for i in range(3):
         Image.fromarray(np.full((64, 64), 60 * i, np.uint8)).save(class_dir / f"{i}.png")
-    cfg = tiny_config(
-        tiny_world,
-        tmp_path / "run",
-        max_train_steps=1,
-        with_prior_preservation=True,
-        class_data_dir=str(class_dir),
-        prior_loss_weight=0.5,
-    )
-    assert train(cfg)["steps"] == 1
+
+    def run(name, weight):
+        cfg = tiny_config(
+            tiny_world,
+            tmp_path / name,
+            max_train_steps=1,
+            with_prior_preservation=True,
+            class_data_dir=str(class_dir),
+            prior_loss_weight=weight,
+        )
+        summary = train(cfg)
+        return summary["final_loss"], _weights(list_checkpoints(tmp_path / name)[-1] / "pipeline", "unet")
+
+    loss_without, unet_without = run("weight0", 0.0)
+    loss_with, unet_with = run("weight1", 1.0)
+    assert loss_with > loss_without  # the same instance term plus a positive prior term
+    assert _changed(unet_with, unet_without)  # the prior term changed the gradient, so the step
 
 
 def test_dataset_version_without_latent_cache(tiny_world, tmp_path):
@@ -283,7 +317,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_world, tmp_path):
             tiny_world, tmp_path / name, max_train_steps=8, checkpoint_every_steps=2, deterministic=True
         )
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(cfg.to_dict()))
+        cfg.write(path)
         return path
 
     module = ["-m", "sar_pipeline.diffusion.train", "--config"]
@@ -330,7 +364,7 @@ def test_ddp_with_two_cpu_processes(tiny_world, tmp_path):
         tiny_world, tmp_path / "ddp", max_train_steps=2, checkpoint_every_steps=1, train_batch_size=2
     )
     path = tmp_path / "ddp.json"
-    path.write_text(json.dumps(cfg.to_dict()))
+    cfg.write(path)
     command, env = launch_command(
         str(path),
         TrainerLaunchSettings(num_processes=2, cpu=True, accelerate_args=["--master_port", "29517"]),

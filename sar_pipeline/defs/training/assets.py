@@ -10,16 +10,16 @@ import json
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 
 from sar_pipeline import pictures
+from sar_pipeline.dataset import current_version
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
-from sar_pipeline.diffusion import data
 from sar_pipeline.diffusion import latent_cache as latents
-from sar_pipeline.diffusion.config import recipe
+from sar_pipeline.diffusion.config import BaseModelSettings, SdModelSettings, TrainRecipe, TrainSettings
+from sar_pipeline.diffusion.latent_cache import LatentCacheSettings
 from sar_pipeline.diffusion.models import load_base_model
-from sar_pipeline.storage import atomic_write_bytes, validate_id
+from sar_pipeline.storage import validate_id
 
 
 def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
@@ -33,13 +33,8 @@ def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
     }
 
 
-class LatentCacheConfig(dg.Config):
+class LatentCacheConfig(dg.Config, LatentCacheSettings):
     """Which splits to encode, and where."""
-
-    splits: list[str] = Field(
-        default=["train"], description="Dataset splits to encode (training reads 'train')."
-    )
-    device: str = Field(default="cpu", description="Device of the VAE encoder: 'cpu', 'cuda', 'cuda:1', …")
 
 
 @dg.asset(
@@ -57,7 +52,7 @@ def latent_cache(
     diffusion_base: DiffusionBase,
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
-    version = data.current_version(root)
+    version = current_version(root)
     base = load_base_model(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
         root,
@@ -81,47 +76,8 @@ def latent_cache(
     )
 
 
-class SdModelConfig(dg.Config):
-    """The training recipe; a field left empty takes the preset's default (sd15 = the paper, tiny = CPU demo)."""
-
-    run_name: str = Field(
-        default="",
-        description="Run folder under models/sd/; empty = <dataset version>-<hash of the recipe>, so the "
-        "same recipe on the same data resumes/reuses its run and a changed recipe starts a new one.",
-    )
-    max_train_steps: int | None = Field(
-        default=None, description="Optimizer steps (overrides epochs); tiny: 300."
-    )
-    num_train_epochs: int | None = Field(
-        default=None, description="Epochs over the train split; paper: up to 12."
-    )
-    train_batch_size: int | None = Field(
-        default=None, description="Tiles per process per micro-step; paper: 16, tiny: 8."
-    )
-    gradient_accumulation_steps: int | None = Field(
-        default=None, description="Micro-batches per optimizer step."
-    )
-    unet_learning_rate: float | None = Field(
-        default=None, description="UNet AdamW learning rate; paper: 5e-5."
-    )
-    text_encoder_learning_rate: float | None = Field(
-        default=None, description="Text-encoder learning rate; paper: 5e-6."
-    )
-    train_unet: bool | None = Field(default=None, description="Train the UNet (paper: yes).")
-    train_text_encoder: bool | None = Field(default=None, description="Train the text encoder (paper: yes).")
-    use_lora: bool | None = Field(default=None, description="Train peft adapters instead of full weights.")
-    adapter_type: str | None = Field(default=None, description="'lora', 'loha' or 'lokr'.")
-    unet_lora_rank: int | None = Field(default=None, description="UNet adapter rank.")
-    text_encoder_lora_rank: int | None = Field(default=None, description="Text-encoder adapter rank.")
-    mixed_precision: str | None = Field(default=None, description="'no', 'bf16' or 'fp16'.")
-    checkpoint_every_steps: int | None = Field(
-        default=None, description="Checkpoint (state + pipeline + grid) every N steps."
-    )
-    seed: int | None = Field(default=None, description="Seed of noise, data order and tiny-model init.")
-    options: dict[str, str] = Field(
-        default_factory=dict,
-        description="Any other TrainConfig option as name → JSON value (e.g. snr_gamma: '5', augmentation: '\"none\"').",
-    )
+class SdModelConfig(dg.Config, SdModelSettings):
+    """The training recipe (defaults: the paper; the tiny preset changes those it names) and the run's name."""
 
 
 @dg.asset(
@@ -141,24 +97,22 @@ def sd_model(
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
-    version = data.current_version(root)
-    fields = {k: v for k, v in config.model_dump().items() if k not in ("run_name", "options")}
-    fields.update({k: json.loads(v) for k, v in config.options.items()})
-    cfg = recipe(
-        diffusion_base.preset,
-        **fields,
-        base_model_path=diffusion_base.model_path(storage, version),
-        single_file_config=diffusion_base.single_file_config,
-        resolution=diffusion_base.tile_resolution(),
-        storage_root=root,
-        dataset_version=version,
-    )
-    recipe_hash = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    version = current_version(root)
+    # the recipe on the base model; options left empty take the preset's values
+    settings = {
+        **diffusion_base.model_dump(include=set(BaseModelSettings.model_fields)),
+        **config.model_dump(include=set(TrainRecipe.model_fields)),
+        "base_model_path": diffusion_base.model_path(storage, version),
+        "storage_root": root,
+        "dataset_version": version,
+    }
+    cfg = TrainSettings.from_dict(settings, source="sd_model config")
+    recipe_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
     run_name = validate_id(config.run_name or f"{version}-{recipe_hash}", "run name")
     run_dir = storage.local_path("models", "sd", run_name)
-    cfg.output_dir = str(run_dir)
+    cfg = cfg.model_copy(update={"output_dir": str(run_dir)})
     config_path = run_dir / "train_config.json"
-    atomic_write_bytes(config_path, json.dumps(cfg.to_dict(), indent=1).encode())
+    cfg.write(config_path)
 
     def record_checkpoint(message) -> None:
         if not isinstance(message, dict) or message.get("kind") != "checkpoint":
@@ -197,7 +151,7 @@ def sd_model(
             "dataset_version": version,
             "steps": summary["steps"],
             "images_per_second": summary["images_per_second"],
-            "hyperparameters": dg.MetadataValue.json(cfg.to_dict()),
+            "hyperparameters": dg.MetadataValue.json(cfg.model_dump()),
             "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
             # mean pixel value (0–1) of each validation prompt's sample at the last checkpoint
             "validation_mean_brightness": dg.MetadataValue.json(last.get("validation_mean_brightness") or {}),

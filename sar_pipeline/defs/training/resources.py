@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.diffusion.config import BaseModelSettings
 from sar_pipeline.diffusion.launch import TrainerLaunchSettings, launch_command
 from sar_pipeline.diffusion.models import ensure_tiny_base
 
@@ -79,35 +79,14 @@ class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
         return dg.PipesClientCompletedInvocation(session)
 
 
-class DiffusionBase(dg.ConfigurableResource):
+class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
     """The base model and tile resolution shared by ``latent_cache`` and ``sd_model`` (they must agree)."""
 
-    preset: str = Field(
-        default="tiny", description="'tiny' (random-init demo model, CPU) or 'sd15' (local SD 1.5 weights)."
-    )
-    base_model_path: str = Field(
-        default="",
-        description="sd15: local diffusers-layout folder or .safetensors of the base model (never a hub id).",
-    )
-    single_file_config: str = Field(
-        default="",
-        description="sd15 single-file only: local diffusers-layout folder with the component configs.",
-    )
-    resolution: int = Field(
-        default=0, description="Tile side in pixels fed to the VAE; 0 = preset default (tiny 64, sd15 512)."
-    )
-    tiny_vae_steps: int = Field(
-        default=300, description="tiny only: steps of VAE training on the train tiles (no pretrained VAE)."
-    )
-
-    def tile_resolution(self) -> int:
-        return self.resolution or (64 if self.preset == "tiny" else 512)
-
     def model_path(self, storage: StorageRoot, dataset_version: str) -> str:
-        """The base model folder; for tiny, written once per dataset version under models/tiny-base/."""
+        """The base model folder; tiny: written once (default: per dataset version under models/tiny-base/)."""
         if self.preset != "tiny":
             return self.base_model_path
-        folder = storage.local_path("models", "tiny-base", dataset_version)
+        folder = self.base_model_path or storage.local_path("models", "tiny-base", dataset_version)
         ensure_tiny_base(
             folder, str(storage.local_path()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
         )
@@ -116,4 +95,7 @@ class DiffusionBase(dg.ConfigurableResource):
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(resources={"sd_trainer": SdTrainerLauncher(), "diffusion_base": DiffusionBase()})
+    # the embedded deployment is the CPU demo: no weights ship with it (sd15 needs base_model_path)
+    return dg.Definitions(
+        resources={"sd_trainer": SdTrainerLauncher(), "diffusion_base": DiffusionBase(preset="tiny")}
+    )

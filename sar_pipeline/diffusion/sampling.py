@@ -1,0 +1,52 @@
+"""Validation samples drawn at each checkpoint: fixed prompts, fixed seeds, one grid per checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sar_pipeline.pictures import grid
+
+
+def sample_validation_prompts(
+    pipeline,
+    prompts: list[str],
+    *,
+    steps: int,
+    guidance_scale: float,
+    resolution: int,
+    seed: int,
+    device: torch.device,
+) -> list[Any]:
+    """One image (PIL, ``resolution`` px square) per prompt; prompt i is drawn with seed ``seed + i``."""
+    pipeline = pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    images = []
+    for i, prompt in enumerate(prompts):
+        generator = torch.Generator(device="cpu").manual_seed(seed + i)
+        images.append(
+            pipeline(
+                prompt,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                height=resolution,
+                width=resolution,
+                generator=generator,
+            ).images[0]
+        )
+    return images
+
+
+def prompt_grid(prompts: list[str], images: list[Any]):
+    """The samples side by side, each labelled with its prompt less the activation token (PIL)."""
+    return grid(images, columns=len(images), labels=[p.replace("An aerial view of ", "") for p in prompts])
+
+
+def mean_brightness(prompts: list[str], images: list[Any]) -> dict[str, float]:
+    """Mean pixel value (0–1) of each validation prompt's sample: how the prompt sets the tone."""
+    return {
+        p: round(float(np.asarray(im, dtype=np.float32).mean() / 255.0), 4)
+        for p, im in zip(prompts, images, strict=True)
+    }
