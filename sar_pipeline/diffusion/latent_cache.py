@@ -224,26 +224,3 @@ def write_latent_cache(
         save_file(tensors, str(tmp / "train-00000.safetensors"))
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=1))
     return folder
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m sar_pipeline.diffusion.latent_cache --storage S --base MODEL [--version V]``."""
-    import argparse
-
-    from sar_pipeline.dataset import current_version
-    from sar_pipeline.diffusion.models import load_base_model
-
-    parser = argparse.ArgumentParser(description="Encode a dataset version's tiles with a base model's VAE.")
-    parser.add_argument("--storage", required=True, help="storage root holding dataset/")
-    parser.add_argument("--base", required=True, help="base model folder (diffusers layout)")
-    parser.add_argument("--version", default="", help="dataset version (default: dataset/current.json)")
-    parser.add_argument("--resolution", type=int, default=512, help="tile side fed to the VAE, pixels")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
-    args = parser.parse_args(argv)
-    version = args.version or current_version(args.storage)
-    vae = load_base_model(args.base).vae
-    print(build_latent_cache(args.storage, version, vae, args.resolution, device=args.device))
-
-
-if __name__ == "__main__":
-    main()

@@ -148,6 +148,56 @@ def optimizer_micro_step(
     return loss
 
 
+def plan_steps(cfg: TrainSettings, num_tiles: int, world: int, cache_folder: Path) -> tuple[int, int, int]:
+    """(optimizer steps per epoch, optimizer steps of the run, epochs) for ``num_tiles`` training tiles
+    on ``world`` processes; ConfigError when one epoch cannot make a single optimizer step."""
+    batches_per_epoch = num_tiles // (cfg.train_batch_size * world)
+    if batches_per_epoch == 0:
+        raise ConfigError(
+            cache_folder,
+            f"{num_tiles} training tiles < one global batch of {cfg.train_batch_size * world} "
+            "(lower train_batch_size)",
+        )
+    steps_per_epoch = batches_per_epoch // cfg.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            "gradient_accumulation_steps",
+            f"{cfg.gradient_accumulation_steps} micro-batches per step but an epoch holds only "
+            f"{batches_per_epoch} (lower gradient_accumulation_steps or train_batch_size)",
+        )
+    max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
+    return steps_per_epoch, max_steps, math.ceil(max_steps / steps_per_epoch)
+
+
+def run_summary(
+    cfg: TrainSettings,
+    progress: TrainingProgress,
+    last_checkpoint: Path | None,
+    dataset_version: str,
+    throughput: Throughput,
+    peak_memory: int | None,
+    world: int,
+) -> dict[str, Any]:
+    """What ``final.json`` holds: the last checkpoint, the loss, throughput (images/s, s/step), memory."""
+    micro_batches = world * cfg.train_batch_size * cfg.gradient_accumulation_steps
+    return {
+        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
+        "pipeline": str(last_checkpoint / "pipeline") if last_checkpoint else None,
+        "sample_grid": str(Path(cfg.output_dir) / "samples" / f"step-{progress.global_step:08d}.png"),
+        "dataset_version": dataset_version,
+        "steps": progress.global_step,
+        "epoch": progress.epoch,
+        "final_loss": progress.history[-1][1] if progress.history else None,
+        "images_per_second": throughput.images_per_second(),
+        "seconds_per_step": throughput.seconds * micro_batches / throughput.images
+        if throughput.images
+        else None,
+        "peak_memory_gib": peak_memory / 2**30 if peak_memory is not None else None,
+        "processes": world,
+        "hyperparameters": cfg.model_dump(),
+    }
+
+
 # ==============================================================================================
 # training
 
@@ -225,22 +275,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         ema.to(device)
     # one AdamW parameter group per trained part, each with its own learning rate (paper: 5e-5 / 5e-6)
     optimizer = build_optimizer(cfg, unet, text_encoder)
-    batches_per_epoch = len(train_set.latents) // (cfg.train_batch_size * world)
-    if batches_per_epoch == 0:
-        raise ConfigError(
-            cache_folder,
-            f"{len(train_set.latents)} training tiles < one global batch of {cfg.train_batch_size * world} "
-            "(lower train_batch_size)",
-        )
-    steps_per_epoch = batches_per_epoch // cfg.gradient_accumulation_steps
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            "gradient_accumulation_steps",
-            f"{cfg.gradient_accumulation_steps} micro-batches per step but an epoch holds only "
-            f"{batches_per_epoch} (lower gradient_accumulation_steps or train_batch_size)",
-        )
-    max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    steps_per_epoch, max_steps, num_epochs = plan_steps(cfg, len(train_set.latents), world, cache_folder)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer=optimizer,
@@ -403,26 +438,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     ):
         last_checkpoint = save_checkpoint(run, progress, last_loss)
     accelerator.end_training()
-    summary = {
-        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-        "pipeline": str(last_checkpoint / "pipeline") if last_checkpoint else None,
-        "sample_grid": str(output_dir / "samples" / f"step-{progress.global_step:08d}.png"),
-        "dataset_version": dataset_version,
-        "steps": progress.global_step,
-        "epoch": progress.epoch,
-        "final_loss": progress.history[-1][1] if progress.history else None,
-        "images_per_second": throughput.images_per_second(),
-        "seconds_per_step": throughput.seconds
-        * world
-        * cfg.train_batch_size
-        * cfg.gradient_accumulation_steps
-        / throughput.images
-        if throughput.images
-        else None,
-        "peak_memory_gib": peak_memory / 2**30 if peak_memory is not None else None,
-        "processes": world,
-        "hyperparameters": cfg.model_dump(),
-    }
+    summary = run_summary(cfg, progress, last_checkpoint, dataset_version, throughput, peak_memory, world)
     if main:
         atomic_write_bytes(output_dir / "losses.json", json.dumps(progress.history).encode())
         atomic_write_bytes(output_dir / "final.json", json.dumps(summary, indent=1).encode())
