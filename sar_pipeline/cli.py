@@ -4,6 +4,7 @@ sar-pipeline demo                 # demo archive → every stage, on the embedde
 sar-pipeline run                  # the main job on the configured archive (env / defs)
 sar-pipeline register-flights     # only add the archive's new flights as partitions
 sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
+sar-pipeline settings             # every setting of every stage: default and meaning
 
 Every stage runs with the settings of sar_pipeline.definitions (the same models the UI's
 Launchpad shows): the archive and storage root from $SAR_PIPELINE_ARCHIVE/$SAR_PIPELINE_STORAGE
@@ -122,6 +123,18 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_settings(args: argparse.Namespace) -> int:
+    from sar_pipeline.definitions import defs as load_defs
+    from sar_pipeline.settings_reference import reference_markdown, write_readme
+
+    if args.readme:
+        changed = write_readme(load_defs(), args.readme)
+        print(f"{args.readme}: settings reference {'rewritten' if changed else 'already current'}")
+    else:
+        print(reference_markdown(load_defs()), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sar-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     reg = sub.add_parser("register-flights", help="add the archive's new flights as partitions, run nothing")
     reg.set_defaults(func=_cmd_register)
+
+    settings = sub.add_parser("settings", help="print every asset's and resource's settings (Markdown)")
+    settings.add_argument("--readme", metavar="PATH", help="rewrite the generated block of this README")
+    settings.set_defaults(func=_cmd_settings)
 
     from sar_pipeline.archive import demo as demo_module
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import pydantic
 
+from sar_pipeline import paths
+
 
 class Settings(pydantic.BaseModel):
     """Base of every stage's settings: an unknown key is an error, never silently ignored."""
@@ -62,11 +64,17 @@ def field_rows(model: type[pydantic.BaseModel]) -> list[dict[str, Any]]:
     return rows
 
 
+def _shown_default(value: Any) -> str:
+    """A default as the reader should see it: machine-specific data paths as ``<data>``."""
+    text = repr(value.model_dump() if isinstance(value, pydantic.BaseModel) else value)
+    return text.replace(str(paths.data_dir()), "<data>")
+
+
 def markdown_table(model: type[pydantic.BaseModel]) -> str:
     """The model's fields as a Markdown table (README's configuration section is built from it)."""
     lines = ["| setting | default | meaning |", "|---|---|---|"]
     for row in field_rows(model):
-        default = "(required)" if row["required"] else f"`{row['default']!r}`"
+        default = "(required)" if row["required"] else f"`{_shown_default(row['default'])}`"
         text = " ".join(row["description"].split()).replace("|", "\\|")
         lines.append(f"| `{row['name']}` | {default} | {text} |")
     return "\n".join(lines)

@@ -5,42 +5,16 @@ Dagster config schema (field names, defaults, descriptions) with the domain ``Se
 is built from, so a default or a docstring can never differ between the UI, the CLI and the tests.
 """
 
-import inspect
-
-import dagster as dg
 import pytest
 from dagster._config.field_utils import FIELD_NO_DEFAULT_PROVIDED
 
 from sar_pipeline.definitions import defs
+from sar_pipeline.paths import PROJECT_ROOT
 from sar_pipeline.settings import Settings, field_rows, settings_models
+from sar_pipeline.settings_reference import BEGIN, END, configurable_classes, reference_markdown
 
+CONFIG_CLASSES = configurable_classes(defs())
 
-def _asset_config_classes() -> dict[str, type]:
-    classes = {}
-    for assets_def in defs().resolve_asset_graph().assets_defs:
-        if not isinstance(assets_def, dg.AssetsDefinition) or not assets_def.is_executable:
-            continue
-        fn = getattr(assets_def.op.compute_fn, "decorated_fn", None)
-        if fn is None:
-            continue
-        param = inspect.signature(fn).parameters.get("config")
-        if param is not None and isinstance(param.annotation, type):
-            classes[assets_def.op.name] = param.annotation
-    return classes
-
-
-def _resource_classes() -> dict[str, type]:
-    return {
-        key: type(resource)
-        for key, resource in defs().resources.items()
-        if isinstance(resource, dg.ConfigurableResource)
-    }
-
-
-CONFIG_CLASSES = {
-    **{f"asset {k}": v for k, v in _asset_config_classes().items()},
-    **{f"resource {k}": v for k, v in _resource_classes().items()},
-}
 
 def test_every_stage_with_settings_is_walked():
     assert any(name.startswith("asset ") for name in CONFIG_CLASSES)
@@ -71,3 +45,11 @@ def test_launchpad_fields_are_the_domain_models(where):
             if isinstance(expected, Settings):
                 expected = expected.model_dump()
             assert shown == expected, f"{where}.{name}: Launchpad default {shown!r} != domain {expected!r}"
+
+
+def test_readme_configuration_reference_is_generated_from_the_models():
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(BEGIN) : readme.index(END) + len(END)] + "\n"
+    assert block == reference_markdown(defs()), (
+        "README's settings reference is stale: run `sar-pipeline settings --readme README.md`"
+    )
