@@ -134,8 +134,15 @@ def line_plot_png(
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as reproducible PNG bytes (no software/time stamp); closes the figure."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()

@@ -80,16 +80,17 @@ def acquisition_words(
     return ", ".join(parts)
 
 
-def compose_text(caption: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN, metadata: str = "") -> str:
-    """Final training text: ``"<activation token>, <caption>[, <metadata words>]"``.
+def compose_text(caption: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN) -> str:
+    """Final caption text: ``"<activation token>, <caption>"`` (the dataset may append acquisition
+    words, ``include_metadata_text``).
 
     The caption's trailing full stop (RSICD/UCM style ``" ."``) is dropped and its first letter
-    lower-cased unless it starts an acronym, so the three parts read as one phrase.
+    lower-cased unless it starts an acronym, so the parts read as one phrase.
     """
     body = " ".join(caption.split()).rstrip(" .")
     if body and body[0].isupper() and not (len(body) > 1 and body[1].isupper()):
         body = body[0].lower() + body[1:]
-    parts = [p for p in (activation_token.strip(), body, metadata.strip()) if p]
+    parts = [p for p in (activation_token.strip(), body) if p]
     return ", ".join(parts)
 
 

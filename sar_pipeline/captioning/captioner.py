@@ -34,9 +34,6 @@ class CaptionerSettings(Settings):
     activation_token: str = Field(
         default=DEFAULT_ACTIVATION_TOKEN, description="Prefix of every text (paper §4.1)."
     )
-    include_acquisition: bool = Field(
-        default=False, description="Append band, polarisation, incidence angle and GSD in words to each text."
-    )
 
     @pydantic.model_validator(mode="after")
     def _blip_needs_a_model(self) -> CaptionerSettings:

@@ -22,7 +22,6 @@ from sar_pipeline.captioning.base import (
     DEFAULT_ACTIVATION_TOKEN,
     Captioner,
     CaptionInput,
-    acquisition_words,
     check_optical_not_blank,
     compose_text,
 )
@@ -64,20 +63,20 @@ def caption_flight_tiles(
     optical_manifest: Sequence[dict],
     captioner: Captioner,
     activation_token: str = DEFAULT_ACTIVATION_TOKEN,
-    include_acquisition: bool = False,
     batch_size: int = 32,
 ) -> CaptionRun:
     """Caption each SAR tile with ``captioner`` from its optical tile / land cover / labels.
 
-    ``root``: storage root the manifests' relative paths start from. ``include_acquisition``:
-    append band, polarisation, incidence angle and GSD in words to the text. Which optical tiles
+    ``root``: storage root the manifests' relative paths start from. Acquisition words
+    (band, polarisation…) are the dataset's choice (``include_metadata_text``), so they can be
+    switched without captioning again. Which optical tiles
     cover enough of their SAR tile was decided by the ``optical_tiles`` stage (its
     ``min_optical_coverage``): the optical manifest lists only those.
     """
     needs = frozenset(getattr(captioner, "needs", ALL_INPUTS))
     optical_by_tile = {row["tile_id"]: row for row in optical_manifest}
     run = CaptionRun()
-    pending: list[tuple[CaptionInput, dict]] = []
+    pending: list[CaptionInput] = []
     for row in sorted(sar_manifest, key=lambda r: r["tile_id"]):
         tile_id = row["tile_id"]
         try:
@@ -85,37 +84,29 @@ def caption_flight_tiles(
         except SarPipelineError as e:
             run.skipped.append({"tile_id": tile_id, "reason": str(e)})
             continue
-        pending.append((item, row))
+        pending.append(item)
 
     for start in range(0, len(pending), batch_size):
         chunk = pending[start : start + batch_size]
         try:
-            captions = _caption_scored(captioner, [item for item, _ in chunk])
+            captions = _caption_scored(captioner, chunk)
         except SarPipelineError:
             # isolate the tile at fault; the rest of the chunk is still captioned
             captions = []
-            for item, _ in chunk:
+            for item in chunk:
                 try:
                     captions.extend(_caption_scored(captioner, [item]))
                 except SarPipelineError as e:
                     run.skipped.append({"tile_id": item.tile_id, "reason": str(e)})
                     captions.append(None)
-        for (item, row), scored in zip(chunk, captions, strict=True):
+        for item, scored in zip(chunk, captions, strict=True):
             if scored is None:
                 continue
             caption, score = scored
-            metadata = ""
-            if include_acquisition:
-                metadata = acquisition_words(
-                    row.get("frequency_band"),
-                    row.get("polarizations"),
-                    row.get("incidence_angle_deg"),
-                    row.get("ground_sample_distance_m"),
-                )
             run.rows.append(
                 {
                     "tile_id": item.tile_id,
-                    "text": compose_text(caption, activation_token, metadata),
+                    "text": compose_text(caption, activation_token),
                     "caption": caption,
                     "captioner_id": captioner.captioner_id,
                     "captioner_version": captioner.version,

@@ -16,7 +16,7 @@ from upath import UPath
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
 from sar_pipeline.dataset.schema import SPLITS
-from sar_pipeline.pictures import grid, png_bytes, to_display_uint8
+from sar_pipeline.pictures import figure_png, grid, png_bytes, to_display_uint8
 from sar_pipeline.storage import as_path
 
 # Words that say nothing about the ground; the activation token's words are removed separately.
@@ -86,11 +86,7 @@ def caption_length_histogram_png(texts: Sequence[str]) -> bytes:
     ax.set_xlabel("words per text")
     ax.set_ylabel("tiles")
     ax.grid(alpha=0.3, axis="y")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def mosaic_png(samples: Sequence[tuple[bytes, str]], columns: int = 4, cell: int = 192) -> bytes | None:

@@ -99,16 +99,14 @@ def _materialize(root, captioner: CaptionerResource):
 
 def test_captions_asset_with_template_captioner(tmp_path):
     tile_ids = write_flight(tmp_path)
-    result = _materialize(tmp_path, CaptionerResource(include_acquisition=True))
+    result = _materialize(tmp_path, CaptionerResource())
     assert result.success
     table = pq.read_table(tmp_path / "flights" / FLIGHT / "captions.parquet").to_pylist()
     assert [r["tile_id"] for r in table] == tile_ids[:3]  # the 4th tile has no land cover: skipped
     first = table[0]
     assert first["caption"] == "a river crossing wide farmland with a small village"
-    assert first["text"] == (
-        "An aerial view, a river crossing wide farmland with a small village, "
-        "X-band, HH polarisation, incidence 45°, 1.0 m ground resolution"
-    )
+    # acquisition words are the dataset's choice (include_metadata_text), not the captions'
+    assert first["text"] == "An aerial view, a river crossing wide farmland with a small village"
     assert {r["captioner_id"] for r in table} == {"template"} and all(r["score"] is None for r in table)
     (mat,) = result.asset_materializations_for_node("captions")
     assert mat.metadata["skipped_tiles"].value == 1

@@ -88,7 +88,7 @@ def test_final_text_and_acquisition_words():
     assert words == "X-band, HH polarisation, incidence 45°, 1.0 m ground resolution"
     assert acquisition_words("C", "VV,VH", float("nan"), None) == "C-band, VV+VH polarisation"
     assert compose_text("a river crossing fields") == "An aerial view, a river crossing fields"
-    assert compose_text("Many buildings are near a river .", metadata=words) == (
-        "An aerial view, many buildings are near a river, X-band, HH polarisation, incidence 45°, 1.0 m ground resolution"
+    assert (
+        compose_text("Many buildings are near a river .") == "An aerial view, many buildings are near a river"
     )
     assert compose_text("SAR tile", activation_token="A SAR image") == "A SAR image, SAR tile"

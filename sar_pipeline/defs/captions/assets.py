@@ -45,7 +45,6 @@ def captions(
         optical_manifest,
         model,
         activation_token=captioner.activation_token,
-        include_acquisition=captioner.include_acquisition,
         batch_size=captioner.batch_size,
     )
     for skip in run.skipped:
@@ -73,7 +72,6 @@ def captions(
             "captioner_id": model.captioner_id,
             "captioner_version": model.version,
             "activation_token": captioner.activation_token,
-            "acquisition_words": captioner.include_acquisition,
             "distinct_captions": len(set(texts)),
             "caption_words_mean": float(sum(words) / len(words)),
             "most_common": dg.MetadataValue.md(
