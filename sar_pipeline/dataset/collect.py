@@ -286,7 +286,11 @@ def collect_tiles(
     include_metadata_text: bool = False,
     on_error: Callable[[SarPipelineError], None] | None = None,
 ) -> CollectedTiles:
-    """Rows of every given flight, sorted; tile ids must be unique over all flights."""
+    """Rows of every given flight, sorted; tile ids must be unique over all flights.
+
+    With ``on_error``, a flight whose manifest or captions file cannot be read (corrupt, cut short)
+    is passed to it and left out, like a bad tile: the other flights still make the dataset.
+    """
     root = as_path(storage_root)
     skipped: list[SarPipelineError] = []
 
@@ -295,9 +299,16 @@ def collect_tiles(
         on_error(err)  # type: ignore[misc]
 
     rows: list[dict[str, Any]] = []
-    flights = sorted(set(flight_ids))
-    for flight_id in flights:
-        rows.extend(collect_flight(root, flight_id, include_metadata_text, record if on_error else None))
+    flights = []
+    for flight_id in sorted(set(flight_ids)):
+        try:
+            rows.extend(collect_flight(root, flight_id, include_metadata_text, record if on_error else None))
+        except SarPipelineError as err:
+            if on_error is None:
+                raise
+            record(DatasetError(f"flight {flight_id}", f"left out: {err}"))
+            continue
+        flights.append(flight_id)
     rows.sort(key=_sort_key)
     first_flight: dict[str, str] = {}
     for row in rows:

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from sar_pipeline.dataset.collect import DatasetError, collect_tiles, read_image
 from sar_pipeline.dataset.schema import GEOMETRY_COLUMN, IMAGE_COLUMNS, SCHEMA_VERSION, SPLITS, dataset_schema
 from sar_pipeline.dataset.split import DROPPED, SplitSettings, assign_splits
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.storage import as_path, atomic_local_dir, atomic_write_bytes
+from sar_pipeline.storage import as_path, atomic_local_dir, atomic_write_bytes, staging_dir
 
 #: Parquet compression codec and level (image bytes are PNG already; zstd helps the rest). Fixed,
 #: like every writer option, so the same rows always give the same bytes.
@@ -135,9 +134,9 @@ def write_split_file(
             )
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: Path | UPath) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -168,7 +167,7 @@ def build_dataset(
     kept = [r for r in collected.rows if r["split"] != DROPPED]
     by_split = {s: [r for r in kept if r["split"] == s] for s in SPLITS}
 
-    with tempfile.TemporaryDirectory(prefix="sar-dataset-") as tmp:
+    with staging_dir(root / "dataset" / "staging") as tmp:
         hashes = {}
         for split in SPLITS:
             local = Path(tmp) / f"{split}.parquet"
@@ -195,7 +194,7 @@ def build_dataset(
         }
         (Path(tmp) / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         target = root / "dataset" / version
-        if not _complete(target):
+        if not _complete(target, hashes):
             with atomic_local_dir(target) as out:
                 for name in [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]:
                     os.replace(Path(tmp) / name, Path(out) / name)
@@ -223,10 +222,14 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _complete(version_dir: UPath) -> bool:
-    """A version folder exists whole (same name ⇒ same content, so it need not be rewritten)."""
+def _complete(version_dir: UPath, hashes: dict[str, str]) -> bool:
+    """Whether a version folder already holds exactly these split files (same name ⇒ same content,
+    so it need not be rewritten). A split file cut short or altered since (its SHA-256 differs
+    from the one just computed) makes the version be written again."""
     names = [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]
     if not all((version_dir / n).exists() for n in names):
         return False
     local = getattr(version_dir, "protocol", "") in ("", "file", "local")
-    return local or (version_dir / "_COMPLETE").exists()
+    if not (local or (version_dir / "_COMPLETE").exists()):
+        return False
+    return all(_sha256_file(version_dir / f"{split}.parquet") == digest for split, digest in hashes.items())

@@ -11,7 +11,7 @@ from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.geo.checks import check_sar_tiles
 from sar_pipeline.geo.colocation import colocate_tiles, pairs_preview_png
 from sar_pipeline.geo.manifest import read_manifest, write_manifest
-from sar_pipeline.geo.scene_table import read_scene_table
+from sar_pipeline.geo.scene_table import read_scene_table, with_live_hrefs
 from sar_pipeline.geo.settings import OpticalTilesSettings, TilingSettings
 from sar_pipeline.geo.tiling import tile_flight
 from sar_pipeline.pictures import grid, markdown_image, png_bytes, png_size
@@ -59,18 +59,21 @@ def sar_tiles(
     context: dg.AssetExecutionContext, config: TilingConfig, archive: SarArchiveResource, storage: StorageRoot
 ) -> dg.MaterializeResult:
     flight_id = validate_id(context.partition_key, "flight id")
-    scenes = read_scene_table(storage.flight_path(flight_id, "sar_scenes.parquet"))
     sar_archive = archive.get_archive()
+    scenes = with_live_hrefs(
+        read_scene_table(storage.flight_path(flight_id, "sar_scenes.parquet")), sar_archive, flight_id
+    )
     rel_dir = f"flights/{flight_id}/sar_tiles"
     with atomic_local_dir(storage.flight_path(flight_id, "sar_tiles")) as out_dir:
         result = tile_flight(scenes, sar_archive.open_scene, config, out_dir, rel_dir)
+        for scene_id, reason in result.skipped_scenes.items():
+            context.log.warning(f"skipped scene {scene_id}: {reason}")
+        if not result.rows and scenes:
+            # raised inside the block: the flight's previous tiles stay in place
+            raise SarPipelineError(
+                f"flight {flight_id}", "no tile kept: " + "; ".join(result.skipped_scenes.values())
+            )
         write_manifest(result.rows, out_dir / "manifest.parquet")
-    for scene_id, reason in result.skipped_scenes.items():
-        context.log.warning(f"skipped scene {scene_id}: {reason}")
-    if not result.rows and scenes:
-        raise SarPipelineError(
-            f"flight {flight_id}", "no tile kept: " + "; ".join(result.skipped_scenes.values())
-        )
     checks = check_sar_tiles(result.rows, scenes, config, image_size=lambda p: png_size(storage.root() / p))
     metadata = {
         "path": dg.MetadataValue.path(str(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))),
