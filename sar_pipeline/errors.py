@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+from sar_pipeline.hrefs import redact_text
+
+
+def _redacted_link(link) -> property:
+    """``BaseException.__cause__``/``__context__`` whose linked exception reads redacted."""
+    return property(lambda error: _redacted_exception(link.__get__(error)), link.__set__)
+
 
 class SarPipelineError(Exception):
-    """Bad input: ``source`` names the file, item or option at fault, ``reason`` says why."""
+    """Bad input: ``source`` names the file, item or option at fault, ``reason`` says why.
+
+    Both are redacted (``sar_pipeline.hrefs.redact_text``): a pre-signed URL's query string or a
+    URL's ``user:password@`` never reaches a message, a log line or the event log.
+    """
 
     def __init__(self, source: object, reason: str):
-        self.source = str(source)
-        self.reason = reason
-        super().__init__(f"{self.source}: {reason}")
+        self.source = redact_text(str(source))
+        self.reason = redact_text(str(reason))
+        super().__init__(f"{self.source}: {self.reason}")
+
+    # The exception this one was raised from (``raise … from exc``) or during (``__context__``) is
+    # shown in tracebacks and in Dagster's failure events: a library's message quoting a pre-signed
+    # URL is redacted there too.
+    __cause__ = _redacted_link(BaseException.__cause__)
+    __context__ = _redacted_link(BaseException.__context__)
+
+
+class RedactedError(Exception):
+    """Stands for another library's exception whose message held a credential (type and redacted text)."""
+
+
+def _redacted_exception(exc: BaseException | None) -> BaseException | None:
+    if exc is None or isinstance(exc, SarPipelineError | RedactedError):
+        return exc
+    text = str(exc)
+    clean = redact_text(text)
+    if clean == text:
+        return exc
+    return RedactedError(f"{type(exc).__module__}.{type(exc).__name__}: {clean}")
 
 
 class ArchiveError(SarPipelineError):

@@ -17,6 +17,7 @@ refused with a :class:`~sar_pipeline.errors.ConfigError` without importing anyth
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydantic import Field
 from sar_pipeline import paths
 from sar_pipeline.archive.protocol import SarArchive
 from sar_pipeline.errors import ConfigError
+from sar_pipeline.hrefs import HrefPolicy
 from sar_pipeline.settings import Settings
 
 ENTRY_POINT_GROUP = "sar_pipeline.archives"
@@ -52,10 +54,26 @@ class ArchiveSettings(Settings):
         default_factory=dict,
         description="Keyword arguments for the plug-in class (e.g. asset_key for 'stac').",
     )
+    allowed_href_roots: list[str] = Field(
+        default_factory=list,
+        description="Where catalogue links and scene rasters may point besides the catalogue's own folder: "
+        "folders, URL prefixes (s3://bucket/prefix/, https://host/path/) or a bare scheme ('s3://' = any "
+        "s3 URL). An href elsewhere (/etc/passwd, file://…, http://127.0.0.1:…) is skipped naming this "
+        "setting.",
+    )
+
+    def href_policy(self) -> HrefPolicy:
+        """Where this archive's hrefs may point (its catalogue's folder and ``allowed_href_roots``)."""
+        return HrefPolicy.for_archive(self.uri, self.allowed_href_roots)
 
     def load(self) -> SarArchive:
-        """The archive these settings name, built as ``cls(uri, **options)``."""
-        return load_archive(self.uri, self.archive_class, **self.options)
+        """The archive these settings name, built as ``cls(uri, **options)`` (plus ``allowed_href_roots``
+        for plug-ins whose constructor takes it, as the STAC archive's does)."""
+        cls = resolve_archive_class(self.archive_class)
+        options = dict(self.options)
+        if "allowed_href_roots" in inspect.signature(cls).parameters:
+            options.setdefault("allowed_href_roots", list(self.allowed_href_roots))
+        return cls(self.uri, **options)
 
 
 def installed_archive_classes() -> dict[str, EntryPoint]:

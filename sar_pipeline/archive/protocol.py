@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import rasterio
 
 from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.hrefs import redact
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +79,11 @@ class SceneRecord:
     properties: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat, JSON/Parquet-friendly dict (tuples → lists, datetime kept)."""
+        """A flat, JSON/Parquet-friendly dict (tuples → lists, datetime kept); hrefs redacted (no
+        query string or userinfo: a pre-signed URL's credential is never written down)."""
         row = dataclasses.asdict(self)
+        row["raster_href"] = redact(self.raster_href)
+        row["extra_assets"] = {k: redact(v) for k, v in self.extra_assets.items()}
         row["transform"] = list(self.transform)
         row["shape"] = list(self.shape)
         row["polarizations"] = list(self.polarizations) if self.polarizations else None

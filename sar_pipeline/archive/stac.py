@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pystac
@@ -52,6 +52,7 @@ from upath import UPath
 
 from sar_pipeline.archive.protocol import FlightRecord, SceneRecord
 from sar_pipeline.errors import ArchiveError, ConfigError, SarPipelineError
+from sar_pipeline.hrefs import HrefPolicy, redact
 from sar_pipeline.stac_io import FsspecStacIO, href_path
 from sar_pipeline.storage import validate_id
 from sar_pipeline.timestamps import iso_utc, parse_utc
@@ -127,8 +128,14 @@ def _is_raster_asset(asset: pystac.Asset) -> bool:
     return not media_type and asset.href.split("?", 1)[0].lower().endswith(_RASTER_SUFFIXES)
 
 
-def _resolve(link: pystac.Link, root, what: str, report: Callable[[ArchiveError], None]):
-    """The STAC object behind ``link``, or None after reporting why it cannot be read."""
+def _resolve(link: pystac.Link, root, what: str, report: Callable[[ArchiveError], None], policy: HrefPolicy):
+    """The STAC object behind ``link``, or None after reporting why it cannot be read (or may not be:
+    a link outside the archive's roots is never followed)."""
+    href = link.get_absolute_href() or link.href
+    problem = policy.problem(href, f"link to the {what}")
+    if problem:
+        report(ArchiveError(redact(href), problem))
+        return None
     try:
         link.resolve_stac_object(root=root)
         return link.target
@@ -154,6 +161,8 @@ class StacSarArchive:
     ``catalog.json``. ``asset_key``: the asset to read when items have several raster assets.
     ``check_files``: check that each scene's raster exists when listing scenes (default).
     ``storage_options``: fsspec options for object-store URLs (endpoint, anon…).
+    ``allowed_href_roots``: roots besides the catalogue's folder that links and asset hrefs may
+    point under (see :class:`~sar_pipeline.hrefs.HrefPolicy`); others are skipped naming the rule.
     """
 
     def __init__(
@@ -162,8 +171,10 @@ class StacSarArchive:
         asset_key: str | None = None,
         check_files: bool = True,
         storage_options: dict[str, Any] | None = None,
+        allowed_href_roots: Sequence[str] = (),
     ):
         self.uri = str(uri)
+        self.href_policy = HrefPolicy.for_archive(self.uri, allowed_href_roots)
         self.asset_key = asset_key
         self.check_files = check_files
         self.storage_options = dict(storage_options or {})
@@ -225,7 +236,9 @@ class StacSarArchive:
                 child
                 for link in node.get_child_links()
                 if isinstance(
-                    child := _resolve(link, root, f"child catalogue of {_describe(node)}", report),
+                    child := _resolve(
+                        link, root, f"child catalogue of {_describe(node)}", report, self.href_policy
+                    ),
                     pystac.Catalog,
                 )
             ]
@@ -236,7 +249,7 @@ class StacSarArchive:
     ) -> Iterator[pystac.Item]:
         root = collection.get_root()
         for link in collection.get_item_links():
-            item = _resolve(link, root, f"item of {_describe(collection)}", report)
+            item = _resolve(link, root, f"item of {_describe(collection)}", report, self.href_policy)
             if isinstance(item, pystac.Item):
                 yield item
 
@@ -247,6 +260,8 @@ class StacSarArchive:
         links = collection.get_item_links()
         if not links:
             return False  # a grouping collection (only sub-collections) or an empty one
+        if self.href_policy.problem(links[0].get_absolute_href() or links[0].href):
+            return True  # reported when its scenes are listed
         try:
             links[0].resolve_stac_object(root=collection.get_root())
             item = links[0].target
@@ -371,6 +386,9 @@ class StacSarArchive:
 
     def open_scene(self, scene: SceneRecord) -> rasterio.DatasetReader:
         """Open the scene raster with rasterio (``s3://`` goes through GDAL's /vsis3/)."""
+        problem = self.href_policy.problem(scene.raster_href, "raster")
+        if problem:
+            raise ArchiveError(f"scene {scene.scene_id!r}", problem)
         href = _rasterio_href(scene.raster_href)
         try:
             return rasterio.open(href)
@@ -414,6 +432,15 @@ class StacSarArchive:
             raise ArchiveError(name, exc.reason) from exc
         key, asset = self._data_asset(item)
         href = asset.get_absolute_href() or asset.href
+        # every raster the pipeline may open (the data and e.g. a land-cover asset) stays in reach
+        for asset_key, asset_href in [(key, href)] + [
+            (k, a.get_absolute_href() or a.href)
+            for k, a in sorted(item.assets.items())
+            if k != key and _is_raster_asset(a)
+        ]:
+            problem = self.href_policy.problem(asset_href, f"asset {asset_key!r}")
+            if problem:
+                raise ArchiveError(name, problem)
         if self.check_files and not href.startswith(("http://", "https://")):
             try:
                 exists = self._path(href).exists()

@@ -35,6 +35,7 @@ from sar_pipeline.errors import ArchiveError, RasterError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 from sar_pipeline.geo.resample import resampling_method
 from sar_pipeline.geo.settings import OpticalSettings
+from sar_pipeline.hrefs import redact
 from sar_pipeline.stac_io import FsspecStacIO
 from sar_pipeline.timestamps import parse_utc
 
@@ -153,7 +154,7 @@ class MosaicOpticalSource(OpticalSource):
 
     @property
     def name(self) -> str:
-        return self.uri
+        return redact(self.uri)
 
     def _tagged_time(self) -> dt.datetime | None:
         try:
@@ -179,7 +180,7 @@ class MosaicOpticalSource(OpticalSource):
             coverage_fraction=float(covered.mean()),
             acquired=self.acquired,
             time_gap_s=_gap(self.acquired, when),
-            sources=[self.uri],
+            sources=[redact(self.uri)],
         )
 
 
@@ -231,7 +232,7 @@ class StacOpticalSource(OpticalSource):
 
     @property
     def name(self) -> str:
-        return self.uri
+        return redact(self.uri)
 
     def _href(self, item: pystac.Item) -> str:
         keys = [self.asset_key] if self.asset_key else self.ASSET_KEYS

@@ -18,6 +18,7 @@ from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SarArchive, SceneRecord
 from sar_pipeline.errors import ArchiveError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
+from sar_pipeline.hrefs import HrefPolicy, is_redacted
 from sar_pipeline.pictures import png_bytes, to_uint8
 from sar_pipeline.storage import as_path, is_local, local_str
 from sar_pipeline.timestamps import parse_utc
@@ -102,6 +103,43 @@ def georeferencing_problems(scene: SceneRecord) -> list[str]:
     return problems
 
 
+#: extra scene assets the tiling stage opens (kept here, beside the scene table, as the reach rule's list)
+OPENED_EXTRA_ASSETS = ("landcover", "idealised")
+
+
+def reach_problem(scene: SceneRecord, policy: HrefPolicy) -> str | None:
+    """Why a scene's raster, or an extra raster the pipeline opens, lies outside the archive's reach
+    (:class:`~sar_pipeline.hrefs.HrefPolicy`), or None. Applied to every archive plug-in's records."""
+    hrefs = [("raster", scene.raster_href)] + [
+        (f"asset {key!r}", scene.extra_assets[key])
+        for key in OPENED_EXTRA_ASSETS
+        if key in scene.extra_assets
+    ]
+    for what, href in hrefs:
+        problem = policy.problem(href, what)
+        if problem:
+            return problem
+    return None
+
+
+def with_live_hrefs(scenes: Sequence[SceneRecord], archive: SarArchive, flight_id: str) -> list[SceneRecord]:
+    """The scenes of a stored table, with the archive's own hrefs where the table's were redacted.
+
+    The table never holds a pre-signed URL's credential (``SceneRecord.to_row``); to open such a
+    scene the archive is asked again (which also renews signatures that expired meanwhile). A scene
+    the archive no longer lists keeps its redacted href, and opening it fails naming the scene.
+    """
+    redacted = [
+        s
+        for s in scenes
+        if is_redacted(s.raster_href) or any(is_redacted(h) for h in s.extra_assets.values())
+    ]
+    if not redacted:
+        return list(scenes)
+    live = {s.scene_id: s for s in archive.list_scenes(flight_id, on_error=lambda _error: None)}
+    return [live.get(s.scene_id, s) if s in redacted else s for s in scenes]
+
+
 def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) -> bytes:
     """A small 8-bit quick-look of a scene in its native (raster) orientation, in dB, decimated.
 
@@ -111,8 +149,16 @@ def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) 
     with archive.open_scene(scene) as src:
         scale = max(src.height, src.width) / max_size
         out_shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+        # averaging reads every source pixel: past 8× decimation without overviews, sample instead
+        # (a picture must not cost a pass over a 10⁹-pixel scene, or hang on a hostile header)
+        sampled = scale > 8 and not src.overviews(1)
         try:
-            band = src.read(1, out_shape=out_shape, resampling=Resampling.average, masked=True)
+            band = src.read(
+                1,
+                out_shape=out_shape,
+                resampling=Resampling.nearest if sampled else Resampling.average,
+                masked=True,
+            )
         except rasterio.errors.RasterioIOError as exc:
             raise ArchiveError(scene.raster_href, f"cannot read the raster for a quick-look ({exc})") from exc
     unit = radiometry.resolve_value_unit(scene.value_unit, band.dtype)

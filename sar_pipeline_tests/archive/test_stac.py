@@ -89,7 +89,7 @@ def _plain_item(item_id: str, raster: Path, **asset_kwargs) -> pystac.Item:
 
 def test_hand_made_catalogue_with_only_a_geotiff(tmp_path):
     """No SAR fields, no projection extension, no roles: georeferencing read from the raster."""
-    raster = write_geotiff(tmp_path / "files" / "scene-a.tif", shape=(50, 70), nodata=-9999.0)
+    raster = write_geotiff(tmp_path / "stac" / "files" / "scene-a.tif", shape=(50, 70), nodata=-9999.0)
     catalog = pystac.Catalog("mine", "my flights")
     collection = pystac.Collection(
         "flight-2024-06-01",
@@ -212,7 +212,7 @@ def test_capella_umbra_style_catalogue(tmp_path):
 
 def test_nested_sub_catalogues_and_optical_collections(tmp_path):
     """Flights anywhere under the root; grouping and optical collections are not flights."""
-    raster = write_geotiff(tmp_path / "files" / "s.tif")
+    raster = write_geotiff(tmp_path / "stac" / "files" / "s.tif")
     catalog = pystac.Catalog("root", "root")
     by_year = pystac.Catalog("2024", "flights of 2024")
     catalog.add_child(by_year)
@@ -255,19 +255,21 @@ def test_not_a_stac_file(tmp_path):
         StacSarArchive(tmp_path / "catalog.json").list_flights()
 
 
-def _flight_with_scenes(tmp_path: Path, scenes: dict[str, pystac.Item]) -> StacSarArchive:
+def _flight_with_scenes(
+    tmp_path: Path, scenes: dict[str, pystac.Item], allowed_href_roots: list[str] = ()
+) -> StacSarArchive:
     catalog = pystac.Catalog("root", "root")
     extent = pystac.Extent(pystac.SpatialExtent([[0, 0, 1, 1]]), pystac.TemporalExtent([[WHEN, None]]))
     flight = pystac.Collection("flight-1", "a flight", extent)
     for item in scenes.values():
         flight.add_item(item)
     catalog.add_child(flight)
-    return StacSarArchive(_save(catalog, tmp_path / "stac"))
+    return StacSarArchive(_save(catalog, tmp_path / "stac"), allowed_href_roots=allowed_href_roots)
 
 
 def test_missing_asset_file_names_the_item_and_file(tmp_path):
-    good = write_geotiff(tmp_path / "files" / "good.tif")
-    missing = tmp_path / "files" / "gone.tif"
+    good = write_geotiff(tmp_path / "stac" / "files" / "good.tif")
+    missing = tmp_path / "stac" / "files" / "gone.tif"
     archive = _flight_with_scenes(
         tmp_path, {"good": _plain_item("good", good), "lost": _plain_item("lost", missing)}
     )
@@ -279,8 +281,8 @@ def test_missing_asset_file_names_the_item_and_file(tmp_path):
 
 
 def test_item_without_projection_info_and_raster_without_crs(tmp_path):
-    good = write_geotiff(tmp_path / "files" / "good.tif")
-    no_crs = write_geotiff(tmp_path / "files" / "no-crs.tif", crs=None)
+    good = write_geotiff(tmp_path / "stac" / "files" / "good.tif")
+    no_crs = write_geotiff(tmp_path / "stac" / "files" / "no-crs.tif", crs=None)
     archive = _flight_with_scenes(
         tmp_path, {"good": _plain_item("good", good), "plain": _plain_item("plain", no_crs)}
     )
@@ -293,13 +295,16 @@ def test_item_without_projection_info_and_raster_without_crs(tmp_path):
     # the CRS in the item, the geotransform only in the raster: usable
     with_code = _plain_item("with-code", no_crs)
     with_code.properties["proj:code"] = "EPSG:32631"
-    archive = _flight_with_scenes(tmp_path / "second", {"with-code": with_code})
+    # (a second catalogue whose raster lies elsewhere: allowed by naming that folder)
+    archive = _flight_with_scenes(
+        tmp_path / "second", {"with-code": with_code}, allowed_href_roots=[str(no_crs.parent)]
+    )
     (scene,) = archive.list_scenes("flight-1")
     assert scene.crs == "EPSG:32631" and scene.transform == pytest.approx(tuple(ROTATED)[:6])
 
 
 def test_unusable_assets_and_bad_projection_fields(tmp_path):
-    raster = write_geotiff(tmp_path / "files" / "vv.tif")
+    raster = write_geotiff(tmp_path / "stac" / "files" / "vv.tif")
     two = _plain_item("two-data", raster, roles=["data"], media_type=pystac.MediaType.GEOTIFF)
     two.add_asset("VH", pystac.Asset(href=str(raster), roles=["data"], media_type=pystac.MediaType.GEOTIFF))
     none = pystac.Item("no-raster", None, None, WHEN, {})
@@ -327,7 +332,7 @@ def test_unusable_assets_and_bad_projection_fields(tmp_path):
 
 @pytest.mark.parametrize("bad_id", ["north/south", "..", "a..b"])
 def test_flight_id_with_slash_or_dotdot_is_reported_and_others_listed(tmp_path, bad_id):
-    raster = write_geotiff(tmp_path / "files" / "s.tif")
+    raster = write_geotiff(tmp_path / "stac" / "files" / "s.tif")
     root = tmp_path / "stac"
     catalog = pystac.Catalog("root", "root")
     extent = pystac.Extent(pystac.SpatialExtent([[0, 0, 1, 1]]), pystac.TemporalExtent([[WHEN, None]]))
@@ -425,9 +430,14 @@ def test_real_sentinel1_geotiffs_in_a_user_catalogue(tmp_path):
     path = _save(catalog, tmp_path / "stac")
 
     errors: list[ArchiveError] = []
-    assert StacSarArchive(path).list_scenes("bigearthnet-s1", on_error=errors.append) == []
+    # the rasters stay where they are, outside the catalogue's folder: that root is named
+    roots = [realdata]
+    assert (
+        StacSarArchive(path, allowed_href_roots=roots).list_scenes("bigearthnet-s1", on_error=errors.append)
+        == []
+    )
     assert len(errors) == len(patches) and all("asset_key" in e.reason for e in errors)
-    archive = StacSarArchive(path, asset_key="VV")
+    archive = StacSarArchive(path, asset_key="VV", allowed_href_roots=roots)
     scenes = archive.list_scenes("bigearthnet-s1")
     assert len(scenes) == len(patches)
     for scene in scenes:
@@ -460,7 +470,7 @@ def test_real_sentinel1_geotiffs_in_a_user_catalogue(tmp_path):
 def test_older_projection_fields_and_start_datetime(tmp_path, projection, level):
     """Catalogues written before proj:code (projection extension < 2.0), projection fields on the
     item or on the asset (Umbra-style), and items with a time range instead of a datetime."""
-    raster = write_geotiff(tmp_path / "files" / "s.tif", crs="EPSG:4326")  # the STAC fields must win
+    raster = write_geotiff(tmp_path / "stac" / "files" / "s.tif", crs="EPSG:4326")  # the STAC fields must win
     item = pystac.Item(
         "ranged",
         None,

@@ -36,7 +36,7 @@ def test_quicklook_of_a_uint16_db_product_with_nodata(tmp_path):
         value_scale=0.01,
         value_offset=-60.0,
     )
-    png = quicklook_png(StacSarArchive(tmp_path / "unused"), scene, max_size=cols)
+    png = quicklook_png(StacSarArchive(tmp_path), scene, max_size=cols)
     image = np.asarray(Image.open(io.BytesIO(png)))
     assert image.shape == (rows, cols)
     assert (image[:, :10] == 0).all()  # nodata is black

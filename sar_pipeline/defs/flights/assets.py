@@ -2,9 +2,9 @@ import dagster as dg
 
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
-from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.manifest import write_geoparquet
-from sar_pipeline.geo.scene_table import quicklook_png, scene_table
+from sar_pipeline.geo.scene_table import quicklook_png, reach_problem, scene_table
 from sar_pipeline.pictures import markdown_image
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
@@ -27,7 +27,14 @@ def sar_scenes(
         context.log.warning(f"skipped scene: {error}")
         skipped.append(str(error))
 
-    scenes = list(sar_archive.list_scenes(flight_id, on_error=record_skip))
+    policy = archive.href_policy()
+    scenes = []
+    for scene in sar_archive.list_scenes(flight_id, on_error=record_skip):
+        problem = reach_problem(scene, policy)
+        if problem:
+            record_skip(ArchiveError(f"scene {scene.scene_id!r}", problem))
+        else:
+            scenes.append(scene)
     if not scenes:
         raise SarPipelineError(f"flight {flight_id}", "no usable scene in the archive: " + "; ".join(skipped))
     table = scene_table(scenes)
