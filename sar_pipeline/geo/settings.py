@@ -99,6 +99,21 @@ class TilingSettings(Settings):
         "tile_size² × 20 bytes.",
     )
 
+    max_scene_pixels: int = Field(
+        default=4_000_000_000,
+        ge=1,
+        description="Scenes whose raster holds more pixels (rows × columns, from its header) are skipped "
+        "before any pixel is read, naming this setting: a corrupt or hostile header can claim 10¹² "
+        "pixels. 4·10⁹ ≈ a 63 000 × 63 000 airborne strip.",
+    )
+    max_tiles_per_scene: int = Field(
+        default=20_000,
+        ge=1,
+        description="Scenes that would give more tile positions at ground_sample_distance_m are skipped "
+        "before tiling, naming this setting (a GSD typed in mm instead of m multiplies them by 10⁶). "
+        "20 000 tiles of 512² at 1 m ≈ 5 000 km².",
+    )
+
     @field_validator("bit_depth")
     @classmethod
     def _bit_depth(cls, value: int) -> int:

@@ -46,6 +46,7 @@ from sar_pipeline.geo.scene_raster import (
     scene_value_encoding,
 )
 from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.hrefs import redact_text
 from sar_pipeline.pictures import png_bytes, to_display_uint8
 from sar_pipeline.storage import validate_id
 
@@ -108,6 +109,35 @@ def tile_lattice(grid_shape: tuple[int, int], tile_size: int, stride: int) -> tu
     return n_r, n_c
 
 
+def scene_size_problem(
+    raster_shape: tuple[int, int], params: TilingSettings, grid_shape: tuple[int, int] | None = None
+) -> str | None:
+    """Why a scene is too large to tile under ``max_scene_pixels``/``max_tiles_per_scene`` (None: it is not).
+
+    ``raster_shape`` is the source raster's (rows, cols); ``grid_shape`` the output grid's at the
+    configured GSD, when known (it decides the tile count).
+    """
+    rows, cols = (int(v) for v in raster_shape)
+    if rows <= 0 or cols <= 0:
+        return f"the raster is empty ({rows} × {cols} pixels)"
+    if rows * cols > params.max_scene_pixels:
+        return (
+            f"the raster claims {rows} × {cols} = {rows * cols:.3g} pixels, over "
+            f"sar_tiles.max_scene_pixels = {params.max_scene_pixels:.3g}; raise that setting if the "
+            "scene is real"
+        )
+    if grid_shape is not None:
+        n_rows, n_cols = tile_lattice(grid_shape, params.tile_size, params.step)
+        if n_rows * n_cols > params.max_tiles_per_scene:
+            return (
+                f"{n_rows} × {n_cols} = {n_rows * n_cols} tile positions at "
+                f"ground_sample_distance_m = {params.ground_sample_distance_m}, over "
+                f"sar_tiles.max_tiles_per_scene = {params.max_tiles_per_scene}; check the GSD (metres) "
+                "or raise that setting"
+            )
+    return None
+
+
 def estimate_db_range(
     samples: Iterable[tuple[SceneRecord, rasterio.DatasetReader]],
     params: TilingSettings,
@@ -152,7 +182,13 @@ def tile_scene(
     """
     crs, transform, _ = scene_georeferencing(scene, dataset)
     src = georeferenced(dataset, crs, transform)
+    too_large = scene_size_problem((dataset.height, dataset.width), params)
+    if too_large:
+        raise RasterError(dataset.name, too_large)
     grid = scene_output_grid(scene, dataset, params)
+    too_large = scene_size_problem((dataset.height, dataset.width), params, grid.shape)
+    if too_large:
+        raise RasterError(dataset.name, too_large)
     unit, scale, offset = scene_value_encoding(scene, dataset.dtypes[0], params)
     nodata = dataset.nodata if dataset.nodata is not None else scene.nodata
     size, step = params.tile_size, params.step
@@ -170,7 +206,7 @@ def tile_scene(
             if ds.crs is not None and ds.crs.to_string() != crs:
                 raise RasterError(href, f"CRS {ds.crs} differs from the scene's {crs}")
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-            extra_errors[key] = str(exc)
+            extra_errors[key] = redact_text(str(exc))
             extras.pop(key, None)
     read_lock = threading.Lock()  # one GDAL handle per file: reads are serialised, the rest runs in parallel
 
@@ -193,7 +229,7 @@ def tile_scene(
                 read_lock=read_lock,
             )
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-            return [DroppedTile(tid, scene.scene_id, f"read error: {exc}") for tid in ids]
+            return [DroppedTile(tid, scene.scene_id, f"read error: {redact_text(str(exc))}") for tid in ids]
         db = radiometry.intensity_to_db(intensity)
         del intensity
         quantised = radiometry.quantize_db(db, radiometry_params)
@@ -213,7 +249,7 @@ def tile_scene(
                         radiometry.intensity_to_db(e_int), radiometry_params
                     )
             except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-                band_errors[key] = str(exc)
+                band_errors[key] = redact_text(str(exc))
         nan = np.isnan(db)
         items: list[Tile | DroppedTile] = []
         for tile_col, tid in enumerate(ids, start=first_col):
@@ -372,18 +408,31 @@ def tile_flight(
     A scene that cannot be opened or georeferenced is skipped (reason recorded), the others kept.
     """
     skipped: dict[str, str] = {}
+    for scene in scenes:  # refused up front from the record (the raster's own header is checked again)
+        too_large = scene_size_problem(scene.shape, params)
+        if too_large:
+            skipped[scene.scene_id] = too_large
     if params.percentiles is not None:
         opened = []
         try:
             for scene in scenes:
+                if scene.scene_id in skipped:
+                    continue
                 try:
-                    opened.append((scene, open_scene(scene)))
+                    dataset = open_scene(scene)
+                    too_large = scene_size_problem((dataset.height, dataset.width), params)
+                    if too_large:
+                        dataset.close()
+                        raise RasterError(dataset.name, too_large)
+                    opened.append((scene, dataset))
                 except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-                    skipped[scene.scene_id] = str(exc)
+                    skipped[scene.scene_id] = redact_text(str(exc))
             try:
                 db_min, db_max = estimate_db_range(opened, params)
             except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-                skipped.update({s.scene_id: f"percentile estimate failed: {exc}" for s, _ in opened})
+                skipped.update(
+                    {s.scene_id: f"percentile estimate failed: {redact_text(str(exc))}" for s, _ in opened}
+                )
                 return FlightTiling([], [], skipped, None, [])
         finally:
             for _, ds in opened:
@@ -425,7 +474,7 @@ def tile_flight(
                     if len(previews) < max_previews:
                         previews.append((item.tile_id, to_display_uint8(item.image)))
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-            skipped[scene.scene_id] = str(exc)
+            skipped[scene.scene_id] = redact_text(str(exc))
     invalid: dict[str, int] = {}
     for (scene_id, _, _), count in invalid_by_block.items():
         invalid[scene_id] = invalid.get(scene_id, 0) + count
