@@ -82,14 +82,64 @@ class CaptionedImage:
         return f"{self.source}/{self.image_name}"
 
 
+def _read_utf8(path: Path) -> str:
+    """The text of a caption file, decoded as UTF-8; a byte that is not is an error naming where."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CaptionDataError(path, f"unreadable: {e}") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CaptionDataError(
+            path,
+            f"not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start} (line {line}); re-save it as UTF-8",
+        ) from e
+
+
+def _caption_texts(captions: object, where: str, source: Path) -> tuple[str, ...]:
+    """Reference captions as whitespace-normalised strings; anything but a list of strings is an
+    error naming the entry (a bare string would otherwise be read letter by letter)."""
+    if isinstance(captions, str) or not isinstance(captions, list | tuple):
+        raise CaptionDataError(
+            source,
+            f"{where}: captions must be a list of strings, got {type(captions).__name__} {captions!r:.60}",
+        )
+    out = []
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise CaptionDataError(
+                source, f"{where}: caption {i} is {type(caption).__name__} {caption!r:.60}, not a string"
+            )
+        out.append(" ".join(caption.split()))
+    return tuple(out)
+
+
+def _one_split_per_image(items: list[CaptionedImage], source: Path) -> list[CaptionedImage]:
+    """Refuse a file that lists an image in two splits (its captions would be trained on and then
+    scored as unseen) or twice in one, naming the image and the splits."""
+    splits: dict[str, list[str]] = {}
+    for item in items:
+        splits.setdefault(item.image_name, []).append(item.split)
+    for name, found in splits.items():
+        if len(found) > 1:
+            raise CaptionDataError(
+                source,
+                f"image {name!r} is listed {len(found)}× (splits {sorted(found)}): each image must be in "
+                "exactly one split, or held-out scores are measured on training images",
+            )
+    return items
+
+
 def load_karpathy_json(
     path: str | Path, images_dir: str | Path | None = None, source: str | None = None
 ) -> list[CaptionedImage]:
     """Read a Karpathy-style caption file (``{"images": [{"filename", "split", "sentences": [{"raw"}]}]}``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(_read_utf8(path))
+    except json.JSONDecodeError as e:
         raise CaptionDataError(path, f"unreadable JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CaptionDataError(path, "no 'images' list: not a Karpathy-style caption file")
@@ -98,18 +148,26 @@ def load_karpathy_json(
     for i, entry in enumerate(data["images"]):
         try:
             name = entry["filename"]
-            captions = tuple(" ".join(s["raw"].split()) for s in entry["sentences"])
+            sentences = entry["sentences"]
+            raws = (
+                [s["raw"] if isinstance(s, dict) else s for s in sentences]
+                if isinstance(sentences, list)
+                else sentences
+            )
         except (KeyError, TypeError) as e:
             raise CaptionDataError(
                 path, f"image entry {i} lacks {e}: need 'filename' and 'sentences[].raw'"
             ) from e
+        if not isinstance(name, str):
+            raise CaptionDataError(path, f"image entry {i}: filename {name!r} is not a string")
+        captions = _caption_texts(raws, f"image {name!r} sentences[].raw", path)
         if not captions:
             raise CaptionDataError(path, f"image {name!r} has no captions")
         split = {"val": "validation", "restval": "train"}.get(
             entry.get("split", "train"), entry.get("split", "train")
         )
         out.append(CaptionedImage(source, name, split, captions, _image_path(images_dir, name)))
-    return out
+    return _one_split_per_image(out, path)
 
 
 def load_precomp(
@@ -169,11 +227,15 @@ def load_ucm_pairs(folder: str | Path) -> list[CaptionedImage]:
     folder = Path(folder)
     pairs_file = folder / "ucm_pairs.json"
     try:
-        entries = json.loads(pairs_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        entries = json.loads(_read_utf8(pairs_file))
+    except json.JSONDecodeError as e:
         raise CaptionDataError(pairs_file, f"unreadable: {e}") from e
+    if not isinstance(entries, list):
+        raise CaptionDataError(pairs_file, f"expected a list of entries, got {type(entries).__name__}")
     out = []
     for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise CaptionDataError(pairs_file, f"entry {i} is {type(entry).__name__}, not an object")
         captions = entry.get("captions")
         if not captions:
             continue
@@ -184,9 +246,9 @@ def load_ucm_pairs(folder: str | Path) -> list[CaptionedImage]:
             raise CaptionDataError(pairs_file, f"entry {i} lacks {e}") from e
         if not image_path.is_file():
             raise CaptionDataError(image_path, f"image of {name} missing")
-        captions = tuple(" ".join(c.split()) for c in captions)
-        out.append(CaptionedImage("ucm", name, entry.get("split") or "train", captions, image_path))
-    return out
+        captions = _caption_texts(captions, f"entry {i} ({name})", pairs_file)
+        out.append(CaptionedImage("ucm", str(name), entry.get("split") or "train", captions, image_path))
+    return _one_split_per_image(out, pairs_file)
 
 
 def combine(*datasets: Iterable[CaptionedImage]) -> list[CaptionedImage]:
@@ -257,8 +319,4 @@ def _image_path(images_dir: str | Path | None, name: str) -> Path | None:
 
 
 def _lines(path: Path) -> list[str]:
-    return [
-        line.strip()
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
+    return [line.strip() for line in _read_utf8(path).splitlines() if line.strip()]

@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -109,6 +110,24 @@ def build_clip_tokenizer(model_max_length: int = 77):
     return CLIPTokenizer(
         vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=model_max_length
     )
+
+
+#: Stable Diffusion 1.5's text encoder (CLIP ViT-L/14) reads 77 tokens, start and end included;
+#: the rest of a longer text is cut off before training sees it.
+TEXT_ENCODER_MAX_TOKENS = 77
+
+
+@lru_cache(maxsize=1)
+def _counting_tokenizer():
+    return build_clip_tokenizer(model_max_length=10**6)  # counts, never truncates
+
+
+def text_token_counts(texts: Sequence[str]) -> list[int]:
+    """CLIP BPE tokens of each text, start and end tokens included: what the text encoder counts
+    (words are no measure: "multi-storey" or "10.5 m" are several tokens each)."""
+    if not texts:
+        return []
+    return [len(ids) for ids in _counting_tokenizer()(list(texts))["input_ids"]]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 
 from sar_pipeline.defs.captions.assets import captions
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.diffusion.models import TEXT_ENCODER_MAX_TOKENS, text_token_counts
 
-#: Caption word bounds: fewer says nothing, more overflows CLIP's 77-token text window once prefixed.
+#: Captions of fewer words say nothing.
 MIN_CAPTION_WORDS = 2
-MAX_TEXT_WORDS = 60
 #: The demo's template captions repeat on similar ground; above this share of repeats, warn.
 MAX_DUPLICATE_SHARE = 0.6
 
@@ -47,25 +47,25 @@ def captions_not_empty(context: dg.AssetCheckExecutionContext, storage: StorageR
 
 @dg.asset_check(
     asset=captions,
-    description=f"Captions have at least {MIN_CAPTION_WORDS} words and texts at most {MAX_TEXT_WORDS} "
-    "(CLIP reads 77 tokens).",
+    description=f"Captions have at least {MIN_CAPTION_WORDS} words and texts at most "
+    f"{TEXT_ENCODER_MAX_TOKENS} CLIP tokens (what the text encoder reads; the rest would be cut off).",
 )
 def captions_length_bounds(
     context: dg.AssetCheckExecutionContext, storage: StorageRoot
 ) -> dg.AssetCheckResult:
     tile_ids, texts, raw = _texts(context, storage)
-    out = {
-        t: len(x.split())
-        for t, x, c in zip(tile_ids, texts, raw, strict=True)
-        if len(c.split()) < MIN_CAPTION_WORDS or len(x.split()) > MAX_TEXT_WORDS
+    tokens = text_token_counts(texts)
+    short = {
+        t: len(c.split()) for t, c in zip(tile_ids, raw, strict=True) if len(c.split()) < MIN_CAPTION_WORDS
     }
-    lengths = [len(x.split()) for x in texts] or [0]
+    long = {t: n for t, n in zip(tile_ids, tokens, strict=True) if n > TEXT_ENCODER_MAX_TOKENS}
     return dg.AssetCheckResult(
-        passed=not out,
+        passed=not short and not long,
         metadata={
-            "min_words": min(lengths),
-            "max_words": max(lengths),
-            "out_of_bounds": dg.MetadataValue.json(out),
+            "min_caption_words": min((len(c.split()) for c in raw), default=0),
+            "max_text_tokens": max(tokens, default=0),
+            "too_short_words": dg.MetadataValue.json(dict(list(short.items())[:50])),
+            "too_long_tokens": dg.MetadataValue.json(dict(list(long.items())[:50])),
         },
     )
 
