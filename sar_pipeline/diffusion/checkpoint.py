@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.storage import replace_dir
 
 CHECKPOINT_PREFIX = "checkpoint-"
 PARTIAL_SUFFIX = ".partial"
@@ -100,6 +101,18 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
     for part in ("checkpoint.json", "state/progress.json", "pipeline/model_index.json"):
         if not (folder / part).exists():
             raise CheckpointError(folder, f"half-written or foreign checkpoint: {part} is missing")
+    info = _read_json(folder / "checkpoint.json")
+    # sizes recorded when the checkpoint was published: a file cut short (disk full, a copy
+    # interrupted, a truncated upload) is named here, before anything is loaded from it
+    for relative, size in sorted((info.get("file_sizes") or {}).items()):
+        path = folder / relative
+        if not path.is_file():
+            raise CheckpointError(path, "missing from the checkpoint (listed in checkpoint.json)")
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                path, f"truncated or altered: {actual} bytes, checkpoint.json records {size}"
+            )
     for path in sorted((folder / "state").rglob("*")):
         if path.is_file() and path.suffix not in STATE_SUFFIXES:
             raise CheckpointError(
@@ -108,7 +121,7 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
                 "this file could run code when loaded (pickle). If an older version wrote this "
                 "checkpoint, start afresh (resume_from_checkpoint='') or remove the checkpoint",
             )
-    return _read_json(folder / "checkpoint.json")
+    return info
 
 
 def publish_checkpoint(partial: Path, info: dict[str, Any], keep_last: int = 0) -> Path:
@@ -116,14 +129,36 @@ def publish_checkpoint(partial: Path, info: dict[str, Any], keep_last: int = 0) 
     folder is complete or absent. Then delete the oldest complete ones beyond ``keep_last`` (0 keeps all).
     """
     final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
-    (partial / "checkpoint.json").write_text(json.dumps(info, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
+    sizes = {str(p.relative_to(partial)): p.stat().st_size for p in sorted(partial.rglob("*")) if p.is_file()}
+    (partial / "checkpoint.json").write_text(json.dumps({**info, "file_sizes": sizes}, indent=1))
+    replace_dir(partial, final)
     if keep_last > 0:
         for old in list_checkpoints(final.parent.parent)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard_checkpoint(old)
     return final
+
+
+def discard_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint so that it is never seen half deleted: hidden by one rename, then removed."""
+    hidden = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
+    os.replace(folder, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def remove_checkpoint_leftovers(output_dir: Path) -> list[Path]:
+    """Delete what killed runs left in ``checkpoints/``: ``.partial`` folders never published and
+    checkpoints hidden for deletion. Call before training starts (one trainer per run folder)."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    leftovers = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.name.endswith(PARTIAL_SUFFIX) or (p.name.startswith(".") and ".deleting-" in p.name)
+    ]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 def partial_checkpoint(output_dir: Path, step: int) -> Path:
@@ -305,17 +340,21 @@ def load_training_state(
             load_model(model, str(path), strict=True)
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise CheckpointError(path, f"cannot load into the {name}: {exc}") from exc
-    optimizer.load_state_dict(load_tree(folder, "optimizer"))
-    lr_scheduler.load_state_dict(load_tree(folder, "lr_scheduler"))
+    states = [("optimizer", optimizer.load_state_dict), ("lr_scheduler", lr_scheduler.load_state_dict)]
     if ema is not None:
-        ema.load_state_dict(load_tree(folder, "ema"))
+        states.append(("ema", ema.load_state_dict))
     if grad_scaler is not None:
-        grad_scaler.load_state_dict(load_tree(folder, "grad_scaler"))
-    set_rng_state(load_tree(folder, f"rng-{rank}"))
+        states.append(("grad_scaler", grad_scaler.load_state_dict))
+    states.append((f"rng-{rank}", set_rng_state))
+    for name, restore in states:
+        try:
+            restore(load_tree(folder, name))
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(folder / f"{name}.json", f"does not fit this run ({exc})") from exc
     values = _read_json(folder / "progress.json")
-    accumulation_step = values.pop("accumulation_step")
     try:
+        accumulation_step = values.pop("accumulation_step")
         progress = TrainingProgress(**values)
-    except TypeError as exc:
+    except (TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(folder / "progress.json", f"unexpected content: {exc}") from exc
     return progress, accumulation_step

@@ -8,11 +8,14 @@ Under ``accelerate launch`` only the main process reports.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from typing import Any
 
 import torch
+
+from sar_pipeline.errors import SarPipelineError
 
 
 class Reporter:
@@ -69,6 +72,15 @@ class LossLog:
         """Copy pending losses to the host, extend the history; return the last loss (nan if none)."""
         if self.pending:
             values = torch.stack([v for _, v in self.pending]).tolist()
+            for (step, _), value in zip(self.pending, values, strict=True):
+                if not math.isfinite(value):
+                    # weights are now NaN/inf: every later step and checkpoint would be garbage that
+                    # still "succeeds"; the checkpoints before this step stay as they are
+                    raise SarPipelineError(
+                        f"training loss at step {step}",
+                        f"is {value}: training diverged. Lower unet_learning_rate/text_encoder_learning_rate "
+                        "or enable max_grad_norm; the run resumes from its last good checkpoint",
+                    )
             self.history.extend([step, value] for (step, _), value in zip(self.pending, values, strict=True))
             self.pending = []
             if self.on_flush is not None:

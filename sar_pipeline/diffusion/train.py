@@ -39,6 +39,7 @@ import torch
 
 from sar_pipeline.dataset import current_version
 from sar_pipeline.diffusion.checkpoint import (
+    CheckpointError,
     TrainingProgress,
     check_checkpoint,
     checkpoint_name,
@@ -46,6 +47,7 @@ from sar_pipeline.diffusion.checkpoint import (
     load_training_state,
     partial_checkpoint,
     publish_checkpoint,
+    remove_checkpoint_leftovers,
     save_training_state,
 )
 from sar_pipeline.diffusion.config import TrainSettings
@@ -459,19 +461,45 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
 
 
 def resume(run: TrainingRun) -> tuple[TrainingProgress, Path | None]:
-    """Load the checkpoint ``resume_from_checkpoint`` names ('latest': the newest complete one, if
-    any); return the progress to continue from and that checkpoint (None: start afresh)."""
+    """Load the checkpoint ``resume_from_checkpoint`` names; return the progress to continue from
+    and that checkpoint (None: start afresh).
+
+    'latest': the newest complete checkpoint of the run folder that loads. One that does not (a
+    file truncated or corrupt, a refused pickle) is reported naming the file, and the one before it
+    is tried; leftovers of killed runs (``.partial`` folders) are removed first. A checkpoint named
+    explicitly must load.
+    """
     cfg = run.cfg
-    if cfg.resume_from_checkpoint == "latest":
-        complete = list_checkpoints(run.output_dir)
-        resume_from = complete[-1] if complete else None
-    else:
-        resume_from = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
-    if resume_from is None:
-        return TrainingProgress(), None
-    check_checkpoint(resume_from)
+    if cfg.resume_from_checkpoint != "latest":
+        if not cfg.resume_from_checkpoint:
+            return TrainingProgress(), None
+        return _load_checkpoint(run, Path(cfg.resume_from_checkpoint)), Path(cfg.resume_from_checkpoint)
+    if run.accelerator.is_main_process:
+        for leftover in remove_checkpoint_leftovers(run.output_dir):
+            run.reporter.log(f"removed {leftover.name}: left by an interrupted run")
+    run.accelerator.wait_for_everyone()
+    candidates = list_checkpoints(run.output_dir)
+    failures = []
+    for folder in reversed(candidates):
+        try:
+            return _load_checkpoint(run, folder), folder
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            run.reporter.log(f"cannot resume from {folder.name}: {exc}; trying the checkpoint before it")
+    if failures:
+        # the models may hold part of a checkpoint now: never train on from that
+        raise CheckpointError(
+            run.output_dir / "checkpoints",
+            "no checkpoint of this run can be resumed (" + "; ".join(failures) + "); remove them or set "
+            "resume_from_checkpoint='' to start afresh",
+        )
+    return TrainingProgress(), None
+
+
+def _load_checkpoint(run: TrainingRun, folder: Path) -> TrainingProgress:
+    check_checkpoint(folder)
     progress, run.accelerator.step = load_training_state(
-        resume_from / "state",
+        folder / "state",
         models=run.trained_parts(),
         optimizer=run.optimizer,
         lr_scheduler=run.lr_scheduler,
@@ -482,10 +510,10 @@ def resume(run: TrainingRun) -> tuple[TrainingProgress, Path | None]:
     if run.ema is not None:
         run.ema.to(run.accelerator.device)
     run.reporter.log(
-        f"resumed from {resume_from}: step {progress.global_step}, epoch {progress.epoch}, "
+        f"resumed from {folder}: step {progress.global_step}, epoch {progress.epoch}, "
         f"batch {progress.batch_in_epoch}"
     )
-    return progress, resume_from
+    return progress
 
 
 def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -> Path:
@@ -575,4 +603,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from sar_pipeline.processes import watch_parent
+
+    watch_parent()  # a child of a run: stop when the run's process is gone
     main()
