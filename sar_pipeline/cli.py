@@ -52,13 +52,19 @@ def register_flights(defs, instance) -> list[str]:
 
 
 def run_main_job(flights: list[str] | None = None) -> int:
-    """Register new flights, run the per-flight job for each, then the cross-flight stages.
+    """Register new flights, run the per-flight job for each flight not yet done, then the
+    cross-flight stages.
 
-    ``flights``: run these (already registered) flights again instead of only the new ones.
-    Returns the number of failed runs.
+    A flight is not done when one of its per-flight assets was never materialised or its latest
+    attempt failed (an interrupted or killed run included): those are run again, beside the new
+    ones. Runs left in progress by a killed process are marked failed first and their pool slots
+    freed (``run_control``). ``flights``: run exactly these registered flights. SIGINT/SIGTERM
+    stop cleanly. Returns the number of failed runs (raises ``run_control.Interrupted``, a
+    ``KeyboardInterrupt``, when stopped).
     """
     import dagster as dg
 
+    from sar_pipeline import run_control
     from sar_pipeline.definitions import defs as load_defs
 
     # Dagster's notices about its own preview/beta APIs (used inside Pipes) are not for the user
@@ -67,24 +73,37 @@ def run_main_job(flights: list[str] | None = None) -> int:
     home = _prepare_dagster_home()
     instance = dg.DagsterInstance.get()
     defs = load_defs()
-    new = register_flights(defs, instance)
-    todo = flights if flights else new
-    print(f"flights registered: {len(instance.get_dynamic_partitions('flight'))}; new: {new or 'none'}")
     failures = 0
-    flight_job = defs.resolve_job_def("flight_job")
-    for flight_id in todo:
-        started = time.perf_counter()
-        result = flight_job.execute_in_process(
-            instance=instance, partition_key=flight_id, raise_on_error=False
+    with run_control.guarded(instance) as guard:
+        new = register_flights(defs, instance)
+        flight_job = defs.resolve_job_def("flight_job")
+        registered = sorted(instance.get_dynamic_partitions("flight"))
+        unfinished, running = run_control.unfinished_partitions(
+            instance,
+            list(flight_job.asset_layer.executable_asset_keys),
+            flight_job.partitions_def,
+            registered,
         )
-        status = "ok" if result.success else "FAILED"
-        failures += not result.success
-        print(f"  flight {flight_id}: {status} ({time.perf_counter() - started:.1f} s, run {result.run_id})")
-    for job_name in ("dataset_job", "training_job"):
-        started = time.perf_counter()
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
-        failures += not result.success
-        print(f"  {job_name}: {'ok' if result.success else 'FAILED'} ({time.perf_counter() - started:.1f} s)")
+        todo = flights if flights else sorted(set(new) | set(unfinished))
+        retried = sorted(set(unfinished) - set(new))
+        print(
+            f"flights registered: {len(registered)}; new: {new or 'none'}"
+            + (f"; not done yet, run again: {retried}" if retried and not flights else "")
+        )
+        if running:
+            print(f"  being materialised by another run now, left alone: {running}")
+        for flight_id in todo:
+            started = time.perf_counter()
+            result = guard.execute(flight_job, partition_key=flight_id)
+            failures += not result.success
+            print(
+                f"  flight {flight_id}: {_outcome(result)} ({time.perf_counter() - started:.1f} s, run {result.run_id})"
+            )
+        for job_name in ("dataset_job", "training_job"):
+            started = time.perf_counter()
+            result = guard.execute(defs.resolve_job_def(job_name))
+            failures += not result.success
+            print(f"  {job_name}: {_outcome(result)} ({time.perf_counter() - started:.1f} s)")
 
     # the storage resource as the runs saw it ($SAR_PIPELINE_STORAGE resolved, else its default)
     storage = defs.resources["storage"].process_config_and_initialize()
@@ -92,6 +111,17 @@ def run_main_job(flights: list[str] | None = None) -> int:
     print(f"Outputs (storage root): {storage.uri}")
     print(f"Open the UI:  source .venv/bin/activate && DAGSTER_HOME={home} dg dev --host 127.0.0.1")
     return failures
+
+
+def _outcome(result) -> str:
+    """'ok', or 'FAILED' with the first failed step and its error message (already redacted)."""
+    if result.success:
+        return "ok"
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            message = event.step_failure_data.error.message.strip().splitlines()[-1]
+            return f"FAILED in {event.step_key}: {message}"
+    return "FAILED"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -110,6 +140,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if run_main_job(flights=args.flight or None) else 0
+
+
+def _stopped(error: BaseException) -> int:
+    """What ``sar-pipeline`` says and returns when SIGINT/SIGTERM stopped it (exit status 130)."""
+    print(
+        f"\nstopped ({error}): the interrupted run is marked canceled and nothing it half wrote is "
+        "visible; `sar-pipeline run` continues where this one stopped",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
@@ -164,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     archive.set_defaults(func=demo_module.run)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from sar_pipeline.errors import SarPipelineError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as error:
+        return _stopped(error)
+    except SarPipelineError as error:  # a bad setting or input outside any run: one line, no traceback
+        print(f"sar-pipeline: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,18 @@ import subprocess
 import sys
 
 DOMAIN_PACKAGES = ["archive", "geo", "captioning", "dataset", "diffusion"]
-DOMAIN_MODULES = ["radiometry", "storage", "pictures", "paths", "errors", "settings", "timestamps", "stac_io"]
+DOMAIN_MODULES = [
+    "radiometry",
+    "storage",
+    "pictures",
+    "paths",
+    "errors",
+    "settings",
+    "timestamps",
+    "stac_io",
+    "hrefs",
+    "processes",
+]
 
 CODE = f"""
 import builtins, importlib, pkgutil, sys

@@ -353,4 +353,7 @@ def _materialization_metadata(result: FinetuneResult) -> dict:
 
 
 if __name__ == "__main__":
+    from sar_pipeline.processes import watch_parent
+
+    watch_parent()  # a child of a run: stop when the run's process is gone
     raise SystemExit(main())

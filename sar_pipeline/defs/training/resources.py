@@ -2,7 +2,6 @@
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,6 +12,7 @@ from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.config import BaseModelSettings
 from sar_pipeline.diffusion.launch import TrainerLaunchSettings, launch_command
 from sar_pipeline.diffusion.models import ensure_tiny_base
+from sar_pipeline.processes import start_child
 
 
 class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
@@ -53,7 +53,8 @@ class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
             message_reader=dg.PipesTempFileMessageReader(),
             extras=dict(extras or {}),
         ) as session:
-            process = subprocess.Popen(
+            # dies with this process, even when it is killed with SIGKILL (processes.die_with_parent)
+            process = start_child(
                 command, env={**os.environ, **launch_env, **session.get_bootstrap_env_vars()}
             )
             try:
