@@ -114,14 +114,10 @@ def run_main_job(flights: list[str] | None = None) -> int:
 
 
 def _outcome(result) -> str:
-    """'ok', or 'FAILED' with the first failed step and its error message (already redacted)."""
-    if result.success:
-        return "ok"
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            message = event.step_failure_data.error.message.strip().splitlines()[-1]
-            return f"FAILED in {event.step_key}: {message}"
-    return "FAILED"
+    """'ok', or 'FAILED in <step>: <the error>' (already redacted)."""
+    from sar_pipeline.run_control import failure_message
+
+    return "ok" if result.success else f"FAILED in {failure_message(result) or 'the run'}"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -177,6 +177,18 @@ def _raise_in_main_thread(exc_type: type[BaseException]) -> None:
     signal.pthread_kill(main, signal.SIGINT)  # ends its time.sleep; the handler then raises
 
 
+def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
+    """'<step>: <message>' of the run's first failed step, the user's error rather than Dagster's
+    wrapper around it (messages are already redacted: ``SarPipelineError``); None when none failed."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            while error.cause is not None and error.message.startswith("dagster._core.errors."):
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip()}"
+    return None
+
+
 def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
     """Whether a step of the run stopped on SIGINT/SIGTERM (Dagster fails the step and the run)."""
     for event in result.all_events:

@@ -58,6 +58,26 @@ def _gap(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
     return abs((parse_utc(a) - parse_utc(b)).total_seconds())
 
 
+def encoding_problem(ds, value_range: tuple[float, float] | None) -> str | None:
+    """Why an optical raster's pixels would not come out as the RGB the captioner should see, or None.
+
+    A paletted (indexed-colour) raster holds colour-table indices, not colours: warped as is it
+    gives grey index images. A raster that is not 8-bit (16-bit counts, float reflectance) read
+    with the 0–255 default range comes out all white or all black. Both are refused, naming the fix.
+    """
+    if ColorInterp.palette in ds.colorinterp:
+        return (
+            "paletted (indexed-colour) raster: its values are colour-table indices, not colours; "
+            "expand it to RGB first (gdal_translate -expand rgb)"
+        )
+    if value_range is None and ds.dtypes[0] != "uint8":
+        return (
+            f"{ds.dtypes[0]} pixels read with the 8-bit default range 0–255 would saturate; set "
+            "optical.value_min and optical.value_max (e.g. 0 and 3000 for Sentinel-2 L2A reflectance × 10⁴)"
+        )
+    return None
+
+
 def warp_rgb(
     href: str,
     crs: str,
@@ -65,11 +85,13 @@ def warp_rgb(
     shape: tuple[int, int],
     bands: Sequence[int] | None = None,
     resampling: str = "bilinear",
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """RGB of the raster at ``href`` on the grid, as float32 ``(3, rows, cols)``, NaN where not covered.
 
     ``bands`` (1-based) default to the bands tagged red/green/blue, else 1, 2, 3. An alpha band
-    (or the file's nodata value) masks pixels out.
+    (or the file's nodata value) masks pixels out. ``value_range`` is the range the caller maps to
+    0–255 (None: 8-bit); a raster it cannot map (:func:`encoding_problem`) raises RasterError.
     """
     try:
         ds = rasterio.open(href)
@@ -78,6 +100,9 @@ def warp_rgb(
     with ds:
         if ds.crs is None:
             raise RasterError(href, "no CRS: the optical raster is not georeferenced")
+        problem = encoding_problem(ds, value_range)
+        if problem:
+            raise RasterError(href, problem)
         interp = list(ds.colorinterp)
         if bands is None:
             want = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
@@ -151,10 +176,21 @@ class MosaicOpticalSource(OpticalSource):
         self.value_range = tuple(value_range) if value_range else None
         self.resampling = resampling
         self.acquired = parse_utc(acquired) if acquired is not None else self._tagged_time()
+        self._refuse_unusable_encoding()
 
     @property
     def name(self) -> str:
         return redact(self.uri)
+
+    def _refuse_unusable_encoding(self) -> None:
+        """Fail once, up front, for a mosaic whose pixels cannot become the RGB captions describe."""
+        try:
+            with rasterio.open(self.uri) as ds:
+                problem = encoding_problem(ds, self.value_range)
+        except rasterio.errors.RasterioIOError:
+            return  # reported when rendering, with the reason
+        if problem:
+            raise RasterError(redact(self.uri), problem)
 
     def _tagged_time(self) -> dt.datetime | None:
         try:
@@ -173,7 +209,7 @@ class MosaicOpticalSource(OpticalSource):
         return None
 
     def render(self, crs, transform, shape, when=None) -> OpticalTile:
-        rgb = warp_rgb(self.uri, crs, transform, shape, self.bands, self.resampling)
+        rgb = warp_rgb(self.uri, crs, transform, shape, self.bands, self.resampling, self.value_range)
         covered = np.isfinite(rgb).all(axis=0)
         return OpticalTile(
             image=rgb_to_uint8(rgb, self.value_range),
@@ -251,7 +287,9 @@ class StacOpticalSource(OpticalSource):
         acc = np.full((3, *shape), np.nan, dtype=np.float32)
         used, gaps = [], []
         for item, t in candidates:
-            rgb = warp_rgb(self._href(item), crs, transform, shape, self.bands, self.resampling)
+            rgb = warp_rgb(
+                self._href(item), crs, transform, shape, self.bands, self.resampling, self.value_range
+            )
             fill = np.isnan(acc).any(axis=0) & np.isfinite(rgb).all(axis=0)
             if not fill.any():
                 continue

@@ -180,6 +180,13 @@ def tile_scene(
     SAR) are warped onto the same tile grids; one that cannot be read is recorded in
     ``Tile.extra_errors``.
     """
+    if dataset.count != 1:
+        # band 1 of an RGB picture or a stack would be tiled as if it were backscatter
+        raise RasterError(
+            dataset.name,
+            f"has {dataset.count} bands: a SAR scene raster holds one (one polarisation, as amplitude, "
+            "intensity, dB or complex); give each polarisation its own asset and pick one (asset_key)",
+        )
     crs, transform, _ = scene_georeferencing(scene, dataset)
     src = georeferenced(dataset, crs, transform)
     too_large = scene_size_problem((dataset.height, dataset.width), params)
@@ -229,7 +236,10 @@ def tile_scene(
                 read_lock=read_lock,
             )
         except (SarPipelineError, rasterio.errors.RasterioError) as exc:
-            return [DroppedTile(tid, scene.scene_id, f"read error: {redact_text(str(exc))}") for tid in ids]
+            # GDAL's own text ("Read failed. See previous exception") names neither the file nor the place
+            where = "" if isinstance(exc, SarPipelineError) else f"{dataset.name}, tile row {tile_row}: "
+            reason = f"read error: {redact_text(where + str(exc))}"
+            return [DroppedTile(tid, scene.scene_id, reason) for tid in ids]
         db = radiometry.intensity_to_db(intensity)
         del intensity
         quantised = radiometry.quantize_db(db, radiometry_params)

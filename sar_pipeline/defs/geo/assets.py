@@ -74,12 +74,19 @@ def sar_tiles(
                 f"flight {flight_id}", "no tile kept: " + "; ".join(result.skipped_scenes.values())
             )
         write_manifest(result.rows, out_dir / "manifest.parquet")
+    read_errors: dict[str, str] = {}
+    for dropped in result.dropped:
+        if dropped.reason.startswith("read error") and dropped.scene_id not in read_errors:
+            read_errors[dropped.scene_id] = dropped.reason
+            context.log.warning(f"scene {dropped.scene_id}: tiles dropped, {dropped.reason}")
     checks = check_sar_tiles(result.rows, scenes, config, image_size=lambda p: png_size(storage.root() / p))
     metadata = {
         "path": dg.MetadataValue.path(str(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))),
         "tile_count": len(result.rows),
         "dropped_count": len(result.dropped),
         "dropped_reasons": dg.MetadataValue.json(_reason_counts([d.reason for d in result.dropped])),
+        # what went wrong reading a scene, in full (the file and the cause), first tile per scene
+        "read_errors": dg.MetadataValue.json(read_errors),
         "skipped_scenes": dg.MetadataValue.json(result.skipped_scenes),
         "nonfinite_pixels_as_nodata": dg.MetadataValue.json(result.invalid_pixels),
         "speckle_first_tile": dg.MetadataValue.json(
