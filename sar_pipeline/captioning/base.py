@@ -94,6 +94,21 @@ def compose_text(caption: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN)
     return ", ".join(parts)
 
 
+def prompt_text(prompt: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN) -> str:
+    """The conditioning text of ``prompt`` in the form training saw: a text that already starts with
+    the activation token is kept as it is, any other is composed as the dataset's texts are
+    (:func:`compose_text`: ``"An aerial view, a river"``).
+
+    The one place training (captions lacking the token, validation prompts) and generation turn a
+    prompt into the text the model is conditioned on.
+    """
+    text = " ".join(prompt.split())
+    token = activation_token.strip()
+    if not token or text.lower().startswith(token.lower()):
+        return text
+    return compose_text(text, token)
+
+
 def _finite(value: object) -> bool:
     try:
         return value is not None and math.isfinite(float(value))

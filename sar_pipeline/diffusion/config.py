@@ -38,12 +38,9 @@ from sar_pipeline.errors import ConfigError
 from sar_pipeline.settings import Settings
 from sar_pipeline.storage import atomic_write_bytes
 
-VALIDATION_PROMPTS = (
-    "An aerial view of a river",
-    "An aerial view of an urban area",
-    "An aerial view of fields",
-    "An aerial view of a forest",
-)
+# Captions as the captioner writes them; the activation token is added as training adds it
+# (captioning.base.prompt_text: "An aerial view, a river").
+VALIDATION_PROMPTS = ("a river", "an urban area", "fields", "a forest")
 
 # The tiny preset trains from random init on 2 CPU cores in minutes: small tiles, larger learning
 # rates (a random UNet needs them; the paper's 5e-5/5e-6 fine-tune a pretrained one), fewer steps.
@@ -338,7 +335,8 @@ class TrainRecipe(Settings):
     )
     validation_prompts: list[str] = Field(
         default_factory=lambda: list(VALIDATION_PROMPTS),
-        description="Prompts of the validation grid drawn at each checkpoint (none: no grid).",
+        description="Prompts of the validation grid drawn at each checkpoint (none: no grid); the "
+        "activation token is added where missing, in the training texts' form ('An aerial view, a river').",
     )
     validation_steps: int | None = Field(
         default=None,

@@ -15,6 +15,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from sar_pipeline.captioning.base import prompt_text
 from sar_pipeline.errors import ConfigError, RasterError
 
 
@@ -96,8 +97,9 @@ def step_generators(
 
 
 def with_activation_token(texts: list[str], activation_token: str) -> list[str]:
-    """Captions, each starting with the activation token (prefixed where it is missing)."""
-    return [t if t.startswith(activation_token) else f"{activation_token} {t}" for t in texts]
+    """Captions, each starting with the activation token (composed where it is missing, in the
+    dataset's form: :func:`sar_pipeline.captioning.base.prompt_text`)."""
+    return [prompt_text(t, activation_token) for t in texts]
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sar_pipeline.captioning.base import prompt_text
 from sar_pipeline.pictures import grid
 
 
@@ -19,8 +20,12 @@ def sample_validation_prompts(
     resolution: int,
     seed: int,
     device: torch.device,
+    activation_token: str,
 ) -> list[Any]:
-    """One image (PIL, ``resolution`` px square) per prompt; prompt i is drawn with seed ``seed + i``."""
+    """One image (PIL, ``resolution`` px square) per prompt; prompt i is drawn with seed ``seed + i``.
+
+    Each prompt is conditioned on in the training texts' form (``prompt_text``: the activation
+    token added where missing)."""
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     images = []
@@ -28,7 +33,7 @@ def sample_validation_prompts(
         generator = torch.Generator(device="cpu").manual_seed(seed + i)
         images.append(
             pipeline(
-                prompt,
+                prompt_text(prompt, activation_token),
                 num_inference_steps=steps,
                 guidance_scale=guidance_scale,
                 height=resolution,
@@ -40,8 +45,8 @@ def sample_validation_prompts(
 
 
 def prompt_grid(prompts: list[str], images: list[Any]):
-    """The samples side by side, each labelled with its prompt less the activation token (PIL)."""
-    return grid(images, columns=len(images), labels=[p.replace("An aerial view of ", "") for p in prompts])
+    """The samples side by side, each labelled with its prompt (PIL)."""
+    return grid(images, columns=len(images), labels=list(prompts))
 
 
 def mean_brightness(prompts: list[str], images: list[Any]) -> dict[str, float]:

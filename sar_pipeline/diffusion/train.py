@@ -570,6 +570,7 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
                     resolution=cfg.tile_resolution(),
                     seed=cfg.validation_seed,
                     device=accelerator.device,
+                    activation_token=cfg.activation_token,
                 )
             brightness = mean_brightness(cfg.validation_prompts, images)
             run.vae.to("cpu")  # sampling moved it to the device; the loop does not use it

@@ -92,3 +92,14 @@ def test_final_text_and_acquisition_words():
         compose_text("Many buildings are near a river .") == "An aerial view, many buildings are near a river"
     )
     assert compose_text("SAR tile", activation_token="A SAR image") == "A SAR image, SAR tile"
+
+
+def test_prompt_text_is_the_training_texts_form():
+    from sar_pipeline.captioning.base import prompt_text
+
+    # a caption or prompt without the token becomes what the dataset's texts look like
+    assert prompt_text("a river") == compose_text("a river") == "An aerial view, a river"
+    assert prompt_text("  a   river ") == "An aerial view, a river"
+    # a text that already carries the token (the dataset's own texts) is kept
+    assert prompt_text("An aerial view, a town with fields") == "An aerial view, a town with fields"
+    assert prompt_text("a river", activation_token="A SAR image") == "A SAR image, a river"
