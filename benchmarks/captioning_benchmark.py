@@ -63,7 +63,8 @@ def time_pipeline(model_dir: Path, images, args) -> dict:
     from PIL import Image
     from transformers import BlipForConditionalGeneration, BlipProcessor, pipeline
 
-    from sar_pipeline.captioning.blip import resolve_device, resolve_dtype
+    from sar_pipeline.captioning.blip import resolve_dtype
+    from sar_pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

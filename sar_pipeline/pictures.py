@@ -96,16 +96,20 @@ def grid(
     labels: Sequence[str] | None = None,
     cell: int = 192,
 ) -> Image.Image:
-    """Lay images out in a grid of ``cell``-pixel squares, each with an optional label below."""
+    """Lay images out in a grid of ``cell``-pixel squares, each with an optional label below.
+
+    Each image is scaled to fit its square with its aspect ratio kept (centred, white margins)."""
     label_h = 14 if labels else 0
     rows = max(1, -(-len(images) // columns))
     canvas = Image.new("RGB", (columns * cell, rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(canvas)
     for i, im in enumerate(images):
         pil = im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im))
-        pil = pil.convert("RGB").resize((cell, cell), Image.Resampling.BILINEAR)
+        scale = cell / max(pil.width, pil.height)
+        size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+        pil = pil.convert("RGB").resize(size, Image.Resampling.BILINEAR)
         x, y = (i % columns) * cell, (i // columns) * (cell + label_h)
-        canvas.paste(pil, (x, y))
+        canvas.paste(pil, (x + (cell - size[0]) // 2, y + (cell - size[1]) // 2))
         if labels:
             draw.text((x + 2, y + cell), str(labels[i])[: cell // 6], fill="black")
     return canvas

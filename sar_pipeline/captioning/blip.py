@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sar_pipeline.captioning.base import CaptionInput, check_optical_not_blank
+from sar_pipeline.devices import resolve_device
 from sar_pipeline.errors import ModelError, RasterError
 
 _WEIGHT_FILES = (
@@ -67,15 +68,6 @@ def checkpoint_version(path: Path) -> str:
     for name in sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin")):
         h.update(f"{name}:{(path / name).stat().st_size}".encode())
     return h.hexdigest()[:12]
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` if available else ``"cpu"``; anything else is returned unchanged."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def resolve_dtype(dtype: str, device: str):

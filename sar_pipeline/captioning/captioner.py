@@ -10,6 +10,9 @@ from pydantic import Field
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN, Captioner
 from sar_pipeline.settings import Settings
 
+#: the environment variable a deployment sets to caption with BLIP: the local checkpoint folder
+CAPTIONER_MODEL_VARIABLE = "SAR_PIPELINE_CAPTIONER_MODEL"
+
 
 class CaptionerSettings(Settings):
     """The captioner of the ``captions`` stage: ``template`` (land cover, the demo default) or ``blip``."""
@@ -21,7 +24,8 @@ class CaptionerSettings(Settings):
     )
     model_path: str = Field(
         default="",
-        description="Local BLIP captioning checkpoint folder (base, large or our fine-tune); for kind='blip'.",
+        description="Local BLIP captioning checkpoint folder (base, large or our fine-tune); for kind='blip'. "
+        "Definitions set kind='blip' and read this from $SAR_PIPELINE_CAPTIONER_MODEL when that is set.",
     )
     device: str = Field(default="auto", description="'auto' (GPU if present), 'cpu', 'cuda', 'cuda:1', …")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

@@ -182,7 +182,8 @@ def finetune_blip(
     from tqdm.auto import tqdm
     from transformers import BlipForConditionalGeneration, BlipProcessor, get_linear_schedule_with_warmup
 
-    from sar_pipeline.captioning.blip import check_blip_folder, resolve_device
+    from sar_pipeline.captioning.blip import check_blip_folder
+    from sar_pipeline.devices import resolve_device
     from sar_pipeline.storage import atomic_local_dir, is_local
 
     report = report or (lambda event, values: None)

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from sar_pipeline.dataset import load_dataset_table
+from sar_pipeline.devices import resolve_device
 from sar_pipeline.diffusion.data import tiles_from_table
 from sar_pipeline.diffusion.models import vae_id as compute_vae_id
 from sar_pipeline.errors import ConfigError, SarPipelineError
@@ -45,7 +46,11 @@ class LatentCacheSettings(Settings):
     splits: list[str] = Field(
         default=["train"], description="Dataset splits to encode (training reads 'train')."
     )
-    device: str = Field(default="cpu", description="Device of the VAE encoder: 'cpu', 'cuda', 'cuda:1', …")
+    device: str = Field(
+        default="auto",
+        description="Device of the VAE encoder: 'auto' (the GPU when there is one, else the CPU), 'cpu', "
+        "'cuda', 'cuda:1', …",
+    )
 
     @field_validator("splits")
     @classmethod
@@ -89,6 +94,7 @@ def build_latent_cache(
 
     If a complete cache already exists for this (version, VAE, resolution), it is reused.
     """
+    device = resolve_device(device)
     vid = compute_vae_id(vae)
     target = cache_dir(storage_root, dataset_version, vid)
     if (target / INDEX_NAME).is_file():

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
 from affine import Affine
+from PIL import Image
 from pyproj import CRS
 from rasterio.enums import Resampling
 
 from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SarArchive, SceneRecord
-from sar_pipeline.errors import ArchiveError
+from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
 from sar_pipeline.hrefs import HrefPolicy, is_redacted
-from sar_pipeline.pictures import png_bytes, to_uint8
+from sar_pipeline.pictures import grid, png_bytes, to_uint8
 from sar_pipeline.storage import as_path, is_local, local_str
 from sar_pipeline.timestamps import parse_utc
 
@@ -174,3 +176,26 @@ def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) 
     db = radiometry.intensity_to_db(intensity)
     mask = ~np.isfinite(intensity) | (intensity <= 0)
     return png_bytes(to_uint8(db, nodata_mask=mask))
+
+
+def flight_quicklook_png(
+    archive: SarArchive,
+    scenes: Sequence[SceneRecord],
+    on_error: Callable[[SarPipelineError], None],
+    columns: int = 4,
+    cell: int = 256,
+) -> bytes | None:
+    """One picture of every scene of a flight: each scene's quick-look (native orientation, dB) in a
+    grid, labelled with its scene id; a scene that cannot be read is reported to ``on_error`` and left
+    out. ``None`` when no scene could be drawn."""
+    looks, labels = [], []
+    for scene in scenes:
+        try:
+            looks.append(Image.open(io.BytesIO(quicklook_png(archive, scene, max_size=cell))))
+        except SarPipelineError as error:
+            on_error(error)
+            continue
+        labels.append(scene.scene_id)
+    if not looks:
+        return None
+    return png_bytes(grid(looks, columns=min(columns, len(looks)), labels=labels, cell=cell))

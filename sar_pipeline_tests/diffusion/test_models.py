@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from sar_pipeline.diffusion.models import build_clip_tokenizer, load_base_model, vae_id
+from sar_pipeline.diffusion.models import build_clip_tokenizer, load_base_model, load_vae, vae_id
 from sar_pipeline.errors import ModelError
 
 
@@ -76,3 +76,14 @@ def test_vae_id_follows_the_weights(tiny_world):
     with torch.no_grad():
         next(vae.parameters()).add_(1e-3)
     assert vae_id(vae) != first
+
+
+def test_load_vae_reads_only_the_vae(tiny_world, tmp_path):
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_world["base"], folder)
+    expected = vae_id(load_base_model(folder).vae)
+    # the UNet's weights are unreadable: the full loader fails, the VAE loader never opens them
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError):
+        load_base_model(folder)
+    assert vae_id(load_vae(folder)) == expected

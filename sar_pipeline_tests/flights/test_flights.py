@@ -12,6 +12,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+from PIL import Image
 from upath import UPath
 
 from sar_pipeline.archive.demo import write_demo_archive
@@ -82,7 +83,13 @@ def test_sar_scenes_materialises_for_a_flight(demo_archive, tmp_path):
     scenes = read_scene_table(tmp_path / "storage" / "flights" / flight / "sar_scenes.parquet")
     assert mat.metadata["scene_count"].value == len(scenes) > 0
     assert all(s.flight_id == flight for s in scenes)
-    assert all(c.passed for c in result.get_asset_check_evaluations())
+    evaluations = result.get_asset_check_evaluations()
+    assert all(c.passed for c in evaluations)
+    assert {c.partition for c in evaluations} == {flight}  # the UI shows each check result's flight
+    # the quick-look shows every scene of the flight, side by side
+    with Image.open(tmp_path / "storage" / "flights" / flight / "sar_scenes_quicklook.png") as look:
+        assert look.width == 256 * min(4, len(scenes))
+    assert f"{len(scenes)} scenes of {flight}" in mat.metadata["quicklook"].value
     table = gpd.read_parquet(tmp_path / "storage" / "flights" / flight / "sar_scenes.parquet")
     assert table.crs.to_epsg() == 4326
     # the WGS84 footprint lies in the south of France, where the demo region is

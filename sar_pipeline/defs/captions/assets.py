@@ -12,8 +12,9 @@ from sar_pipeline.captioning.finetune import BlipFinetuneSettings
 from sar_pipeline.captioning.metrics import metrics_markdown_table
 from sar_pipeline.captioning.tiles import caption_flight_tiles, write_captions
 from sar_pipeline.captioning.tiny import write_tiny_blip
-from sar_pipeline.defs.captions.resources import CaptionerResource
+from sar_pipeline.defs.captions.resources import CaptionerResource, captioner_from_environment
 from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.pools import GPU_POOL
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.geo.manifest import read_manifest
@@ -25,8 +26,9 @@ from sar_pipeline.storage import atomic_write_bytes, validate_id
     group_name="flights",
     deps=[dg.AssetKey("sar_tiles"), dg.AssetKey("optical_tiles")],
     kinds={"parquet"},
+    pool=GPU_POOL if captioner_from_environment() else None,
     description="One caption per SAR tile (from its optical tile with BLIP, or from land cover with the "
-    "template captioner), prefixed by the activation token: flights/<flight_id>/captions.parquet.",
+    "template captioner), prefixed by the activation token: `flights/<flight_id>/captions.parquet`.",
 )
 def captions(
     context: dg.AssetExecutionContext, storage: StorageRoot, captioner: CaptionerResource
@@ -73,7 +75,7 @@ def captions(
             "captioner_version": model.version,
             "activation_token": captioner.activation_token,
             "distinct_captions": len(set(texts)),
-            "caption_words_mean": float(sum(words) / len(words)),
+            "caption_words_mean": round(sum(words) / len(words), 1),
             "most_common": dg.MetadataValue.md(
                 "\n".join(f"- {n}× {t}" for t, n in Counter(texts).most_common(5))
             ),
@@ -93,7 +95,7 @@ class BlipFinetuneConfig(dg.Config, BlipFinetuneSettings[CaptionDatasetConfig]):
 @dg.asset(
     group_name="captioning",
     kinds={"pytorch", "blip"},
-    pool="gpu",
+    pool=GPU_POOL,
     description="BLIP captioning fine-tuned on remote-sensing caption sets, trained in a separate process "
     "(Dagster Pipes); checkpoint in transformers format under models/blip_remote_sensing.",
 )
@@ -130,7 +132,7 @@ class CaptionMetricsConfig(dg.Config, CaptionMetricsSettings[CaptionDatasetConfi
     group_name="captioning",
     deps=[blip_remote_sensing],
     kinds={"pytorch"},
-    pool="gpu",
+    pool=GPU_POOL,
     description="BLEU-1..4, METEOR, ROUGE-L and CIDEr of the fine-tuned BLIP on a held-out split, beside "
     "the paper's Table 1 row.",
 )
@@ -169,6 +171,6 @@ def caption_metrics(
             "examples": dg.MetadataValue.md(examples),
             "images": len(result.candidates),
             "path": dg.MetadataValue.path(str(out)),
-            **{name.replace("-", "_"): dg.MetadataValue.float(v) for name, v in result.metrics.items()},
+            **{name.replace("-", "_"): round(float(v), 4) for name, v in result.metrics.items()},
         }
     )

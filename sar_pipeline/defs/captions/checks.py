@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from sar_pipeline.defs.captions.assets import captions
+from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.models import TEXT_ENCODER_MAX_TOKENS, text_token_counts
 
@@ -27,7 +28,12 @@ def _texts(
     )
 
 
-@dg.asset_check(asset=captions, blocking=True, description="Every tile has a non-empty caption and text.")
+@dg.asset_check(
+    asset=captions,
+    partitions_def=flight_partitions,
+    blocking=True,
+    description="Every tile has a non-empty caption and text.",
+)
 def captions_not_empty(context: dg.AssetCheckExecutionContext, storage: StorageRoot) -> dg.AssetCheckResult:
     tile_ids, texts, raw = _texts(context, storage)
     empty = [
@@ -47,6 +53,7 @@ def captions_not_empty(context: dg.AssetCheckExecutionContext, storage: StorageR
 
 @dg.asset_check(
     asset=captions,
+    partitions_def=flight_partitions,
     description=f"Captions have at least {MIN_CAPTION_WORDS} words and texts at most "
     f"{TEXT_ENCODER_MAX_TOKENS} CLIP tokens (what the text encoder reads; the rest would be cut off).",
 )
@@ -72,6 +79,7 @@ def captions_length_bounds(
 
 @dg.asset_check(
     asset=captions,
+    partitions_def=flight_partitions,
     description=f"Share of tiles whose text repeats another tile's stays under {MAX_DUPLICATE_SHARE:.0%} "
     "(warning: template captions legitimately repeat on uniform ground).",
 )
@@ -83,7 +91,7 @@ def captions_diversity(context: dg.AssetCheckExecutionContext, storage: StorageR
         passed=duplicate_share <= MAX_DUPLICATE_SHARE,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "duplicate_share": float(duplicate_share),
+            "duplicate_share": round(duplicate_share, 3),
             "distinct": len(set(texts)),
             "most_common": f"{top_count}× {top}",
         },

@@ -46,8 +46,8 @@ class TrainingDatasetConfig(dg.Config, TrainingDatasetSettings):
     ],
     automation_condition=dataset_automation_condition,
     description="Every captioned flight's tiles as Parquet (Hugging Face Image columns, GeoParquet footprints, "
-    "SAR metadata), spatially blocked train/validation/test split: dataset/<version>/*.parquet, "
-    "version = content hash, dataset/current.json points at it.",
+    "SAR metadata), spatially blocked train/validation/test split: `dataset/<version>/*.parquet`, "
+    "version = content hash, `dataset/current.json` points at it.",
 )
 def training_dataset(
     context: dg.AssetExecutionContext, config: TrainingDatasetConfig, storage: StorageRoot
@@ -83,7 +83,7 @@ def training_dataset(
         "flight_count": len(result.flights),
         "block_count": result.block_count,
         "dropped_guard_tiles": result.dropped_guard_tiles,
-        "median_tile_side_m": result.median_tile_side_m,
+        "median_tile_side_m": round(result.median_tile_side_m, 1),
         "block_size_advice": advice or "none: blocks are several tiles wide",
         "skipped_tiles": len(result.skipped),
         "skip_reasons": dg.MetadataValue.md("\n".join(f"- {s}" for s in result.skipped[:100]) or "none"),

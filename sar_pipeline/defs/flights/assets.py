@@ -4,7 +4,7 @@ from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.manifest import write_geoparquet
-from sar_pipeline.geo.scene_table import quicklook_png, reach_problem, scene_table
+from sar_pipeline.geo.scene_table import flight_quicklook_png, reach_problem, scene_table
 from sar_pipeline.pictures import markdown_image
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
@@ -41,14 +41,19 @@ def sar_scenes(
     path = storage.flight_path(flight_id, "sar_scenes.parquet")
     write_geoparquet(table, path)
 
-    try:
-        quicklook = quicklook_png(sar_archive, scenes[0])
-    except SarPipelineError as error:  # the table is the output; the picture is only for people
+    # the table is the output; the picture (every scene of the flight) is only for people
+    unreadable: list[str] = []
+
+    def record_unreadable(error: SarPipelineError) -> None:
         context.log.warning(f"no quick-look: {error}")
-        quicklook_md = f"no quick-look: {error}"
-    else:
+        unreadable.append(f"no quick-look: {error}")
+
+    quicklook = flight_quicklook_png(sar_archive, scenes, on_error=record_unreadable)
+    quicklook_md = "\n\n".join(unreadable)
+    if quicklook is not None:
         atomic_write_bytes(storage.flight_path(flight_id, "sar_scenes_quicklook.png"), quicklook)
-        quicklook_md = markdown_image(quicklook, f"{scenes[0].scene_id} quick-look")
+        picture = markdown_image(quicklook, f"{len(scenes)} scenes of {flight_id}, native orientation, dB")
+        quicklook_md = "\n\n".join([picture, *unreadable])
     spacings = [
         v for s in scenes for v in (s.pixel_spacing_range_m, s.pixel_spacing_azimuth_m) if v is not None
     ]
@@ -63,7 +68,7 @@ def sar_scenes(
                 sorted({p for s in scenes for p in (s.polarizations or ("unknown",))})
             ),
             "pixel_spacing_m_range": f"{min(spacings):.3f} – {max(spacings):.3f}" if spacings else "unknown",
-            "footprint_area_km2": float(table["footprint_area_m2"].sum() / 1e6),
+            "footprint_area_km2": round(float(table["footprint_area_m2"].sum()) / 1e6, 3),
             "quicklook": dg.MetadataValue.md(quicklook_md),
         }
     )

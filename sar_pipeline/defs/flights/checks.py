@@ -1,6 +1,7 @@
 import dagster as dg
 
 from sar_pipeline.defs.flights.assets import sar_scenes
+from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.geo.scene_table import ACQUISITION_FIELDS, georeferencing_problems, read_scene_table
 
@@ -11,6 +12,7 @@ def _scenes(context: dg.AssetCheckExecutionContext, storage: StorageRoot):
 
 @dg.asset_check(
     asset=sar_scenes,
+    partitions_def=flight_partitions,
     description="Every scene has a parsable CRS, an invertible geotransform and a non-empty raster.",
     blocking=True,
 )
@@ -25,6 +27,7 @@ def sar_scenes_georeferencing(context: dg.AssetCheckExecutionContext, storage: S
 
 @dg.asset_check(
     asset=sar_scenes,
+    partitions_def=flight_partitions,
     description="Share of optional acquisition fields that are known; "
     "unknown ones are allowed but reported (warning).",
 )

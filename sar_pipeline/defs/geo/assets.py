@@ -49,7 +49,13 @@ def _reason_counts(reasons: list[str]) -> dict[str, int]:
     kinds={"gdal", "png", "geoparquet"},
     deps=[dg.AssetKey("sar_scenes")],
     check_specs=[
-        dg.AssetCheckSpec(name, asset="sar_tiles", description=d, blocking=name != "footprints_inside_scene")
+        dg.AssetCheckSpec(
+            name,
+            asset="sar_tiles",
+            description=d,
+            blocking=name != "footprints_inside_scene",
+            partitions_def=flight_partitions,
+        )
         for name, d in SAR_TILE_CHECKS.items()
     ],
     description="The flight's scenes resampled to a fixed ground sample distance in native SAR orientation "
@@ -134,6 +140,7 @@ def sar_tiles(
             "optical_coverage_above_threshold",
             asset="optical_tiles",
             description="Every kept optical tile covers at least min_optical_coverage of its SAR tile.",
+            partitions_def=flight_partitions,
         )
     ],
     description="For each SAR tile, the optical image warped onto the SAR tile's exact grid (same CRS, rotated "
@@ -164,10 +171,12 @@ def optical_tiles(
         "tile_count": len(result.rows),
         "skipped_count": len(result.skipped),
         "skipped": dg.MetadataValue.json(dict(list(result.skipped.items())[:50])),
-        "mean_coverage": float(sum(r["coverage_fraction"] for r in result.rows) / len(result.rows))
+        "mean_coverage_fraction": round(
+            sum(r["coverage_fraction"] for r in result.rows) / len(result.rows), 3
+        )
         if result.rows
         else 0.0,
-        "max_time_gap_days": max(gaps) / 86400 if gaps else "unknown",
+        "max_time_gap_days": round(max(gaps) / 86400, 2) if gaps else "unknown",
     }
     preview = pairs_preview_png(storage.root(), sar_rows, result)
     if preview is not None:

@@ -13,12 +13,14 @@ import dagster as dg
 
 from sar_pipeline import pictures
 from sar_pipeline.dataset import current_version
+from sar_pipeline.defs.pools import GPU_POOL
 from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.defs.training.automation import retrain_condition, retrain_cron
 from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
 from sar_pipeline.diffusion import latent_cache as latents
 from sar_pipeline.diffusion.config import BaseModelSettings, SdModelSettings, TrainRecipe, TrainSettings
 from sar_pipeline.diffusion.latent_cache import LatentCacheSettings
-from sar_pipeline.diffusion.models import load_base_model
+from sar_pipeline.diffusion.models import load_vae
 from sar_pipeline.storage import validate_id
 
 
@@ -33,6 +35,11 @@ def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
     }
 
 
+def _rounded(values: dict[str, float], digits: int = 3) -> dict[str, float]:
+    """Prompt → mean brightness (0–1) rounded for display."""
+    return {k: round(float(v), digits) for k, v in values.items()}
+
+
 class LatentCacheConfig(dg.Config, LatentCacheSettings):
     """Which splits to encode, and where."""
 
@@ -41,9 +48,10 @@ class LatentCacheConfig(dg.Config, LatentCacheSettings):
     group_name="training",
     deps=[dg.AssetKey("training_dataset")],
     kinds={"pytorch", "safetensors"},
-    pool="gpu",
+    pool=GPU_POOL,
+    automation_condition=retrain_condition(retrain_cron()),
     description="VAE latents of the current dataset version (tiles and their azimuth flips), computed once per "
-    "dataset version and VAE: latents/<dataset_version>/<vae_id>/*.safetensors + index.json.",
+    "dataset version and VAE: `latents/<dataset_version>/<vae_id>/*.safetensors` + `index.json`.",
 )
 def latent_cache(
     context: dg.AssetExecutionContext,
@@ -53,11 +61,11 @@ def latent_cache(
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
     version = current_version(root)
-    base = load_base_model(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
+    vae = load_vae(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
         root,
         version,
-        base.vae,
+        vae,
         diffusion_base.tile_resolution(),
         splits=tuple(config.splits),
         device=config.device,
@@ -69,7 +77,7 @@ def latent_cache(
             "path": dg.MetadataValue.path(str(folder)),
             "dataset_version": version,
             "vae_id": index["vae_id"],
-            "resolution": index["resolution"],
+            "resolution_px": index["resolution"],
             "scaling_factor": index["scaling_factor"],
             **{f"{s}_tiles": v["count"] for s, v in index["splits"].items()},
         }
@@ -84,10 +92,11 @@ class SdModelConfig(dg.Config, SdModelSettings):
     group_name="training",
     deps=[latent_cache, dg.AssetKey("training_dataset")],
     kinds={"pytorch", "diffusers"},
-    pool="gpu",
+    pool=GPU_POOL,
+    automation_condition=retrain_condition(retrain_cron()),
     description="Stable Diffusion fine-tuned on the dataset (UNet + text encoder by default, paper §4.1), trained out "
     "of process through Dagster Pipes; checkpoints are recorded as observations; final weights are a diffusers "
-    "pipeline folder (safetensors) under models/sd/<run>/checkpoints/.",
+    "pipeline folder (safetensors) under `models/sd/<run>/checkpoints/`.",
 )
 def sd_model(
     context: dg.AssetExecutionContext,
@@ -122,11 +131,11 @@ def sd_model(
                 asset_key="sd_model",
                 metadata={
                     "step": message["step"],
-                    "loss": message["loss"],
+                    "loss": round(float(message["loss"]), 5),
                     "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
                     "checkpoint": dg.MetadataValue.path(message["pipeline"]),
                     "validation_mean_brightness": dg.MetadataValue.json(
-                        message.get("validation_mean_brightness") or {}
+                        _rounded(message.get("validation_mean_brightness") or {})
                     ),
                     **_grid_metadata(message.get("sample_grid")),
                 },
@@ -146,15 +155,20 @@ def sd_model(
     return dg.MaterializeResult(
         metadata={
             **(child.metadata or {}),
+            "final_loss": round(float(summary["final_loss"]), 5)
+            if summary["final_loss"] is not None
+            else "none",
             "checkpoint": dg.MetadataValue.path(summary["pipeline"]),
             "run": run_name,
             "dataset_version": version,
             "steps": summary["steps"],
-            "images_per_second": summary["images_per_second"],
+            "images_per_second": round(float(summary["images_per_second"]), 2),
             "hyperparameters": dg.MetadataValue.json(cfg.model_dump()),
             "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
             # mean pixel value (0–1) of each validation prompt's sample at the last checkpoint
-            "validation_mean_brightness": dg.MetadataValue.json(last.get("validation_mean_brightness") or {}),
+            "validation_mean_brightness": dg.MetadataValue.json(
+                _rounded(last.get("validation_mean_brightness") or {})
+            ),
             **_grid_metadata(summary["sample_grid"]),
         }
     )
