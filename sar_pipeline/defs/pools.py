@@ -18,3 +18,9 @@ the step ends, across runs; the instance sets how many slots a pool has (``dagst
 """
 
 GPU_POOL = "gpu"
+
+#: tags of a step that puts a model on one GPU: under ``k8s_job_executor`` its pod requests the GPU
+#: (ignored by the other executors)
+GPU_STEP_TAGS = {
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}
+}

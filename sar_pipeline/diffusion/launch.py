@@ -160,3 +160,43 @@ def launch_command(config_path: str, settings: TrainerLaunchSettings) -> tuple[l
             str(settings.num_processes),
         ]
     return [*launcher, *settings.accelerate_args, *train], env
+
+
+class TrainerPodSettings(Settings):
+    """The GPU pod a Kubernetes deployment trains in (its image comes from the deployment's
+    environment, ``$SAR_PIPELINE_TRAINER_IMAGE``, never from run config)."""
+
+    namespace: str = Field(default="default", description="Kubernetes namespace of the training pod.")
+    gpus: int = Field(
+        default=1, ge=1, description="GPUs the pod requests (nvidia.com/gpu); num_processes should equal it."
+    )
+    memory_gi: int = Field(default=64, ge=1, description="Memory the pod requests and is limited to, GiB.")
+    volume_claim: str = Field(
+        default="sar-pipeline-cache",
+        description="PersistentVolumeClaim mounted at the same path as in the code location's pods, holding "
+        "the training folder (train_config.json, dataset and latent copies, checkpoints).",
+    )
+    mount_path: str = Field(default="/cache", description="Where volume_claim is mounted in both pods.")
+    service_account_name: str = Field(default="sar-pipeline", description="Service account of the pod.")
+
+    def pod_spec(self, env_from_config_maps: list[str], env_from_secrets: list[str]) -> dict:
+        """The pod spec (Kubernetes API field names) the training container runs in."""
+        resources = {
+            "requests": {"nvidia.com/gpu": str(self.gpus), "memory": f"{self.memory_gi}Gi"},
+            "limits": {"nvidia.com/gpu": str(self.gpus), "memory": f"{self.memory_gi}Gi"},
+        }
+        env_from = [{"configMapRef": {"name": n}} for n in env_from_config_maps]
+        env_from += [{"secretRef": {"name": n}} for n in env_from_secrets]
+        return {
+            "restartPolicy": "Never",
+            "serviceAccountName": self.service_account_name,
+            "containers": [
+                {
+                    "name": "train",
+                    "resources": resources,
+                    "envFrom": env_from,
+                    "volumeMounts": [{"name": "cache", "mountPath": self.mount_path}],
+                }
+            ],
+            "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": self.volume_claim}}],
+        }

@@ -14,7 +14,7 @@ from sar_pipeline.captioning.tiles import caption_flight_tiles, write_captions
 from sar_pipeline.captioning.tiny import write_tiny_blip
 from sar_pipeline.defs.captions.resources import CaptionerResource, captioner_from_environment
 from sar_pipeline.defs.flights.partitions import flight_partitions
-from sar_pipeline.defs.pools import GPU_POOL
+from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.geo.manifest import read_manifest
@@ -27,6 +27,7 @@ from sar_pipeline.storage import atomic_write_bytes, validate_id
     deps=[dg.AssetKey("sar_tiles"), dg.AssetKey("optical_tiles")],
     kinds={"parquet"},
     pool=GPU_POOL if captioner_from_environment() else None,
+    op_tags=GPU_STEP_TAGS if captioner_from_environment() else None,
     description="One caption per SAR tile (from its optical tile with BLIP, or from land cover with the "
     "template captioner), prefixed by the activation token: `flights/<flight_id>/captions.parquet`.",
 )
@@ -96,6 +97,7 @@ class BlipFinetuneConfig(dg.Config, BlipFinetuneSettings[CaptionDatasetConfig]):
     group_name="captioning",
     kinds={"pytorch", "blip"},
     pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
     description="BLIP captioning fine-tuned on remote-sensing caption sets, trained in a separate process "
     "(Dagster Pipes); checkpoint in transformers format under models/blip_remote_sensing.",
 )
@@ -133,6 +135,7 @@ class CaptionMetricsConfig(dg.Config, CaptionMetricsSettings[CaptionDatasetConfi
     deps=[blip_remote_sensing],
     kinds={"pytorch"},
     pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
     description="BLEU-1..4, METEOR, ROUGE-L and CIDEr of the fine-tuned BLIP on a held-out split, beside "
     "the paper's Table 1 row.",
 )

@@ -13,10 +13,10 @@ import dagster as dg
 
 from sar_pipeline import pictures
 from sar_pipeline.dataset import current_version
-from sar_pipeline.defs.pools import GPU_POOL
+from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.defs.training.automation import retrain_condition, retrain_cron
-from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher, trainer_in_own_pod
 from sar_pipeline.diffusion import latent_cache as latents
 from sar_pipeline.diffusion.config import BaseModelSettings, SdModelSettings, TrainRecipe, TrainSettings
 from sar_pipeline.diffusion.latent_cache import LatentCacheSettings
@@ -49,6 +49,7 @@ class LatentCacheConfig(dg.Config, LatentCacheSettings):
     deps=[dg.AssetKey("training_dataset")],
     kinds={"pytorch", "safetensors"},
     pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
     automation_condition=retrain_condition(retrain_cron()),
     description="VAE latents of the current dataset version (tiles and their azimuth flips), computed once per "
     "dataset version and VAE: `latents/<dataset_version>/<vae_id>/*.safetensors` + `index.json`.",
@@ -93,6 +94,8 @@ class SdModelConfig(dg.Config, SdModelSettings):
     deps=[latent_cache, dg.AssetKey("training_dataset")],
     kinds={"pytorch", "diffusers"},
     pool=GPU_POOL,
+    # with the trainer in its own GPU pod (SdTrainerK8s), this step only watches it: no GPU here
+    op_tags=None if trainer_in_own_pod() else GPU_STEP_TAGS,
     automation_condition=retrain_condition(retrain_cron()),
     description="Stable Diffusion fine-tuned on the dataset (UNet + text encoder by default, paper §4.1), trained out "
     "of process through Dagster Pipes; checkpoints are recorded as observations; final weights are a diffusers "

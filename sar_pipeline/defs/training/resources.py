@@ -10,7 +10,7 @@ import dagster as dg
 
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.config import BaseModelSettings
-from sar_pipeline.diffusion.launch import TrainerLaunchSettings, launch_command
+from sar_pipeline.diffusion.launch import TrainerLaunchSettings, TrainerPodSettings, launch_command
 from sar_pipeline.diffusion.models import ensure_tiny_base
 from sar_pipeline.processes import start_child
 
@@ -80,6 +80,56 @@ class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
         return dg.PipesClientCompletedInvocation(session)
 
 
+#: the environment variable naming the image the training pod runs (Kubernetes deployments)
+TRAINER_IMAGE_VARIABLE = "SAR_PIPELINE_TRAINER_IMAGE"
+
+
+#: the ConfigMap and Secret of docker/k8s/ every pod of the deployment takes its environment from
+K8S_ENV_CONFIG_MAP = "sar-pipeline-env"
+K8S_SECRET = "sar-pipeline-secrets"
+
+
+def trainer_in_own_pod() -> bool:
+    """Whether training runs in its own Kubernetes GPU pod (the deployment set ``$SAR_PIPELINE_TRAINER_IMAGE``)."""
+    return bool(os.environ.get(TRAINER_IMAGE_VARIABLE))
+
+
+class SdTrainerK8s(SdTrainerLauncher, TrainerPodSettings):
+    """Runs the same training command as :class:`SdTrainerLauncher` in a GPU pod through
+    ``dagster_k8s.PipesK8sClient``: image ``$SAR_PIPELINE_TRAINER_IMAGE`` (the code location's CUDA
+    image), ``nvidia.com/gpu`` requested, the shared cache volume mounted where the step pod has it
+    (``config_path`` lies on it), the deployment's ConfigMap and Secret as environment. Checkpoints
+    are reported when the pod has finished (its log is the message channel)."""
+
+    def launch(
+        self,
+        context: dg.AssetExecutionContext,
+        config_path: str,
+        extras: Mapping[str, Any] | None = None,
+        on_message: Callable[[Any], None] | None = None,
+    ) -> dg.PipesClientCompletedInvocation:
+        from dagster_k8s import PipesK8sClient
+
+        image = os.environ.get(TRAINER_IMAGE_VARIABLE)
+        if not image:
+            raise dg.Failure(description=f"${TRAINER_IMAGE_VARIABLE} is not set: no image to train in")
+        command, launch_env = self.command(config_path)
+        context.log.info(f"launching in a pod of {image} with {self.gpus} GPU(s): " + " ".join(command))
+        invocation = PipesK8sClient().run(
+            context=context,
+            image=image,
+            command=command,
+            namespace=self.namespace,
+            env=launch_env,
+            base_pod_spec=self.pod_spec([K8S_ENV_CONFIG_MAP], [K8S_SECRET]),
+            extras=dict(extras or {}),
+        )
+        for message in invocation.get_custom_messages():
+            if on_message is not None:
+                on_message(message)
+        return invocation
+
+
 class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
     """The base model and tile resolution shared by ``latent_cache`` and ``sd_model`` (they must agree)."""
 
@@ -97,6 +147,5 @@ class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
 @dg.definitions
 def defs() -> dg.Definitions:
     # the embedded deployment is the CPU demo: no weights ship with it (sd15 needs base_model_path)
-    return dg.Definitions(
-        resources={"sd_trainer": SdTrainerLauncher(), "diffusion_base": DiffusionBase(preset="tiny")}
-    )
+    trainer = SdTrainerK8s() if trainer_in_own_pod() else SdTrainerLauncher()
+    return dg.Definitions(resources={"sd_trainer": trainer, "diffusion_base": DiffusionBase(preset="tiny")})
