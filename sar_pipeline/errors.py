@@ -51,6 +51,10 @@ class RasterError(SarPipelineError):
     """A raster that cannot be used: no CRS, non-invertible transform, corrupt file, all nodata…"""
 
 
+class RasterReadError(RasterError):
+    """Pixels GDAL cannot decode: a truncated or corrupt file (the error names the file and window)."""
+
+
 class ConfigError(SarPipelineError):
     """A configuration value that is unknown, missing or contradictory."""
 

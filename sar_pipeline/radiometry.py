@@ -16,6 +16,8 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -61,21 +63,69 @@ class RadiometryParams:
         return dataclasses.asdict(self)
 
 
-def resolve_value_unit(value_unit: str | None, dtype: str | np.dtype, default_unit: str | None = None) -> str:
-    """The unit to read a raster in: the scene's own, else the archive default, else a guess from dtype.
+#: how a scene's pixel unit was decided: named by its catalogue, implied by complex pixels, or the
+#: per-archive default (an assumption the user is warned about)
+UnitSource = Literal["declared", "data type", "assumed"]
 
-    Complex dtypes are always ``"complex"``; a real raster without any declared unit is read
-    as ``"amplitude"`` (what detected airborne SAR products ship most often).
+_UNIT_SYMBOLS = {"σ⁰": "sigma0", "σ0": "sigma0", "σ": "sigma", "β⁰": "beta0", "β0": "beta0", "γ⁰": "gamma0"}
+_DB_WORDS = {"db", "decibel", "decibels"}
+_COMPLEX_WORDS = {"complex", "slc"}
+_AMPLITUDE_WORDS = {"amplitude", "amp", "magnitude", "dn", "dns"}
+_INTENSITY_WORDS = {
+    "intensity", "power", "linear", "sigma0", "sigma", "beta0", "beta", "gamma0", "gamma", "nought",
+}  # fmt: skip
+
+
+def parse_value_unit(text: str | None) -> ValueUnit | None:
+    """The unit a catalogue's unit string names, or None when it names none we know (or is empty).
+
+    Real catalogues write ``dB``, ``amplitude (DN)``, ``DN``, ``sigma0``/``σ⁰``, ``beta0``, ``gamma0``,
+    ``intensity``, ``power``, ``linear``, ``complex``…: any mention of dB (``sigma0 dB``) is
+    ``"db"``; amplitude words (``amplitude``, ``magnitude``, ``DN`` — a detected product's digital
+    numbers are amplitudes) are ``"amplitude"``; power words (``intensity``, ``power``, ``linear``
+    power, calibrated ``sigma0``/``beta0``/``gamma0`` in linear units) are ``"intensity"``.
+    """
+    if text is None:
+        return None
+    lowered = str(text).strip().lower()
+    for symbol, word in _UNIT_SYMBOLS.items():
+        lowered = lowered.replace(symbol, f" {word} ")
+    words = set(re.findall(r"[a-z0-9]+", lowered))
+    if "digital" in words and "number" in words:
+        words.add("dn")
+    for found, unit in (
+        (_DB_WORDS, "db"),
+        (_COMPLEX_WORDS, "complex"),
+        (_AMPLITUDE_WORDS, "amplitude"),
+        (_INTENSITY_WORDS, "intensity"),
+    ):
+        if words & found:
+            return unit  # type: ignore[return-value]
+    return None
+
+
+def resolve_value_unit(
+    value_unit: str | None, dtype: str | np.dtype, default_unit: str | None = None
+) -> tuple[str, UnitSource]:
+    """The unit to read a raster in, and how it was decided.
+
+    Complex pixels are always ``"complex"`` (``"data type"``); a unit string the catalogue declares
+    and :func:`parse_value_unit` understands is ``"declared"``; otherwise (none, or one we cannot read)
+    the archive default ``default_unit`` (else ``"amplitude"``, what detected airborne SAR products
+    ship most often) is ``"assumed"``.
     """
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.complexfloating) or dtype.kind == "c":
-        return "complex"
-    unit = (value_unit or default_unit or "amplitude").lower()
-    aliases = {"power": "intensity", "linear": "intensity", "decibel": "db", "amp": "amplitude"}
-    unit = aliases.get(unit, unit)
-    if unit not in VALUE_UNITS:
-        raise ConfigError("value_unit", f"unknown unit {value_unit!r}; expected one of {VALUE_UNITS}")
-    return unit
+        return "complex", "data type"
+    declared = parse_value_unit(value_unit)
+    if declared is not None:
+        return declared, "declared"
+    unit = parse_value_unit(default_unit) if default_unit else "amplitude"
+    if unit is None:
+        raise ConfigError(
+            "default_value_unit", f"unknown unit {default_unit!r}; expected one of {VALUE_UNITS}"
+        )
+    return unit, "assumed"
 
 
 def to_intensity(
@@ -85,14 +135,16 @@ def to_intensity(
     scale: float | None = None,
     offset: float | None = None,
     nodata: float | None = None,
+    zero_is_nodata: bool = False,
     source: object = "raster",
     overwrite_input: bool = False,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Convert raw pixels to linear intensity (float32), NaN where there is no data.
 
-    ``nodata`` (compared on raw values) and non-finite pixels become NaN; the number of
-    non-finite pixels that were *not* declared nodata is returned beside the array so callers
-    can record it. A negative amplitude or intensity contradicts the declared unit and raises
+    ``nodata`` (compared on raw values) and non-finite pixels become NaN; so does zero intensity
+    when ``zero_is_nodata`` (fill outside a detected product's swath). The mask of non-finite
+    pixels that were *not* declared nodata (None when there is none) is returned beside the array
+    so callers can count them. A negative amplitude or intensity contradicts the declared unit and raises
     :class:`RasterError` naming ``source``. ``overwrite_input=True`` lets a float32 ``raw`` that
     the caller no longer needs be converted in place (saves a copy of the window).
     """
@@ -141,19 +193,22 @@ def to_intensity(
                 intensity = np.power(np.float32(10.0), values, out=values, dtype=np.float32)
         else:
             raise ConfigError("value_unit", f"unknown unit {unit!r}; expected one of {VALUE_UNITS}")
-        return _mark_missing(intensity, nodata_mask)
-    return _mark_missing(intensity, nodata_mask if nodata_mask.any() else None)
+        return _mark_missing(intensity, nodata_mask, zero_is_nodata)
+    return _mark_missing(intensity, nodata_mask if nodata_mask.any() else None, zero_is_nodata)
 
 
-def _mark_missing(intensity: np.ndarray, nodata_mask: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """NaN where declared nodata or non-finite (dB values above ~385 overflow float32 to +inf).
+def _mark_missing(
+    intensity: np.ndarray, nodata_mask: np.ndarray | None, zero_is_nodata: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """NaN where declared nodata, zero (if ``zero_is_nodata``) or non-finite (dB values above ~385
+    overflow float32 to +inf).
 
-    Returns the array and the count of non-finite pixels that were not declared nodata.
+    Returns the array and the mask of non-finite pixels that were not declared nodata (None if none).
     """
     # a sum is NaN/inf only if some term is (or it overflows): one cheap reduction skips the mask pass
     with np.errstate(over="ignore", invalid="ignore"):
         all_finite = bool(np.isfinite(intensity.sum(dtype=np.float32)))
-    invalid_count = 0
+    invalid = None
     if all_finite:
         missing = nodata_mask
     else:
@@ -163,10 +218,14 @@ def _mark_missing(intensity: np.ndarray, nodata_mask: np.ndarray | None) -> tupl
             missing = nodata_mask | nonfinite
         else:
             missing = nonfinite
-        invalid_count = int(nonfinite.sum())
+        invalid = nonfinite if nonfinite.any() else None
+    if zero_is_nodata:
+        zeros = intensity == 0
+        if zeros.any():
+            missing = zeros if missing is None else (missing | zeros)
     if missing is not None:
         np.copyto(intensity, np.float32(np.nan), where=missing)
-    return intensity, invalid_count
+    return intensity, invalid
 
 
 def intensity_to_db(intensity: np.ndarray, floor_db: float = -100.0) -> np.ndarray:
@@ -186,19 +245,83 @@ def db_to_intensity(db: np.ndarray) -> np.ndarray:
     return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
 
 
-def percentile_db_range(db_samples: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    """The ``(low, high)`` percentiles of the finite dB samples (e.g. 1 and 99): a clip range.
+#: width of the bins of the dB histograms recorded per tile and pooled over a dataset
+DB_HISTOGRAM_BIN_DB = 0.1
 
-    Used for per-dataset clipping: pass samples pooled over every scene of the dataset.
-    """
-    vals = np.asarray(db_samples, dtype=np.float64)
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        raise RasterError("percentile_db_range", "no finite dB samples to compute percentiles from")
-    lo, hi = np.percentile(vals, [low, high])
-    if not hi > lo:
-        hi = lo + 1e-3
-    return float(lo), float(hi)
+
+@dataclasses.dataclass(frozen=True)
+class DbHistogram:
+    """Counts of dB values in bins of :data:`DB_HISTOGRAM_BIN_DB`: ``counts[i]`` holds the values in
+    ``[(first_bin + i) * bin, (first_bin + i + 1) * bin)``. Empty: no counts."""
+
+    first_bin: int
+    counts: np.ndarray  # int64
+
+    @property
+    def start_db(self) -> float:
+        return self.first_bin * DB_HISTOGRAM_BIN_DB
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    @classmethod
+    def of(cls, db: np.ndarray) -> DbHistogram:
+        """The histogram of the finite values of ``db``."""
+        values = np.asarray(db, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return cls(0, np.zeros(0, np.int64))
+        bins = np.floor(values / DB_HISTOGRAM_BIN_DB).astype(np.int64)
+        first = int(bins.min())
+        return cls(first, np.bincount(bins - first).astype(np.int64))
+
+    @classmethod
+    def from_start_db(cls, start_db: float, counts) -> DbHistogram:
+        """Inverse of (:attr:`start_db`, ``counts``) as stored in a manifest."""
+        return cls(int(round(start_db / DB_HISTOGRAM_BIN_DB)), np.asarray(counts, dtype=np.int64))
+
+    @classmethod
+    def pooled(cls, histograms: Sequence[DbHistogram]) -> DbHistogram:
+        """The sum of several histograms (e.g. every tile of a dataset)."""
+        used = [h for h in histograms if h.counts.size]
+        if not used:
+            return cls(0, np.zeros(0, np.int64))
+        first = min(h.first_bin for h in used)
+        last = max(h.first_bin + h.counts.size for h in used)
+        total = np.zeros(last - first, np.int64)
+        for h in used:
+            total[h.first_bin - first : h.first_bin - first + h.counts.size] += h.counts
+        return cls(first, total)
+
+    def percentiles(self, low: float, high: float) -> tuple[float, float]:
+        """The ``low``/``high`` percentiles (0–100) of the counted values, to a bin's width."""
+        total = self.total
+        if total == 0:
+            raise RasterError("dB histogram", "no valid pixels to compute percentiles from")
+        cumulative = np.cumsum(self.counts)
+
+        def edge(q: float) -> float:
+            # the bin holding the q-th value, interpolated linearly inside it
+            target = q / 100.0 * total
+            i = int(np.searchsorted(cumulative, target, side="left"))
+            i = min(i, self.counts.size - 1)
+            before = cumulative[i - 1] if i else 0
+            inside = (target - before) / self.counts[i] if self.counts[i] else 0.0
+            return (self.first_bin + i + float(np.clip(inside, 0, 1))) * DB_HISTOGRAM_BIN_DB
+
+        lo, hi = edge(low), edge(high)
+        return lo, hi if hi > lo else lo + DB_HISTOGRAM_BIN_DB
+
+    def fractions_outside(self, db_min: float, db_max: float) -> tuple[float, float]:
+        """Shares of the counted values below ``db_min`` and above ``db_max`` (bins split linearly)."""
+        total = self.total
+        if total == 0:
+            return 0.0, 0.0
+        lower = (self.first_bin + np.arange(self.counts.size)) * DB_HISTOGRAM_BIN_DB
+        below = np.clip((db_min - lower) / DB_HISTOGRAM_BIN_DB, 0, 1)
+        above = np.clip((lower + DB_HISTOGRAM_BIN_DB - db_max) / DB_HISTOGRAM_BIN_DB, 0, 1)
+        return float(below @ self.counts) / total, float(above @ self.counts) / total
 
 
 def quantize_db(db: np.ndarray, params: RadiometryParams) -> np.ndarray:
@@ -284,3 +407,37 @@ def speckle_statistics(
                 enl = float(np.median(m[keep] ** 2 / v[keep]))
                 used = len(keep)
     return SpeckleStatistics(mean, cv, enl, used, window)
+
+
+#: an ENL above this comes from near-constant windows (saturated or coarsely quantised pixels), not
+#: from speckle: airborne and spaceborne products have at most a few hundred looks
+MAX_MEANINGFUL_ENL = 1000.0
+#: above this many output pixels per source pixel, neighbouring output pixels repeat the same
+#: source pixel and their statistics say nothing about speckle
+MAX_SPECKLE_UPSAMPLING = 1.5
+
+
+def speckle_if_meaningful(
+    intensity: np.ndarray, upsampling_factor: float = 1.0, window: int = 16
+) -> tuple[SpeckleStatistics | None, str]:
+    """:func:`speckle_statistics` of a tile where they mean something, else None and the reason.
+
+    Not meaningful: a tile upsampled by more than :data:`MAX_SPECKLE_UPSAMPLING` (interpolated
+    neighbours), one without a single fully valid ``window``² window, or an ENL above
+    :data:`MAX_MEANINGFUL_ENL` (near-constant windows: a saturated or coarsely quantised product).
+    """
+    if upsampling_factor > MAX_SPECKLE_UPSAMPLING:
+        return None, (
+            f"upsampled {upsampling_factor:.1f}× from the source pixels: neighbouring pixels are "
+            "interpolated, not independent looks"
+        )
+    try:
+        stats = speckle_statistics(intensity, window=window)
+    except RasterError as exc:
+        return None, exc.reason
+    enl = stats.equivalent_number_of_looks
+    if stats.n_windows == 0 or not np.isfinite(enl):
+        return None, f"no fully valid {window}×{window} window with varying values"
+    if enl > MAX_MEANINGFUL_ENL:
+        return None, f"ENL {enl:.3g} from near-constant windows (saturated or coarsely quantised values)"
+    return stats, ""

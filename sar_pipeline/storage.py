@@ -2,13 +2,18 @@
 
 Writes are atomic: data goes to a temporary name beside the target and is renamed into place
 (on object stores a single PUT is already atomic), so a reader never sees a half-written file.
+Folders are published whole (:func:`publish_dir`): swapped into place locally, uploaded under a
+versioned name and pointed at on object storage, and read through :func:`resolve_dir`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import datetime as dt
 import errno
+import json
 import os
 import re
 import shutil
@@ -214,26 +219,112 @@ def _scratch_beside(target: Path) -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def atomic_local_dir(path: UPath | Path) -> Iterator[Path]:
-    """Yield a local folder to fill; on success it replaces ``path`` as a whole.
+#: suffix of the pointer object naming the current version of a folder on object storage
+POINTER_SUFFIX = ".current"
+#: separator between a folder's name and its version on object storage (``sar_tiles@20240601T…-ab12cd34``)
+VERSION_SEPARATOR = "@"
 
-    Used for checkpoints and multi-file outputs: a folder that exists under its final name is
-    complete, and a failure (or a kill) while filling it leaves the previous folder in place.
-    Leftovers of writers killed earlier are removed first. Remote targets are uploaded file by
-    file, then a ``_COMPLETE`` marker is written last.
+
+@dataclasses.dataclass(frozen=True)
+class DirPublication:
+    """A folder being published: fill ``local``; on success it is readable at ``final``."""
+
+    local: Path
+    #: where the folder will be read: ``path`` itself locally, ``path@<version>`` on object storage
+    final: UPath
+
+
+@contextlib.contextmanager
+def publish_dir(path: UPath | Path) -> Iterator[DirPublication]:
+    """Yield a local folder to fill; on success it replaces ``path`` as a whole, atomically for readers.
+
+    Locally the folder is filled under a temporary name beside ``path`` and swapped into place
+    (:func:`replace_dir`; leftovers of writers killed earlier are removed first, a failure leaves the
+    previous folder in place). Object stores have no rename and no atomic
+    multi-object write, so there the folder is uploaded under a new versioned name
+    (``<name>@<UTC time>-<random>``, :attr:`DirPublication.final`), then one object
+    ``<name>.current`` naming that version is written last (a single PUT is atomic), then versions
+    older than the one it replaced are deleted. A reader resolves the folder with :func:`resolve_dir`
+    and so sees the old version whole or the new one whole, never a half-uploaded or mixed folder, and
+    no stale object of an earlier version. On error nothing is published (a half-uploaded version that
+    no pointer names is deleted).
     """
     path = UPath(path)
     if is_local(path):
         target = Path(path.path)
         with _scratch_beside(target) as tmp:
-            yield tmp
+            yield DirPublication(tmp, path)
             replace_dir(tmp, target)
-    else:
-        with tempfile.TemporaryDirectory() as d:
-            yield Path(d)
-            path.fs.put(d.rstrip("/") + "/", path.path, recursive=True)
-            (path / "_COMPLETE").write_text("")
+        return
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    final = path.parent / f"{path.name}{VERSION_SEPARATOR}{stamp}-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as d:
+        yield DirPublication(Path(d), final)
+        try:
+            path.fs.put(d.rstrip("/") + "/", final.path, recursive=True)
+        except BaseException:
+            _remove_remote(final)
+            raise
+    previous = _pointed_version(path)
+    pointer = path.parent / f"{path.name}{POINTER_SUFFIX}"
+    pointer.write_text(json.dumps({"folder": final.name}))
+    for version in _versions(path):
+        if version.name not in (final.name, previous):
+            _remove_remote(version)
+
+
+def resolve_dir(path: UPath | Path) -> UPath:
+    """Where the folder published at ``path`` (by :func:`publish_dir`) is read: ``path`` locally; on
+    object storage the version its ``<name>.current`` pointer names (``path`` itself when none)."""
+    path = UPath(path)
+    if is_local(path):
+        return path
+    current = _pointed_version(path)
+    return path.parent / current if current else path
+
+
+def relative_path(path: UPath | Path, root: UPath | Path) -> str:
+    """``path`` relative to ``root`` with ``/`` separators (what manifests and pointers store)."""
+    base, full = UPath(root).path.rstrip("/"), UPath(path).path
+    if not full.startswith(base + "/"):
+        raise ConfigError(str(path), f"not under {root}")
+    return full[len(base) + 1 :]
+
+
+def _pointed_version(path: UPath) -> str | None:
+    pointer = path.parent / f"{path.name}{POINTER_SUFFIX}"
+    try:
+        return str(json.loads(pointer.read_text())["folder"])
+    except FileNotFoundError:
+        return None
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(pointer, f"not a folder pointer ({exc})") from exc
+
+
+def _versions(path: UPath) -> list[UPath]:
+    prefix = f"{path.name}{VERSION_SEPARATOR}"
+    try:
+        return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def _remove_remote(path: UPath) -> None:
+    try:
+        path.fs.rm(path.path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_local_dir(path: UPath | Path) -> Iterator[Path]:
+    """Yield a local folder to fill; on success it replaces ``path`` as a whole (:func:`publish_dir`).
+
+    For writers that do not need the published name (checkpoints, model folders: always local);
+    readers of a folder that may live on object storage go through :func:`resolve_dir`.
+    """
+    with publish_dir(path) as publication:
+        yield publication.local
 
 
 @contextlib.contextmanager

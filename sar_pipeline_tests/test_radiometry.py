@@ -39,12 +39,45 @@ def test_units_all_reach_the_same_intensity():
                                 (complex_, "complex", None), (raw, "amplitude", 0.001)]:  # fmt: skip
         got, invalid = radiometry.to_intensity(values, unit, scale=scale, source="x.tif")
         np.testing.assert_allclose(got, intensity, rtol=2e-3, err_msg=unit)
-        assert invalid == 0
-    assert radiometry.resolve_value_unit(None, "complex64") == "complex"
-    assert radiometry.resolve_value_unit(None, "float32", "db") == "db"
-    assert radiometry.resolve_value_unit("power", "float32") == "intensity"
+        assert invalid is None
+
+
+@pytest.mark.parametrize(
+    ("text", "unit"),
+    [
+        ("amplitude (DN)", "amplitude"),
+        ("DN", "amplitude"),
+        ("digital number", "amplitude"),
+        ("Amplitude", "amplitude"),
+        ("magnitude", "amplitude"),
+        ("sigma0", "intensity"),
+        ("σ⁰", "intensity"),
+        ("beta0", "intensity"),
+        ("gamma0", "intensity"),
+        ("intensity", "intensity"),
+        ("power", "intensity"),
+        ("linear", "intensity"),
+        ("dB", "db"),
+        ("sigma0 (dB)", "db"),
+        ("decibel", "db"),
+        ("complex", "complex"),
+        ("kelvin", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_unit_strings_of_real_catalogues(text, unit):
+    assert radiometry.parse_value_unit(text) == unit
+
+
+def test_how_the_unit_was_decided_is_recorded():
+    assert radiometry.resolve_value_unit(None, "complex64") == ("complex", "data type")
+    assert radiometry.resolve_value_unit("amplitude (DN)", "uint8", "db") == ("amplitude", "declared")
+    assert radiometry.resolve_value_unit(None, "float32", "db") == ("db", "assumed")
+    # a unit nobody can read is an assumption too (sar_tiles warns, naming the string), not silence
+    assert radiometry.resolve_value_unit("kelvin", "float32") == ("amplitude", "assumed")
     with pytest.raises(ConfigError, match="unknown unit"):
-        radiometry.resolve_value_unit("kelvin", "float32")
+        radiometry.resolve_value_unit(None, "float32", "kelvin")
 
 
 @pytest.mark.parametrize("unit", ["amplitude", "intensity"])
@@ -61,16 +94,30 @@ def test_negative_amplitude_is_an_error_naming_the_file(unit):
 def test_nodata_and_nonfinite_become_nan_and_are_counted():
     values = np.array([[0.0, np.nan, np.inf, 2.0]], dtype=np.float32)
     out, invalid = radiometry.to_intensity(values, "amplitude", nodata=0.0)
-    assert np.isnan(out[0, :3]).all() and out[0, 3] == 4.0 and invalid == 2
+    assert np.isnan(out[0, :3]).all() and out[0, 3] == 4.0 and invalid.tolist() == [[False, True, True, False]]
     out, invalid = radiometry.to_intensity(values, "amplitude", nodata=np.nan)
-    assert invalid == 1  # NaN is the declared nodata; only inf counts
+    assert invalid.sum() == 1  # NaN is the declared nodata; only inf counts
+    # zero backscatter: a valid pixel, or fill outside the swath (nodata) when asked
+    out, _ = radiometry.to_intensity(values, "amplitude")
+    assert out[0, 0] == 0.0
+    out, invalid = radiometry.to_intensity(values, "amplitude", zero_is_nodata=True)
+    assert np.isnan(out[0, 0]) and not invalid[0, 0]
 
 
-def test_percentile_range_and_bad_params():
-    lo, hi = radiometry.percentile_db_range(np.arange(101, dtype=float), 1, 99)
-    assert (lo, hi) == pytest.approx((1.0, 99.0))
+def test_histograms_pool_and_give_percentiles_and_clipped_fractions():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(-12, 4, 20000), rng.normal(3, 2, 5000)
+    pooled = radiometry.DbHistogram.pooled([radiometry.DbHistogram.of(a), radiometry.DbHistogram.of(b)])
+    both = np.concatenate([a, b])
+    assert pooled.total == both.size
+    lo, hi = pooled.percentiles(1, 99)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(both, [1, 99])), abs=0.1)
+    below, above = pooled.fractions_outside(lo, hi)
+    assert below == pytest.approx(0.01, abs=0.002) and above == pytest.approx(0.01, abs=0.002)
+    stored = radiometry.DbHistogram.from_start_db(pooled.start_db, pooled.counts.tolist())
+    assert stored.first_bin == pooled.first_bin and stored.total == pooled.total
     with pytest.raises(RasterError):
-        radiometry.percentile_db_range(np.array([np.nan]), 1, 99)
+        radiometry.DbHistogram.of(np.array([np.nan])).percentiles(1, 99)
     with pytest.raises(ConfigError):
         RadiometryParams(db_min=0, db_max=-1)
     with pytest.raises(ConfigError):
@@ -106,5 +153,20 @@ def test_real_slc_speckle_statistics():
     slc = arr[..., 0] + 1j * arr[..., 1] if arr.ndim == 3 and arr.shape[-1] == 2 else arr
     intensity, invalid = radiometry.to_intensity(slc, "complex", source=files[0])
     stats = radiometry.speckle_statistics(intensity, window=16, homogeneous_fraction=0.1)
-    assert invalid == 0
+    assert invalid is None
     assert 0.5 < stats.equivalent_number_of_looks < 2.0
+
+
+def test_speckle_statistics_only_where_they_mean_something():
+    rng = np.random.default_rng(2)
+    speckle = rng.gamma(4, 0.25, size=(64, 64))
+    stats, note = radiometry.speckle_if_meaningful(speckle)
+    assert note == "" and stats.equivalent_number_of_looks == pytest.approx(4, rel=0.3)
+    # upsampled 10×: neighbours repeat one source pixel
+    assert radiometry.speckle_if_meaningful(np.kron(speckle[:8, :8], np.ones((8, 8))), 8.0)[0] is None
+    # an 8-bit DN product saturated at 255 (ENL 1e31 was once reported)
+    saturated = np.full((64, 64), 255.0**2)
+    saturated[::7, ::5] = 254.0**2
+    stats, note = radiometry.speckle_if_meaningful(saturated)
+    assert stats is None and "near-constant" in note
+

@@ -47,7 +47,7 @@ from pystac.extensions.sar import FrequencyBand, ObservationDirection, Polarizat
 from pystac.extensions.view import ViewExtension
 
 from sar_pipeline import paths
-from sar_pipeline.archive.landcover import LANDCOVER_CLASSES
+from sar_pipeline.archive.landcover import BUILDING, LANDCOVER_CLASSES
 from sar_pipeline.archive.simulate import (
     AMPLITUDE_NODATA,
     FIRST_ACQUISITION,
@@ -218,7 +218,7 @@ def _scene_item(flight: FlightParameters, scene: SceneGeometry) -> pystac.Item:
         RasterExtension.ext(asset).apply([RasterBand.create(nodata=nodata, data_type=data_type, unit=unit)])
         if key == "landcover":
             asset.extra_fields["classification:classes"] = [
-                {"value": code, "name": name} for code, name in LANDCOVER_CLASSES.items()
+                {"value": code, "name": name} for code, name in LANDCOVER_CLASSES.items() if code <= BUILDING
             ]
     return item
 

@@ -51,8 +51,9 @@ class SceneRecord:
     transform: tuple[float, float, float, float, float, float]
     shape: tuple[int, int]  # (rows, cols)
     nodata: float | None = None
-    #: how pixel values relate to backscatter: "amplitude", "intensity", "db" or "complex";
-    #: with raster scale/offset (value = raw * scale + offset) for integer-scaled products
+    #: the unit of the pixel values as the catalogue writes it ("amplitude (DN)", "sigma0", "dB"…;
+    #: read by ``radiometry.parse_value_unit``), with raster scale/offset (value = raw * scale + offset)
+    #: for integer-scaled products; None when the catalogue declares none
     value_unit: str | None = None
     value_scale: float | None = None
     value_offset: float | None = None
@@ -71,8 +72,16 @@ class SceneRecord:
     looks_azimuth: float | None = None
     looks_equivalent_number: float | None = None
     incidence_angle_deg: float | None = None
-    heading_deg: float | None = None  # platform heading, degrees clockwise from grid north
+    #: platform heading, degrees clockwise from the scene CRS's grid north (true north for a
+    #: geographic CRS)
+    heading_deg: float | None = None
+    #: the catalogue field the heading came from ("sar_pipeline:heading_deg", "view:azimuth",
+    #: "sat:orbit_state"…), None when unknown
+    heading_source: str | None = None
     observation_direction: str | None = None  # "left" or "right" (look direction)
+    #: the projected CRS the scene is gridded in (set by the ``sar_scenes`` stage; None = decided
+    #: when tiling: the scene's own CRS if projected, else the UTM zone of its centre)
+    output_crs: str | None = None
     #: other assets of the item by key (e.g. "idealised", "landcover"), as hrefs
     extra_assets: dict[str, str] = dataclasses.field(default_factory=dict)
     #: item properties not mapped above, JSON-serialisable

@@ -22,11 +22,16 @@ storage (``s3://…`` and any other fsspec URL, read through universal-pathlib):
   ``sar:product_type``, ``sar:instrument_mode``, ``sar:resolution_range``/``_azimuth``,
   ``sar:pixel_spacing_range``/``_azimuth``, ``sar:looks_range``/``_azimuth``/
   ``_equivalent_number``, ``sar:observation_direction``), ``view:incidence_angle``, ``datetime``
-  (or ``start_datetime``), ``platform``, and the platform heading in the custom property
-  ``sar_pipeline:heading_deg`` (degrees clockwise from grid north; STAC has no heading field).
-  Pixel values: ``raster:bands[0]`` (or STAC 1.1 ``bands[0]``) ``unit`` → ``value_unit``
-  (``"amplitude"``, ``"intensity"``, ``"db"``/``"dB"``, ``"complex"``), ``scale``/``offset`` →
-  ``value_scale``/``value_offset``, ``nodata`` → ``nodata``.
+  (or ``start_datetime``), ``platform``.
+* **Heading** (STAC has no heading field), first found of: the custom property
+  ``sar_pipeline:heading_deg`` (degrees clockwise from the scene CRS's grid north);
+  ``view:azimuth`` (bearing of the look direction) with ``sar:observation_direction``;
+  ``sat:orbit_state`` with the scene centre's latitude (a sun-synchronous orbit's ground track, within
+  ~2°). ``SceneRecord.heading_source`` records which (:mod:`sar_pipeline.archive.heading`).
+* **Pixel values**: ``raster:bands[0]`` (or STAC 1.1 ``bands[0]``) ``unit`` → ``value_unit`` as
+  written (``"amplitude (DN)"``, ``"DN"``, ``"sigma0"``, ``"beta0"``, ``"intensity"``, ``"power"``,
+  ``"linear"``, ``"dB"``…, read by :func:`sar_pipeline.radiometry.parse_value_unit`),
+  ``scale``/``offset`` → ``value_scale``/``value_offset``, ``nodata`` → ``nodata``.
 * **Updated marker** (the new-flights cursor): the collection's ``updated`` field, else the
   latest ``updated``/``created``/``end_datetime``/``datetime`` of its items, as ISO-8601 UTC.
 
@@ -46,10 +51,18 @@ from typing import Any
 
 import pystac
 import rasterio
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from upath import UPath
 
+from sar_pipeline.archive.heading import (
+    heading_from_look_azimuth,
+    heading_from_orbit_state,
+    true_to_grid_bearing,
+)
 from sar_pipeline.archive.protocol import FlightRecord, SceneRecord
 from sar_pipeline.errors import ArchiveError, ConfigError, SarPipelineError
 from sar_pipeline.hrefs import HrefPolicy, redact
@@ -61,13 +74,6 @@ KIND_PROPERTY = "sar_pipeline:kind"
 HEADING_PROPERTY = "sar_pipeline:heading_deg"
 _RASTER_SUFFIXES = (".tif", ".tiff")
 _OPTICAL_COMMON_NAMES = {"red", "green", "blue", "nir", "rededge", "coastal", "pan", "swir16", "swir22"}
-_VALUE_UNITS = {
-    "amplitude": "amplitude",
-    "intensity": "intensity",
-    "db": "db",
-    "decibel": "db",
-    "complex": "complex",
-}
 
 #: item properties mapped to SceneRecord fields (everything else goes to ``properties``)
 _SAR_FIELDS = {
@@ -502,8 +508,12 @@ class StacSarArchive:
 
         unit = band.get("unit")
         polarizations = field("sar:polarizations")
-        direction = field("sar:observation_direction")
+        direction = (
+            str(field("sar:observation_direction")).lower() if field("sar:observation_direction") else None
+        )
         acquisition = {attr: _float(field(stac_key)) for stac_key, attr in _SAR_FIELDS.items()}
+        heading, heading_source = _heading(field, crs, transform, shape, direction)
+        acquisition["heading_deg"] = heading
         for text_attr in ("instrument_mode", "frequency_band", "product_type"):
             value = field(f"sar:{text_attr}")
             acquisition[text_attr] = str(value) if value is not None else None
@@ -515,19 +525,55 @@ class StacSarArchive:
             transform=transform,
             shape=shape,
             nodata=_float(nodata),
-            value_unit=_VALUE_UNITS.get(str(unit).lower()) if unit else None,
+            value_unit=str(unit) if unit not in (None, "") else None,
             value_scale=_float(band.get("scale", band.get("raster:scale"))),
             value_offset=_float(band.get("offset", band.get("raster:offset"))),
             datetime=item.datetime or _stac_time(props.get("start_datetime")),
             platform=props.get("platform"),
             polarizations=tuple(str(p) for p in polarizations) if polarizations else None,
-            observation_direction=str(direction).lower() if direction else None,
+            observation_direction=direction,
+            heading_source=heading_source,
             extra_assets={
                 k: (a.get_absolute_href() or a.href) for k, a in sorted(item.assets.items()) if k != key
             },
             properties={k: v for k, v in props.items() if k not in _MAPPED_PROPERTIES},
             **acquisition,
         )
+
+
+def _heading(
+    field: Callable[[str], Any],
+    crs: str,
+    transform: tuple[float, ...],
+    shape: tuple[int, int],
+    direction: str | None,
+) -> tuple[float | None, str | None]:
+    """The platform heading (degrees from the scene CRS's grid north) and the field it came from.
+
+    ``sar_pipeline:heading_deg`` first (already a grid bearing), else ``view:azimuth`` (the bearing of
+    the look direction) with the look side, else ``sat:orbit_state`` with the scene centre's latitude
+    (see :mod:`sar_pipeline.archive.heading`); true bearings are turned into grid bearings.
+    """
+    own = _float(field(HEADING_PROPERTY))
+    if own is not None:
+        return own % 360.0, HEADING_PROPERTY
+    t = Affine(*transform[:6])
+    x, y = t @ (shape[1] / 2, shape[0] / 2)
+    try:
+        lon, lat = Transformer.from_crs(ProjCRS.from_user_input(crs), "EPSG:4326", always_xy=True).transform(
+            x, y
+        )
+    except Exception:  # an exotic CRS pyproj cannot place: no derived heading
+        return None, None
+    true_bearing, source = None, None
+    view_azimuth = _float(field("view:azimuth"))
+    if view_azimuth is not None:
+        true_bearing, source = heading_from_look_azimuth(view_azimuth, direction), "view:azimuth"
+    if true_bearing is None and field("sat:orbit_state"):
+        true_bearing, source = heading_from_orbit_state(str(field("sat:orbit_state")), lat), "sat:orbit_state"
+    if true_bearing is None:
+        return None, None
+    return true_to_grid_bearing(true_bearing, crs, x, y), source
 
 
 def _crs_string(crs: CRS) -> str:

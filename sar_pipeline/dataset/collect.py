@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from sar_pipeline.captioning.base import acquisition_words, polarization_list
 from sar_pipeline.dataset.schema import GEOMETRY_COLUMN
 from sar_pipeline.errors import RasterError, SarPipelineError
 from sar_pipeline.geo.manifest import read_manifest
-from sar_pipeline.storage import as_path, validate_id
+from sar_pipeline.storage import as_path, resolve_dir, validate_id
 from sar_pipeline.timestamps import parse_utc
 
 #: columns a dataset row cannot do without, per input file (the others may be null or absent)
@@ -56,12 +57,12 @@ class CollectedTiles:
 
 def sar_manifest_path(storage_root: UPath, flight_id: str) -> UPath:
     """The flight's SAR tile manifest (written by the ``sar_tiles`` stage)."""
-    return storage_root / "flights" / flight_id / "sar_tiles" / "manifest.parquet"
+    return resolve_dir(storage_root / "flights" / flight_id / "sar_tiles") / "manifest.parquet"
 
 
 def optical_manifest_path(storage_root: UPath, flight_id: str) -> UPath:
     """The flight's optical tile manifest (written by the ``optical_tiles`` stage; may be absent)."""
-    return storage_root / "flights" / flight_id / "optical_tiles" / "manifest.parquet"
+    return resolve_dir(storage_root / "flights" / flight_id / "optical_tiles") / "manifest.parquet"
 
 
 def captions_path(storage_root: UPath, flight_id: str) -> UPath:
@@ -184,6 +185,9 @@ def collect_flight(
             if tile_id in seen:
                 raise DatasetError(sar_path, f"tile id {tile_id!r} appears twice")
             seen.add(tile_id)
+            failed = _failed_checks(sar_row.get("failed_checks"))
+            if failed:
+                raise DatasetError(source, f"failed the blocking sar_tiles check(s) {failed}: left out")
             cap = caption_rows.get(tile_id)
             if cap is None:
                 raise DatasetError(source, f"no caption in {cap_path}")
@@ -266,8 +270,30 @@ def _make_row(
         "db_min": _as_float(sar.get("db_min")),
         "db_max": _as_float(sar.get("db_max")),
         "bit_depth": _as_int(sar.get("bit_depth")),
+        "nodata_fraction": _as_float(sar.get("nodata_fraction")) or 0.0,
+        # the stored tile's own mapping and valid-dB histogram: the dataset re-quantises every tile
+        # into one range pooled over all flights (sar_pipeline.dataset.radiometry)
+        "_tile_radiometry": {
+            "db_min": _as_float(sar.get("db_min")),
+            "db_max": _as_float(sar.get("db_max")),
+            "bit_depth": _as_int(sar.get("bit_depth")) or 8,
+            "db_histogram": sar.get("db_histogram"),
+            "db_histogram_start_db": _as_float(sar.get("db_histogram_start_db")),
+        },
         "_image_paths": image_paths,
     }
+
+
+def _failed_checks(value: Any) -> list[str]:
+    """The blocking checks a manifest row failed (JSON list, list or None)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    return [str(v) for v in value]
 
 
 def _sort_key(row: dict[str, Any]) -> tuple:

@@ -17,7 +17,7 @@ from upath import UPath
 
 from sar_pipeline.dataset.schema import SPLITS
 from sar_pipeline.errors import ConfigError
-from sar_pipeline.storage import as_path, validate_id
+from sar_pipeline.storage import as_path, resolve_dir, validate_id
 
 
 def current_version(storage_root: UPath | str | os.PathLike) -> str:
@@ -37,14 +37,15 @@ def dataset_split_paths(
     """split → path of its Parquet file for ``version`` (default: the current one)."""
     root = as_path(storage_root)
     version = validate_id(version, "dataset version") if version else current_version(root)
-    return {s: root / "dataset" / version / f"{s}.parquet" for s in SPLITS}
+    folder = resolve_dir(root / "dataset" / version)
+    return {s: folder / f"{s}.parquet" for s in SPLITS}
 
 
 def dataset_info(storage_root: UPath | str | os.PathLike, version: str | None = None) -> dict[str, Any]:
     """The ``dataset_info.json`` of ``version`` (default: current): counts, config, flights, hashes."""
     root = as_path(storage_root)
     version = validate_id(version, "dataset version") if version else current_version(root)
-    path = root / "dataset" / version / "dataset_info.json"
+    path = resolve_dir(root / "dataset" / version) / "dataset_info.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:

@@ -18,7 +18,7 @@ import shapely
 from pyproj import CRS
 
 #: bumped when a column is added, renamed or changes meaning (it enters the dataset version hash)
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -27,6 +27,9 @@ IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.stri
 
 #: columns stored in the ``IMAGE_TYPE`` layout
 IMAGE_COLUMNS: tuple[str, ...] = ("image", "optical_image", "landcover_image", "idealised_image")
+
+#: image columns holding backscatter in dB, quantised into the dataset's one range (db_min/db_max)
+BACKSCATTER_COLUMNS: tuple[str, ...] = ("image", "idealised_image")
 
 GEOMETRY_COLUMN = "geometry"
 
@@ -42,7 +45,7 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("captioner_id", pa.string(), "which captioner wrote the caption"),
     ("captioner_version", pa.string(), "captioner version or checkpoint hash"),
     ("caption_score", pa.float64(), "captioner score if it gives one"),
-    ("image", IMAGE_TYPE, "SAR tile, 8-bit PNG in native SAR orientation"),
+    ("image", IMAGE_TYPE, "SAR tile, 8- or 16-bit PNG of dB over db_min…db_max, native SAR orientation"),
     ("optical_image", IMAGE_TYPE, "co-located optical tile on the SAR tile's grid (PNG)"),
     ("optical_coverage_fraction", pa.float64(), "share of the tile covered by optical data, 0..1"),
     ("optical_time_gap_s", pa.float64(), "optical minus SAR acquisition time, seconds"),
@@ -50,7 +53,12 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("idealised_image", IMAGE_TYPE, "idealised (physically simulated) SAR tile (PNG)"),
     (GEOMETRY_COLUMN, pa.binary(), "tile footprint, WKB, WGS84 lon/lat"),
     ("footprint_scene_crs", pa.binary(), "tile footprint, WKB, in the scene CRS"),
-    ("crs", pa.string(), "scene CRS (EPSG code or WKT2) of transform and footprint_scene_crs"),
+    (
+        "crs",
+        pa.string(),
+        "projected CRS (EPSG code or WKT2) of transform and footprint_scene_crs: the "
+        "scene's, or the one it was gridded in (UTM zone of a geographic scene)",
+    ),
     ("transform", pa.list_(pa.float64()), "tile affine a,b,c,d,e,f: pixel corner → scene CRS"),
     ("ground_sample_distance_m", pa.float64(), "ground pixel size, metres"),
     ("acquisition_datetime", pa.timestamp("us", tz="UTC"), "SAR acquisition time, UTC"),
@@ -60,10 +68,21 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("incidence_angle_deg", pa.float64(), "incidence angle at the scene centre, degrees"),
     ("heading_deg", pa.float64(), "platform heading, degrees clockwise from grid north"),
     ("observation_direction", pa.string(), "look direction: left or right"),
-    ("value_unit", pa.string(), "unit the 8-bit values map back to (db)"),
-    ("db_min", pa.float64(), "backscatter (dB) mapped to pixel value 0"),
-    ("db_max", pa.float64(), "backscatter (dB) mapped to the top pixel value"),
-    ("bit_depth", pa.int32(), "bits per pixel of the stored SAR tile"),
+    ("value_unit", pa.string(), "unit the image values map back to (db)"),
+    ("db_min", pa.float64(), "backscatter (dB) mapped to pixel value 1, the same for every row (0 = nodata)"),
+    ("db_max", pa.float64(), "backscatter (dB) mapped to the top pixel value, the same for every row"),
+    ("bit_depth", pa.int32(), "bits per pixel of the SAR image (8 or 16)"),
+    ("nodata_fraction", pa.float64(), "share of the tile's pixels without data (value 0)"),
+    (
+        "clipped_low_fraction",
+        pa.float64(),
+        "share of the tile's valid pixels below db_min (drawn at level 1)",
+    ),
+    (
+        "clipped_high_fraction",
+        pa.float64(),
+        "share of the tile's valid pixels above db_max (drawn at the top level)",
+    ),
 ]
 
 COLUMN_DESCRIPTIONS: dict[str, str] = {name: doc for name, _, doc in _FIELDS}

@@ -29,10 +29,31 @@ from pydantic import Field
 from upath import UPath
 
 from sar_pipeline.dataset.collect import DatasetError, collect_tiles, read_image_file
-from sar_pipeline.dataset.schema import GEOMETRY_COLUMN, IMAGE_COLUMNS, SCHEMA_VERSION, SPLITS, dataset_schema
+from sar_pipeline.dataset.radiometry import (
+    DatasetRadiometrySettings,
+    choose_range,
+    requantise,
+    stored_histogram,
+)
+from sar_pipeline.dataset.schema import (
+    BACKSCATTER_COLUMNS,
+    GEOMETRY_COLUMN,
+    IMAGE_COLUMNS,
+    SCHEMA_VERSION,
+    SPLITS,
+    dataset_schema,
+)
 from sar_pipeline.dataset.split import DROPPED, SplitSettings, assign_splits
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.storage import as_path, atomic_local_dir, atomic_write_bytes, staging_dir
+from sar_pipeline.storage import (
+    as_path,
+    atomic_write_bytes,
+    is_local,
+    publish_dir,
+    relative_path,
+    resolve_dir,
+    staging_dir,
+)
 
 #: Parquet compression codec and level (image bytes are PNG already; zstd helps the rest). Fixed,
 #: like every writer option, so the same rows always give the same bytes.
@@ -40,7 +61,7 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 
 
-class TrainingDatasetSettings(SplitSettings):
+class TrainingDatasetSettings(SplitSettings, DatasetRadiometrySettings):
     """How the tiles of every captioned flight become the train/validation/test Parquet files."""
 
     row_group_size: int = Field(
@@ -70,6 +91,7 @@ class TrainingDatasetSettings(SplitSettings):
             "compression": COMPRESSION,
             "compression_level": COMPRESSION_LEVEL,
             "include_metadata_text": self.include_metadata_text,
+            "radiometry": self.radiometry_json(),
         }
 
 
@@ -88,12 +110,23 @@ class DatasetWriteResult:
     files: dict[str, str]  # split → path relative to the storage root
     #: written rows without image bytes, plus ``image_path`` (SAR tile, relative to the storage root)
     rows: list[dict[str, Any]]
+    #: the dB range every SAR image was quantised into, and how it was chosen
+    radiometry: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: tiles left out by policy (nodata above max_nodata_fraction), with the reason
+    left_out: list[str] = dataclasses.field(default_factory=list)
 
 
-def _image_struct(storage_root: UPath, rel_path: str | None) -> dict[str, Any] | None:
+def _image_struct(
+    storage_root: UPath, rel_path: str | None, requantise_into: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The Image struct of one file; SAR backscatter (``requantise_into`` = (tile mapping, dataset
+    mapping)) is re-quantised into the dataset's range."""
     if not rel_path:
         return None
-    return {"bytes": read_image_file(storage_root / rel_path, "image"), "path": rel_path}
+    data = read_image_file(storage_root / rel_path, "image")
+    if requantise_into is not None:
+        data = requantise(data, requantise_into["tile"], requantise_into["dataset"], storage_root / rel_path)
+    return {"bytes": data, "path": rel_path}
 
 
 def _batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -126,8 +159,12 @@ def write_split_file(
             records = []
             for row in batch:
                 record = {k: v for k, v in row.items() if not k.startswith("_")}
+                mappings = {"tile": row["_tile_radiometry"], "dataset": row["_dataset_radiometry"]}
                 for column in IMAGE_COLUMNS:
-                    record[column] = _image_struct(storage_root, row["_image_paths"].get(column))
+                    backscatter = column in BACKSCATTER_COLUMNS
+                    record[column] = _image_struct(
+                        storage_root, row["_image_paths"].get(column), mappings if backscatter else None
+                    )
                 records.append(record)
             writer.write_table(
                 pa.Table.from_pylist(records, schema=schema), row_group_size=settings.row_group_size
@@ -160,11 +197,28 @@ def build_dataset(
         raise DatasetError(
             root, f"no dataset rows: flights {collected.flights or '(none)'} have no captioned tiles"
         )
-    footprints = shapely.from_wkb([r[GEOMETRY_COLUMN] for r in collected.rows])
+    candidates, left_out = [], []
+    for row in collected.rows:
+        if row["nodata_fraction"] > settings.max_nodata_fraction:
+            left_out.append(
+                f"tile {row['tile_id']!r}: nodata fraction {row['nodata_fraction']:.3f} > max_nodata_fraction "
+                f"{settings.max_nodata_fraction} (nodata decodes as black)"
+            )
+        else:
+            candidates.append(row)
+    if not candidates:
+        raise DatasetError(
+            root,
+            f"no dataset rows: all {len(collected.rows)} captioned tiles have more nodata than "
+            f"max_nodata_fraction={settings.max_nodata_fraction}; raise it (black nodata is then learnt) or "
+            "tile with a smaller tile_size",
+        )
+    radiometry_info = _apply_dataset_radiometry(root, candidates, settings)
+    footprints = shapely.from_wkb([r[GEOMETRY_COLUMN] for r in candidates])
     result = assign_splits(list(footprints), settings)
-    for row, split in zip(collected.rows, result.splits, strict=True):
+    for row, split in zip(candidates, result.splits, strict=True):
         row["split"] = split
-    kept = [r for r in collected.rows if r["split"] != DROPPED]
+    kept = [r for r in candidates if r["split"] != DROPPED]
     by_split = {s: [r for r in kept if r["split"] == s] for s in SPLITS}
 
     with staging_dir(root / "dataset" / "staging") as tmp:
@@ -190,15 +244,18 @@ def build_dataset(
             "dropped_guard_tiles": result.dropped_count,
             "block_count": result.block_count,
             "skipped_tiles": [str(e) for e in collected.skipped],
+            "left_out_tiles": left_out,
+            "radiometry": radiometry_info,
             "files_sha256": hashes,
         }
         (Path(tmp) / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         target = root / "dataset" / version
         if not _complete(target, hashes):
-            with atomic_local_dir(target) as out:
+            with publish_dir(target) as publication:
                 for name in [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]:
-                    os.replace(Path(tmp) / name, Path(out) / name)
-    files = {s: f"dataset/{version}/{s}.parquet" for s in SPLITS}
+                    os.replace(Path(tmp) / name, publication.local / name)
+    folder = relative_path(resolve_dir(target), root)
+    files = {s: f"{folder}/{s}.parquet" for s in SPLITS}
     current = {"version": version, "splits": files, "row_counts": row_counts}
     atomic_write_bytes(
         root / "dataset" / "current.json", (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
@@ -213,7 +270,35 @@ def build_dataset(
         skipped=[str(e) for e in collected.skipped],
         files=files,
         rows=[_public_row(r) for r in kept],
+        radiometry=radiometry_info,
+        left_out=left_out,
     )
+
+
+def _apply_dataset_radiometry(
+    root: UPath, rows: list[dict[str, Any]], settings: TrainingDatasetSettings
+) -> dict[str, Any]:
+    """Choose the dataset's dB range from the tiles' pooled histograms and record, on every row, the
+    mapping its images are re-quantised into and the share of its valid pixels clipped at each end."""
+    histograms = []
+    for row in rows:
+        path = root / row["_image_paths"]["image"]
+        tile = row["_tile_radiometry"]
+        data = None if tile.get("db_histogram") is not None else read_image_file(path, "SAR tile")
+        histograms.append(stored_histogram(tile, data, path))
+    params, how = choose_range(histograms, settings)
+    for row, histogram in zip(rows, histograms, strict=True):
+        low, high = histogram.fractions_outside(params.db_min, params.db_max)
+        row.update(
+            db_min=params.db_min,
+            db_max=params.db_max,
+            bit_depth=params.bit_depth,
+            value_unit="db",
+            clipped_low_fraction=low,
+            clipped_high_fraction=high,
+            _dataset_radiometry=params,
+        )
+    return {"db_min": params.db_min, "db_max": params.db_max, "bit_depth": params.bit_depth, "chosen": how}
 
 
 def _public_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -224,12 +309,13 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _complete(version_dir: UPath, hashes: dict[str, str]) -> bool:
     """Whether a version folder already holds exactly these split files (same name ⇒ same content,
-    so it need not be rewritten). A split file cut short or altered since (its SHA-256 differs
+    so it need not be rewritten): published whole (on object storage: a pointer names a fully
+    uploaded version) and unaltered. A split file cut short or altered since (its SHA-256 differs
     from the one just computed) makes the version be written again."""
+    resolved = resolve_dir(version_dir)
+    if not is_local(version_dir) and resolved == version_dir:
+        return False  # no pointer: never published, or an upload that did not finish
     names = [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]
-    if not all((version_dir / n).exists() for n in names):
+    if not all((resolved / n).exists() for n in names):
         return False
-    local = getattr(version_dir, "protocol", "") in ("", "file", "local")
-    if not (local or (version_dir / "_COMPLETE").exists()):
-        return False
-    return all(_sha256_file(version_dir / f"{split}.parquet") == digest for split, digest in hashes.items())
+    return all(_sha256_file(resolved / f"{split}.parquet") == digest for split, digest in hashes.items())

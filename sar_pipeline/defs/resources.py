@@ -17,7 +17,16 @@ from upath import UPath
 from sar_pipeline.archive import SarArchive
 from sar_pipeline.archive.plugins import ARCHIVE_VARIABLE, ArchiveSettings
 from sar_pipeline.errors import ConfigError
-from sar_pipeline.storage import STORAGE_VARIABLE, StorageSettings, as_path, is_local, local_str, validate_id
+from sar_pipeline.storage import (
+    STORAGE_VARIABLE,
+    StorageSettings,
+    as_path,
+    is_local,
+    local_str,
+    relative_path,
+    resolve_dir,
+    validate_id,
+)
 
 
 class StorageRoot(dg.ConfigurableResource, StorageSettings):
@@ -49,6 +58,15 @@ class StorageRoot(dg.ConfigurableResource, StorageSettings):
     def flight_path(self, flight_id: str, *parts: str) -> UPath:
         """``root/flights/<flight_id>/parts…``: where a flight partition's outputs live."""
         return self.path("flights", validate_id(flight_id, "flight id"), *parts)
+
+    def flight_folder(self, flight_id: str, folder: str) -> UPath:
+        """The current published version of a flight's output folder (``sar_tiles``, ``optical_tiles``):
+        the folder itself locally, the version its pointer names on object storage."""
+        return resolve_dir(self.flight_path(flight_id, folder))
+
+    def relative(self, path: UPath) -> str:
+        """``path`` relative to the root (what manifests store), with ``/`` separators."""
+        return relative_path(path, self.root())
 
 
 class SarArchiveResource(dg.ConfigurableResource, ArchiveSettings):

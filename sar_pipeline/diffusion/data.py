@@ -20,17 +20,29 @@ from sar_pipeline.errors import ConfigError, RasterError
 
 
 def decode_tile(image_bytes: bytes, resolution: int, source: str = "tile") -> torch.Tensor:
-    """PNG bytes → float32 tensor 3×R×R in [-1, 1] (single band repeated over RGB, bilinear resize)."""
+    """PNG bytes → float32 tensor 3×R×R in [-1, 1] (single band repeated over RGB, bilinear resize).
+
+    8-bit and 16-bit images alike: each is scaled by its own full range (255 or 65535), so a 16-bit
+    tile is not clipped to white as an RGB conversion would.
+    """
     try:
         img = Image.open(io.BytesIO(image_bytes))
         img.load()
     except Exception as exc:
         raise RasterError(source, f"cannot decode tile image: {exc}") from exc
-    img = img.convert("RGB")
-    if img.size != (resolution, resolution):
-        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32) / 65535.0
+        if arr.shape != (resolution, resolution):
+            arr = np.asarray(
+                Image.fromarray(arr, mode="F").resize((resolution, resolution), Image.Resampling.BILINEAR)
+            )
+        arr = np.repeat(np.clip(arr, 0.0, 1.0)[..., None], 3, axis=-1) * 2.0 - 1.0
+    else:
+        img = img.convert("RGB")
+        if img.size != (resolution, resolution):
+            img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
 def tiles_from_table(table: pa.Table, resolution: int) -> tuple[torch.Tensor, list[str], list[str]]:

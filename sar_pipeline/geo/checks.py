@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ from affine import Affine
 from shapely import wkb
 
 from sar_pipeline.archive.protocol import SceneRecord
-from sar_pipeline.geo.footprints import grid_footprint
+from sar_pipeline.geo.footprints import grid_footprint, reproject_geometry
 from sar_pipeline.geo.grid import crs_unit_in_metres, pixel_size
 from sar_pipeline.geo.settings import TilingSettings
 
@@ -23,6 +24,8 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any]
+    #: every tile that failed this check
+    failing_tiles: tuple[str, ...] = ()
 
 
 def check_sar_tiles(
@@ -37,7 +40,8 @@ def check_sar_tiles(
     not only the manifest.
     """
     gsd_bad, size_bad, nodata_bad, fp_bad = [], [], [], []
-    footprints = {s.scene_id: (s, grid_footprint(s.transform, s.shape)) for s in scenes}
+    scene_by_id = {s.scene_id: s for s in scenes}
+    footprints: dict[tuple[str, str], Any] = {}  # (scene, tile CRS) → the scene footprint in that CRS
     for row in rows:
         t = Affine(*row["transform"])
         unit = crs_unit_in_metres(row["crs"])
@@ -54,18 +58,27 @@ def check_sar_tiles(
         if row["nodata_fraction"] > params.max_nodata_fraction:
             nodata_bad.append(row["tile_id"])
         fp = wkb.loads(row["footprint_scene_crs"])
-        scene_fp = footprints.get(row["scene_id"])
-        if not fp.is_valid or fp.area <= 0 or scene_fp is None:
+        scene = scene_by_id.get(row["scene_id"])
+        if not fp.is_valid or fp.area <= 0 or scene is None:
             fp_bad.append(row["tile_id"])
             continue
-        inside = fp.intersection(scene_fp[1]).area / fp.area
+        key = (scene.scene_id, row["crs"])
+        if key not in footprints:
+            footprints[key] = reproject_geometry(
+                grid_footprint(scene.transform, scene.shape), scene.crs, row["crs"]
+            )
+        inside = fp.intersection(footprints[key]).area / fp.area
         # the valid part of the tile must lie inside the scene: the rest is nodata padding
         if inside < 1.0 - row["nodata_fraction"] - 0.02:
             fp_bad.append(row["tile_id"])
 
     def outcome(name, bad, description):
         return CheckOutcome(
-            name, not bad, description, {"failing_tiles": len(bad), "examples": ", ".join(bad[:5])}
+            name,
+            not bad,
+            description,
+            {"failing_tiles": len(bad), "examples": ", ".join(bad[:5])},
+            tuple(bad),
         )
 
     return [
@@ -78,3 +91,21 @@ def check_sar_tiles(
             "footprints_inside_scene", fp_bad, "footprints valid; their valid part inside the scene footprint"
         ),
     ]
+
+
+def record_failed_checks(
+    rows: Sequence[dict[str, Any]], outcomes: Sequence[CheckOutcome], blocking: set[str]
+) -> None:
+    """Write into each manifest row the blocking checks it failed (``failed_checks``, JSON list, or None).
+
+    The manifest then says which tiles must not enter the dataset, whatever later runs read it:
+    ``training_dataset`` leaves those tiles out, naming the checks.
+    """
+    failed: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.name in blocking:
+            for tile_id in outcome.failing_tiles:
+                failed.setdefault(tile_id, []).append(outcome.name)
+    for row in rows:
+        names = failed.get(row["tile_id"])
+        row["failed_checks"] = json.dumps(names) if names else None

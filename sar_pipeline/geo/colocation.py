@@ -23,6 +23,13 @@ from sar_pipeline.geo.optical import OpticalSource
 from sar_pipeline.pictures import grid, png_bytes, to_display_uint8
 from sar_pipeline.timestamps import parse_utc
 
+#: the columns of an optical tile manifest (one row per optical tile kept)
+OPTICAL_MANIFEST_COLUMNS = (
+    "tile_id", "flight_id", "scene_id", "path", "sar_path", "crs", "transform", "height", "width",
+    "coverage_fraction", "optical_datetime", "time_gap_s", "optical_sources", "optical_source",
+    "footprint_scene_crs", "geometry",
+)  # fmt: skip
+
 
 @dataclasses.dataclass
 class FlightColocation:

@@ -25,15 +25,17 @@ def grid_footprint(transform: Affine | tuple, shape: tuple[int, int]) -> Polygon
 
 def to_wgs84(geometry, crs: str | CRS, densify: int = 8):
     """Reproject a geometry from ``crs`` to WGS84 (lon, lat), densifying edges so curves follow."""
-    src = CRS.from_user_input(crs)
-    if src == WGS84:
+    return reproject_geometry(geometry, crs, WGS84, densify)
+
+
+def reproject_geometry(geometry, src_crs: str | CRS, dst_crs: str | CRS, densify: int = 8):
+    """A geometry from ``src_crs`` in ``dst_crs`` (edges densified so they follow the projection)."""
+    src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
+    if src == dst:
         return geometry
-    if densify and hasattr(geometry, "segmentize"):
-        length = geometry.length
-        if length > 0:
-            geometry = geometry.segmentize(length / (4 * densify))
-    tr = Transformer.from_crs(src, WGS84, always_xy=True)
-    return shapely_transform(tr.transform, geometry)
+    if densify and hasattr(geometry, "segmentize") and geometry.length > 0:
+        geometry = geometry.segmentize(geometry.length / (4 * densify))
+    return shapely_transform(Transformer.from_crs(src, dst, always_xy=True).transform, geometry)
 
 
 def area_m2(geometry, crs: str | CRS) -> float:

@@ -30,9 +30,13 @@ def write_geoparquet(table: gpd.GeoDataFrame, path) -> None:
         )
 
 
-def write_manifest(rows: Sequence[dict[str, Any]], path) -> None:
-    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically."""
-    frame = pd.DataFrame(list(rows))
+def write_manifest(rows: Sequence[dict[str, Any]], path, columns: Sequence[str] | None = None) -> None:
+    """Write tile manifest rows as GeoParquet (``geometry`` = WGS84 footprint), atomically.
+
+    ``columns``: the manifest's columns, so that a manifest without rows (a flight none of whose tiles
+    has an optical image) still has them and its readers see an empty table, not a missing column.
+    """
+    frame = pd.DataFrame(list(rows)) if rows or not columns else pd.DataFrame(columns=list(columns))
     geometry = frame.pop("geometry") if "geometry" in frame else []
     write_geoparquet(gpd.GeoDataFrame(frame, geometry=list(geometry), crs="EPSG:4326"), path)
 

@@ -20,6 +20,8 @@ from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SarArchive, SceneRecord
 from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
+from sar_pipeline.geo.grid import auto_output_crs, build_output_grid
+from sar_pipeline.geo.settings import SceneSettings
 from sar_pipeline.hrefs import HrefPolicy, is_redacted
 from sar_pipeline.pictures import grid, png_bytes, to_uint8
 from sar_pipeline.storage import as_path, is_local, local_str
@@ -89,6 +91,61 @@ def read_scene_table(path) -> list[SceneRecord]:
 
 def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT
+
+
+@dataclasses.dataclass
+class GriddedScenes:
+    """The outcome of :func:`grid_scenes`: usable scenes (output CRS recorded), rejected ones, warnings."""
+
+    scenes: list[SceneRecord]
+    rejected: dict[str, str]  # scene id → why it cannot be gridded
+    warnings: list[str]
+
+
+def grid_scenes(scenes: Sequence[SceneRecord], settings: SceneSettings) -> GriddedScenes:
+    """Decide each scene's output CRS and check that it can be gridded there.
+
+    A scene is rejected, with the reason, when its georeferencing is unusable, when it cannot be
+    placed in the output CRS (``settings.output_crs``, else its own projected CRS, else the UTM zone
+    of its centre), or — with ``require_heading`` — when its heading or look side is unknown (else
+    that is a warning: its tiles keep the raster's axes).
+    """
+    kept, rejected, warnings = [], {}, []
+    for scene in scenes:
+        name = f"scene {scene.scene_id} ({scene.raster_href})"
+        problems = georeferencing_problems(scene)
+        if problems:
+            rejected[scene.scene_id] = "; ".join(problems)
+            continue
+        try:
+            output_crs = auto_output_crs(scene.crs, scene.transform, scene.shape, settings.output_crs, name)
+            build_output_grid(
+                scene.crs,
+                scene.transform,
+                scene.shape,
+                1.0,
+                heading_deg=scene.heading_deg,
+                observation_direction=scene.observation_direction,
+                output_crs=output_crs,
+                source=name,
+            )
+        except SarPipelineError as exc:
+            rejected[scene.scene_id] = f"cannot be gridded: {exc.reason}"
+            continue
+        oriented = scene.heading_deg is not None and (scene.observation_direction or "") in ("left", "right")
+        if not oriented:
+            missing = "heading" if scene.heading_deg is None else "look side (sar:observation_direction)"
+            if settings.require_heading:
+                rejected[scene.scene_id] = (
+                    f"{missing} unknown and require_heading is set: native SAR orientation cannot be decided"
+                )
+                continue
+            warnings.append(
+                f"{name}: {missing} unknown; its tiles will keep the raster's own axes (map orientation for a "
+                "north-up product)"
+            )
+        kept.append(dataclasses.replace(scene, output_crs=output_crs))
+    return GriddedScenes(kept, rejected, warnings)
 
 
 def georeferencing_problems(scene: SceneRecord) -> list[str]:
@@ -163,7 +220,7 @@ def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) 
             )
         except rasterio.errors.RasterioIOError as exc:
             raise ArchiveError(scene.raster_href, f"cannot read the raster for a quick-look ({exc})") from exc
-    unit = radiometry.resolve_value_unit(scene.value_unit, band.dtype)
+    unit, _ = radiometry.resolve_value_unit(scene.value_unit, band.dtype)
     # NaN marks nodata; integer rasters cannot hold it, so widen them first
     raw = band if np.iscomplexobj(band) else band.astype(np.float32)
     intensity, _ = radiometry.to_intensity(

@@ -10,6 +10,7 @@ import os
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
+from pyproj import CRS
 
 from sar_pipeline import paths
 from sar_pipeline.geo.resample import ResamplingName
@@ -17,13 +18,50 @@ from sar_pipeline.radiometry import ValueUnit
 from sar_pipeline.settings import Settings
 
 
+class SceneSettings(Settings):
+    """Which scenes of a flight can be gridded, and in which CRS (the ``sar_scenes`` stage)."""
+
+    output_crs: str | None = Field(
+        default=None,
+        description="Projected CRS every scene is gridded in (e.g. 'EPSG:2154' for one grid over France). "
+        "Unset: each scene's own CRS when it is projected, else (EPSG:4326 and other geographic CRSs) the "
+        "WGS84 UTM zone of the scene centre. Recorded per scene in the sar_scenes table.",
+    )
+    require_heading: bool = Field(
+        default=False,
+        description="Refuse scenes whose heading and look side are unknown (no sar_pipeline:heading_deg, "
+        "view:azimuth or sat:orbit_state, or no sar:observation_direction) instead of tiling them in the "
+        "raster's own axes, which for a geocoded product is map orientation, not native SAR orientation.",
+    )
+
+    @field_validator("output_crs")
+    @classmethod
+    def _projected(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            crs = CRS.from_user_input(value)
+        except Exception as exc:  # pyproj raises CRSError and others for unparsable input
+            raise ValueError(f"output_crs {value!r} is not a CRS pyproj understands ({exc})") from exc
+        if not crs.is_projected:
+            raise ValueError(f"output_crs {value!r} is not projected: a GSD in metres needs a projected CRS")
+        return value
+
+
 class TilingSettings(Settings):
-    """How SAR scenes become tiles: resampling to a fixed ground sample distance, dB mapping, tiling."""
+    """How SAR scenes become tiles: resampling to a fixed ground sample distance in native orientation.
+
+    Tiles hold dB as 16-bit PNG over each tile's own valid range (recorded per tile, so values come
+    back within 0.002 dB): the 8/16-bit quantisation a model is trained on uses one range pooled over
+    every flight of the dataset, chosen when the dataset is written
+    (:class:`sar_pipeline.dataset.radiometry.DatasetRadiometrySettings`).
+    """
 
     ground_sample_distance_m: float = Field(
         default=1.0,
         gt=0,
-        description="Output pixel size on the ground, metres (square pixels on the scene's projected CRS).",
+        description="Output pixel size on the ground, metres (square pixels on the projected output CRS). "
+        "sar_tiles warns when it is at least twice finer than a scene's pixel spacing (upsampling).",
     )
     tile_size: int = Field(
         default=512, ge=1, description="Tile side in pixels (Stable Diffusion 1.5 is trained on 512)."
@@ -45,37 +83,26 @@ class TilingSettings(Settings):
         description="GDAL resampling onto the output grid, applied to linear intensity (never to dB); "
         "'average' is right when the output pixel is larger than the scene's.",
     )
-    db_min: float = Field(
-        default=-30.0,
-        description="dB mapped to the lowest valid level (1); lower values are clipped. "
-        "Unused when percentile_low/percentile_high are set.",
-    )
-    db_max: float = Field(
-        default=10.0,
-        description="dB mapped to the highest level (255 or 65535); higher values are clipped. "
-        "Unused when percentile_low/percentile_high are set.",
-    )
-    percentile_low: float | None = Field(
-        default=None,
+    axis_tolerance_deg: float = Field(
+        default=5.0,
         ge=0,
-        le=100,
-        description="Set with percentile_high to clip at this percentile (0–100) of the flight's dB values "
-        "instead of db_min (recorded per tile, so the mapping stays invertible).",
+        lt=45,
+        description="A raster whose column axis is within this angle (degrees) of the look direction given "
+        "by its heading and look side is in native geometry: its own axes are kept (pixel-aligned, fast). "
+        "Beyond it (a geocoded, north-up product) the grid is rotated onto the heading.",
     )
-    percentile_high: float | None = Field(
-        default=None,
-        ge=0,
-        le=100,
-        description="Set with percentile_low: clip at this percentile (0–100) instead of db_max; must be "
-        "above percentile_low.",
-    )
-    bit_depth: int = Field(
-        default=8, description="8 (uint8 PNG, what the Stable Diffusion VAE takes) or 16 (uint16 PNG)."
+    zero_is_nodata: bool = Field(
+        default=True,
+        description="Zero linear backscatter (amplitude, intensity or complex pixels exactly 0) is fill "
+        "outside the swath, not a measurement, and becomes nodata. Set false for products quantised so "
+        "coarsely that weak returns round to 0 (they then map to the darkest level, and are still left "
+        "out of the dataset's radiometric range).",
     )
     default_value_unit: ValueUnit = Field(
         default="amplitude",
         description="What the pixels of scenes that declare no unit (STAC raster:bands unit) hold: "
-        "amplitude, intensity, db or complex. Complex rasters are always read as complex.",
+        "amplitude, intensity, db or complex. Complex rasters are always read as complex. Every scene "
+        "whose unit is assumed is named in a warning.",
     )
     default_value_scale: float | None = Field(
         default=None,
@@ -114,38 +141,10 @@ class TilingSettings(Settings):
         "20 000 tiles of 512² at 1 m ≈ 5 000 km².",
     )
 
-    @field_validator("bit_depth")
-    @classmethod
-    def _bit_depth(cls, value: int) -> int:
-        if value not in (8, 16):
-            raise ValueError(f"bit_depth must be 8 or 16, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _clip_range(self) -> TilingSettings:
-        if (self.percentile_low is None) != (self.percentile_high is None):
-            raise ValueError(
-                "set both percentile_low and percentile_high, or neither (then db_min/db_max apply)"
-            )
-        if self.percentiles is not None and not self.percentile_low < self.percentile_high:
-            raise ValueError(
-                f"percentile_low ({self.percentile_low}) must be below percentile_high ({self.percentile_high})"
-            )
-        if self.percentiles is None and not self.db_min < self.db_max:
-            raise ValueError(f"db_min ({self.db_min}) must be below db_max ({self.db_max})")
-        return self
-
     @property
     def step(self) -> int:
         """Pixels between tile origins."""
         return self.stride or self.tile_size
-
-    @property
-    def percentiles(self) -> tuple[float, float] | None:
-        """(low, high) percentiles of the flight's dB values used as clip range, or None (db_min/db_max)."""
-        if self.percentile_low is None or self.percentile_high is None:
-            return None
-        return self.percentile_low, self.percentile_high
 
     @property
     def worker_count(self) -> int:

@@ -194,12 +194,14 @@ def test_capella_umbra_style_catalogue(tmp_path):
     assert scene.raster_href.endswith("scene0.tif") and Path(scene.raster_href).is_absolute()
     assert scene.crs == "EPSG:32631" and scene.shape == (40, 60)
     assert scene.transform == pytest.approx(tuple(ROTATED)[:6])
-    assert (scene.value_unit, scene.value_scale, scene.value_offset, scene.nodata) == ("db", 0.01, -60.0, 0.0)
+    # the unit as the catalogue writes it (radiometry.parse_value_unit reads it when tiling)
+    assert (scene.value_unit, scene.value_scale, scene.value_offset, scene.nodata) == ("dB", 0.01, -60.0, 0.0)
     assert scene.platform == "capella-7" and scene.instrument_mode == "spotlight"
     assert scene.polarizations == ("HH",) and scene.product_type == "GEO"
     assert scene.looks_azimuth == 3.0 and scene.looks_equivalent_number == 2.7
     assert scene.observation_direction == "left" and scene.incidence_angle_deg == 38.5
-    assert scene.heading_deg is None
+    # no heading field: a descending sun-synchronous pass at 43.6° N flies ~194° (true), grid bearing here
+    assert scene.heading_source == "sat:orbit_state" and 191 < scene.heading_deg < 197
     assert set(scene.extra_assets) == {"SICD", "metadata", "thumbnail"}
     assert (
         scene.properties["sat:orbit_state"] == "descending" and "sar:frequency_band" not in scene.properties

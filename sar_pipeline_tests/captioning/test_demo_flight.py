@@ -9,7 +9,7 @@ from sar_pipeline.defs.captions.checks import captions_diversity, captions_lengt
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
-from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 
 
@@ -35,6 +35,7 @@ def test_demo_flight_gets_template_captions(tmp_path):
             "archive": SarArchiveResource(uri=str(archive.catalog_path)),
             "optical": OpticalResource(uri=str(tmp_path / "demo" / "optical" / "orthophoto.tif")),
             "captioner": CaptionerResource(),
+            "landcover": LandCoverResource(),
         },
     )
     assert result.success

@@ -20,7 +20,7 @@ from sar_pipeline.defs.dataset.checks import (
 )
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
-from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 
 
@@ -38,6 +38,7 @@ def test_demo_flight_to_dataset(tmp_path, monkeypatch):
         "archive": SarArchiveResource(uri=str(archive.catalog_path)),
         "optical": OpticalResource(uri=str(tmp_path / "demo" / "optical" / "orthophoto.tif")),
         "captioner": CaptionerResource(),
+        "landcover": LandCoverResource(),
     }
     upstream = [sar_scenes, sar_tiles, optical_tiles, captions]
     assert dg.materialize(upstream, partition_key=flight, instance=instance, resources=resources).success
@@ -53,7 +54,10 @@ def test_demo_flight_to_dataset(tmp_path, monkeypatch):
 
     captioned = pq.read_table(storage / "flights" / flight / "captions.parquet").column("tile_id").to_pylist()
     info = dataset_info(storage)
-    assert sum(info["row_counts"].values()) + info["dropped_guard_tiles"] == len(captioned)
+    # every captioned tile is in a split, dropped as a split guard, or left out for its nodata
+    assert sum(info["row_counts"].values()) + info["dropped_guard_tiles"] + len(info["left_out_tiles"]) == len(
+        captioned
+    )
     table = load_dataset_table(storage)
     row = table.slice(0, 1).to_pylist()[0]
     assert row["flight_id"] == flight and row["tile_id"] in captioned

@@ -8,7 +8,7 @@ from affine import Affine
 from PIL import Image
 
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
-from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.geo.manifest import read_manifest, write_geoparquet
 from sar_pipeline.geo.scene_table import scene_table
@@ -69,6 +69,7 @@ def _materialise(storage, instance, assets, sar_config, optical_uri=None):
     resources = {
         "storage": StorageRoot(uri=str(storage)),
         "archive": SarArchiveResource(uri="", archive_class="record"),
+        "landcover": LandCoverResource(),
     }
     if optical_uri is not None:
         resources["optical"] = OpticalResource(kind="mosaic", uri=str(optical_uri))
@@ -139,7 +140,7 @@ def test_optical_not_covering_the_flight_is_recorded_and_the_check_fails(tmp_pat
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("flight", [FLIGHT])
     result = _materialise(
-        storage, instance, [sar_tiles, optical_tiles], {"tile_size": 64, "bit_depth": 16}, far
+        storage, instance, [sar_tiles, optical_tiles], {"tile_size": 64}, far
     )
     assert result.success
     (opt,) = result.asset_materializations_for_node("optical_tiles")

@@ -110,12 +110,68 @@ def test_unknown_heading_keeps_the_raster_axes():
     assert col @ src_col > 0 and row @ src_row > 0
 
 
-def test_heading_contradicting_the_raster_falls_back_to_raster_axes():
+def test_a_raster_90_degrees_off_its_heading_is_rotated_onto_it():
+    """A geocoded product flown east and looking right has range along its rows: the grid turns 90°."""
     shape = (50, 60)
     t = native_transform(30, "right", 1.0, 1.0, shape)
-    # heading rotated by 90°: the look direction would run along the rows
     grid = build_output_grid(CRS, t, shape, 1.0, heading_deg=120, observation_direction="right")
-    assert grid.orientation_source == "raster"
+    col, row = pixel_axes(grid.transform)
+    assert grid.orientation_source == "heading" and grid.raster_rotation_deg == pytest.approx(90.0)
+    assert col @ _unit(210) == pytest.approx(1.0) and row @ _unit(120) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("heading", [347.5, 192.0, 75.0, 3.0])
+@pytest.mark.parametrize("look", ["left", "right"])
+def test_north_up_geocoded_products_are_turned_to_native_orientation(heading, look):
+    """A north-up raster with a known heading gets range along the look direction, azimuth along the heading."""
+    t = Affine(0.5, 0, 520_000, 0, -0.5, 4_810_000)
+    grid = build_output_grid(CRS, t, (400, 300), 1.0, heading_deg=heading, observation_direction=look)
+    col, row = pixel_axes(grid.transform)
+    look_deg = heading + (90 if look == "right" else -90)
+    rotation = (look_deg - 90 + 180) % 360 - 180  # from the raster's columns (east) to the look direction
+    if min(abs(rotation), 180 - abs(rotation)) <= 5:  # within the tolerance: the raster's axes kept
+        assert grid.raster_rotation_deg in (0.0, 180.0)
+        assert col @ _unit(look_deg) >= math.cos(math.radians(5)) and row @ _unit(heading) > 0
+    else:
+        assert grid.raster_rotation_deg == pytest.approx(rotation, abs=1e-6)
+        assert col @ _unit(look_deg) == pytest.approx(1.0, abs=1e-9)
+        assert row @ _unit(heading) == pytest.approx(1.0, abs=1e-9)
+    scene = _footprint(t, (400, 300))
+    assert scene.difference(grid.footprint()).area < 1e-6 * scene.area  # covers the whole scene
+    # rotated grids lie on the lattice of their axes: origin projections are whole pixels
+    if grid.raster_rotation_deg not in (0.0, 180.0):
+        origin = np.array([grid.transform.c, grid.transform.f])
+        for axis in (col, row):
+            steps = origin @ axis / (axis @ axis)
+            assert steps == pytest.approx(round(steps), abs=1e-6)
+
+
+def test_axis_tolerance_decides_between_native_and_geocoded():
+    t = native_transform(10.0, "right", 1.0, 1.0, (100, 100))
+    # recorded heading 3° off the raster axes (an airborne crab angle): native, axes kept
+    kept = build_output_grid(CRS, t, (100, 100), 1.0, heading_deg=13.0, observation_direction="right")
+    assert kept.raster_rotation_deg == 0.0 and kept.transform.almost_equals(t, precision=1e-6)
+    turned = build_output_grid(
+        CRS, t, (100, 100), 1.0, heading_deg=13.0, observation_direction="right", axis_tolerance_deg=1.0
+    )
+    assert turned.raster_rotation_deg == pytest.approx(3.0)
+
+
+def test_geographic_scene_is_gridded_in_the_utm_zone_of_its_centre():
+    # 0.0001° pixels near Toulouse (1.44° E, 43.6° N): UTM 31N; GSD exact in metres there
+    t = Affine(0.0001, 0, 1.40, 0, -0.0001, 43.62)
+    grid = build_output_grid("EPSG:4326", t, (400, 800), 5.0)
+    assert grid.crs == "EPSG:32631" and grid.orientation_source == "raster"
+    assert pixel_size(grid.transform) == pytest.approx((5.0, 5.0), rel=1e-12)
+    spacing_col, spacing_row = grid.source_pixel_spacing_m
+    assert spacing_col == pytest.approx(8.06, abs=0.05) and spacing_row == pytest.approx(11.1, abs=0.05)
+    # 1.5° west of the zone's central meridian (3° E) the parallel (the raster's columns) runs ~1.07°
+    # south of grid east (meridian convergence Δλ·sin φ)
+    assert grid.range_direction_deg == pytest.approx(90 + 1.07, abs=0.05)
+    south = build_output_grid("EPSG:4326", Affine(0.001, 0, -70.0, 0, -0.001, -33.4), (100, 100), 10.0)
+    assert south.crs == "EPSG:32719"
+    fixed = build_output_grid("EPSG:4326", t, (400, 800), 5.0, output_crs="EPSG:2154")
+    assert fixed.crs == "EPSG:2154"
 
 
 def test_north_up_and_foot_units():
@@ -135,10 +191,12 @@ def test_north_up_and_foot_units():
         (CRS, Affine(1, 1, 0, 1, 1, 0), (4, 4), "non-invertible"),
         (CRS, Affine(0, 0, 0, 0, 0, 0), (4, 4), "non-invertible"),
         (CRS, Affine(1, 0, 0, 0, -1, 0), (0, 4), "empty"),
-        ("EPSG:4326", Affine(0.1, 0, 0, 0, -0.1, 0), (4, 4), "not projected"),
+        ("EPSG:4326", Affine(0.1, 0, 0, 0, -0.1, 0), (4, 4), "EPSG:4326 is not projected"),
+        ("EPSG:99999", Affine(1, 0, 0, 0, -1, 0), (4, 4), "unreadable CRS"),
     ],
 )
 def test_bad_georeferencing_names_the_source(crs, transform, shape, match):
+    output_crs = "EPSG:4326" if crs == "EPSG:4326" else None
     with pytest.raises(RasterError, match=match) as err:
-        build_output_grid(crs, transform, shape, 1.0, source="/data/scene.tif")
+        build_output_grid(crs, transform, shape, 1.0, output_crs=output_crs, source="/data/scene.tif")
     assert err.value.source == "/data/scene.tif"

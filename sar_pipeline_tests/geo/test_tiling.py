@@ -15,7 +15,7 @@ from sar_pipeline.errors import RasterError
 from sar_pipeline.geo.checks import check_sar_tiles
 from sar_pipeline.geo.manifest import read_manifest, write_manifest
 from sar_pipeline.geo.scene_raster import scene_output_grid
-from sar_pipeline.geo.settings import TilingSettings
+from sar_pipeline.geo.settings import SceneSettings, TilingSettings
 from sar_pipeline.geo.tiling import tile_flight, tile_id_for
 from sar_pipeline_tests.geo.scenes import CRS, native_transform, scene_record, speckled_amplitude, write_scene
 
@@ -49,9 +49,14 @@ def test_tiles_are_written_with_grid_footprints_and_invertible_radiometry(tmp_pa
     assert ids[0] == "flight-1__scene-a__r000_c000" or ids[0].startswith("flight-1__scene-a__r")
     for row in result.rows:
         img = np.asarray(Image.open(out / f"{row['tile_id']}.png"))
-        assert img.shape == (32, 32) and img.dtype == np.uint8
+        assert img.shape == (32, 32) and img.dtype == np.uint16
         assert row["path"] == f"flights/flight-1/sar_tiles/{row['tile_id']}.png"
-        assert (row["db_min"], row["db_max"], row["bit_depth"]) == (-30.0, 10.0, 8)
+        # 16-bit over the tile's own valid range: nothing clipped, the extremes are the end levels
+        assert row["bit_depth"] == 16 and row["db_min"] < row["db_max"]
+        assert img[img > 0].min() == 1 and img.max() == 65535
+        # the histogram counts every valid pixel (zeros are nodata here)
+        assert sum(row["db_histogram"]) == (img > 0).sum() and row["zero_pixel_count"] == 0
+        assert row["db_histogram_start_db"] <= row["db_min"] < row["db_histogram_start_db"] + 0.1
         assert row["geometry"].is_valid and -180 < row["geometry"].centroid.x < 180
         assert wkb.loads(row["footprint_scene_crs"]).area == pytest.approx(32 * 32, rel=1e-6)
         assert row["nodata_fraction"] <= 0.1
@@ -120,11 +125,31 @@ def test_extra_assets_are_warped_onto_the_same_tile_grid(tmp_path):
     assert row["landcover_path"].endswith("_landcover.png") and row["extra_errors"] is None
 
 
-def test_percentile_clipping_is_recorded(tmp_path):
-    scene, _ = _scene(tmp_path)
-    result, _, _ = _tile(tmp_path, [scene], percentile_low=2.0, percentile_high=98.0, bit_depth=16)
-    lo, hi = result.radiometry.db_min, result.radiometry.db_max
-    assert -30 < lo < hi < 5 and result.rows[0]["db_min"] == lo and result.rows[0]["bit_depth"] == 16
+def test_tiles_keep_db_within_a_sixteen_bit_step_and_histograms_pool_to_the_scene(tmp_path):
+    """Every valid dB value comes back from the 16-bit tile within half a step of its own range."""
+    amp = speckled_amplitude(SHAPE, looks=1, mean_intensity=0.02, seed=3)
+    amp[70:80, 70:80] = 300.0  # a corner reflector: +50 dB, would be clipped by any fixed 8-bit range
+    scene, t = _scene(tmp_path, amplitude=amp)
+    result, params, out = _tile(tmp_path, [scene], resampling="nearest")
+    for row in result.rows:
+        img = np.asarray(Image.open(out / f"{row['tile_id']}.png"))
+        db = radiometry.to_db(img, row)
+        # nearest neighbour: each output pixel is one source pixel, so its dB is known exactly
+        grid_t = Affine(*row["transform"])
+        rr, cc = np.nonzero(img > 0)
+        xs, ys = grid_t * (cc + 0.5, rr + 0.5)
+        src_c, src_r = ~t * (np.asarray(xs), np.asarray(ys))
+        # (centres falling on a source pixel edge, up to float noise, could pick either neighbour)
+        clear = (np.abs(src_c - np.round(src_c)) > 1e-6) & (np.abs(src_r - np.round(src_r)) > 1e-6)
+        truth = 20 * np.log10(amp[np.floor(src_r).astype(int), np.floor(src_c).astype(int)])
+        step = (row["db_max"] - row["db_min"]) / 65534
+        assert clear.mean() > 0.7
+        assert np.abs(db[rr, cc] - truth)[clear].max() <= step / 2 + 1e-4
+    pooled = radiometry.DbHistogram.pooled(
+        [radiometry.DbHistogram.from_start_db(r["db_histogram_start_db"], r["db_histogram"]) for r in result.rows]
+    )
+    assert pooled.total == sum(int((np.asarray(Image.open(out / f"{r['tile_id']}.png")) > 0).sum()) for r in result.rows)
+    assert max(r["db_max"] for r in result.rows) == pytest.approx(20 * np.log10(300.0), abs=0.01)
 
 
 def test_tile_ids_are_deterministic_and_file_safe():
@@ -138,17 +163,17 @@ def test_bad_parameters():
         TilingSettings(resampling="magic")
     with pytest.raises(pydantic.ValidationError, match="max_nodata_fraction"):
         TilingSettings(max_nodata_fraction=2)
-    with pytest.raises(pydantic.ValidationError, match="bit_depth must be 8 or 16"):
-        TilingSettings(bit_depth=12)
-    with pytest.raises(pydantic.ValidationError, match="db_min .* must be below db_max"):
-        TilingSettings(db_min=10, db_max=-30)
-    # a reversed percentile pair once made every tile two-level; one percentile alone was ignored
-    with pytest.raises(pydantic.ValidationError, match="percentile_low .* must be below percentile_high"):
-        TilingSettings(percentile_low=99, percentile_high=1)
-    with pytest.raises(pydantic.ValidationError, match="set both percentile_low and percentile_high"):
-        TilingSettings(percentile_low=2)
+    with pytest.raises(pydantic.ValidationError, match="axis_tolerance_deg"):
+        TilingSettings(axis_tolerance_deg=60)
     with pytest.raises(pydantic.ValidationError, match="unknown_setting"):
         TilingSettings(unknown_setting=1)
+    # the radiometric range is the dataset's (it pools every flight), not a tiling setting
+    with pytest.raises(pydantic.ValidationError, match="db_min"):
+        TilingSettings(db_min=-30)
+    with pytest.raises(pydantic.ValidationError, match="output_crs 'EPSG:4326' is not projected"):
+        SceneSettings(output_crs="EPSG:4326")
+    with pytest.raises(pydantic.ValidationError, match="not a CRS"):
+        SceneSettings(output_crs="EPSG:99999")
 
 
 # --- bad input: each is a clear error or a recorded skip; the flight's other scenes are kept ---
@@ -198,15 +223,20 @@ def test_bad_scenes_are_skipped_with_reasons_and_others_kept(tmp_path):
     assert "negative" in " ".join(d.reason for d in result.dropped if d.scene_id == "negative")
     assert "negative.tif" in " ".join(d.reason for d in result.dropped if d.scene_id == "negative")
     assert len(by_scene["negative"]) > 0  # the blocks without negative pixels are kept
-    # the tiles of the band holding the NaN/inf pixels carry the count; the scene is kept
-    assert max(r["invalid_pixel_count"] for r in by_scene["nan"]) == 2 and len(by_scene["nan"]) > 10
-    assert result.invalid_pixels == {"nan": 2}
+    # the NaN/inf pixels are counted by the tile(s) they lie under, not by their neighbours; kept
+    assert sum(r["invalid_pixel_count"] for r in by_scene["nan"]) == 2 and len(by_scene["nan"]) > 10
+    assert sum(r["invalid_pixel_count"] > 0 for r in by_scene["nan"]) <= 2
+    assert result.scenes["nan"].invalid_pixel_count == 2
     # 4-look speckle averaged by the 0.8 × 0.9 m → 1 m resampling (fractional overlaps of up to 4
     # source pixels): more looks than the source, well short of a 3×3 boxcar
-    assert 4 < result.speckle["good"].equivalent_number_of_looks < 36
-    # the blocks before the truncation are kept, the missing ones are dropped naming the file
+    assert 4 < result.scenes["good"].speckle.equivalent_number_of_looks < 36
+    # the blocks before the truncation are kept, the missing ones are dropped naming the file and window
     assert by_scene["truncated"]
-    assert any(d.scene_id == "truncated" and "truncated.tif" in d.reason for d in result.dropped)
+    reasons = [d.reason for d in result.dropped if d.scene_id == "truncated" and d.kind == "read error"]
+    assert reasons and all("truncated.tif" in r and "window rows" in r for r in reasons)
+    assert result.scenes["truncated"].read_errors[0] in reasons[0]
+    # the scene with no tile says why
+    assert "every tile position" in result.scenes["empty"].note or "nodata" in result.scenes["empty"].note
     assert "corrupt.tif" in result.skipped_scenes["corrupt"]
     assert "non-invertible" in result.skipped_scenes["singular"]
 

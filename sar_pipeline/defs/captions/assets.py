@@ -36,8 +36,8 @@ def captions(
 ) -> dg.MaterializeResult:
     flight_id = validate_id(context.partition_key, "flight id")
     model = captioner.get_captioner()
-    sar_manifest = read_manifest(storage.flight_path(flight_id, "sar_tiles", "manifest.parquet"))
-    optical_manifest_path = storage.flight_path(flight_id, "optical_tiles", "manifest.parquet")
+    sar_manifest = read_manifest(storage.flight_folder(flight_id, "sar_tiles") / "manifest.parquet")
+    optical_manifest_path = storage.flight_folder(flight_id, "optical_tiles") / "manifest.parquet"
     needs_optical = "optical" in getattr(model, "needs", {"optical"})
     optical_manifest = (
         read_manifest(optical_manifest_path) if needs_optical or optical_manifest_path.exists() else []

@@ -1,7 +1,11 @@
-"""The optical image source co-located with SAR tiles."""
+"""The sources co-located with SAR tiles: optical images and land cover."""
+
+import contextlib
+from collections.abc import Iterator
 
 import dagster as dg
 
+from sar_pipeline.geo.landcover import LandCoverSettings, LandCoverSource, open_landcover_source
 from sar_pipeline.geo.optical import OpticalSource, open_optical_source
 from sar_pipeline.geo.settings import OpticalSettings
 
@@ -13,6 +17,19 @@ class OpticalResource(dg.ConfigurableResource, OpticalSettings):
         return open_optical_source(self)
 
 
+class LandCoverResource(dg.ConfigurableResource, LandCoverSettings):
+    """Where land cover comes from: the scenes' own land-cover assets, or one categorical raster + classes."""
+
+    @contextlib.contextmanager
+    def get_source(self) -> Iterator[LandCoverSource | None]:
+        source = open_landcover_source(self)
+        try:
+            yield source
+        finally:
+            if source is not None:
+                source.close()
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(resources={"optical": OpticalResource()})
+    return dg.Definitions(resources={"optical": OpticalResource(), "landcover": LandCoverResource()})
