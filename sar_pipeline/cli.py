@@ -1,7 +1,7 @@
 """``sar-pipeline``: the demo, the main job from the command line, and the archive tools.
 
 sar-pipeline demo                 # demo archive → every stage, on the embedded default
-sar-pipeline run                  # the main job on the configured archive (env / defs)
+sar-pipeline run [--config FILE]  # the main job on the configured archive (env / defs / run config YAML)
 sar-pipeline register-flights     # only add the archive's new flights as partitions
 sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
 sar-pipeline settings             # every setting of every stage: default and meaning
@@ -36,29 +36,127 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
-def register_flights(defs, instance) -> list[str]:
+#: the jobs ``sar-pipeline run`` runs, in order (the flight job once per flight)
+MAIN_JOBS = ("flight_job", "dataset_job", "training_job")
+
+
+def load_run_config(path: str | os.PathLike, defs) -> dict:
+    """A run config YAML file, in the schema of the UI's Launchpad (``ops: {<asset>: {config: …}}``,
+    ``resources: {<key>: {config: …}}``), checked against the main jobs: a key that no main job has is
+    an error naming the file and the key (so a typo is never silently ignored)."""
+    import yaml
+
+    from sar_pipeline.errors import ConfigError
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the run config ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(path, "a run config is a mapping with 'ops' and/or 'resources'")
+    unknown = sorted(set(config) - {"ops", "resources", "execution", "loggers"})
+    if unknown:
+        raise ConfigError(path, f"unknown top-level key(s) {unknown}: expected ops, resources")
+    known_ops: set[str] = set()
+    known_resources: set[str] = set()
+    for name in MAIN_JOBS:
+        fields = defs.resolve_job_def(name).run_config_schema.config_type.fields
+        known_ops |= set(fields["ops"].config_type.fields)
+        known_resources |= set(fields["resources"].config_type.fields)
+    for section, known in (("ops", known_ops), ("resources", known_resources)):
+        entries = config.get(section) or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(path, f"'{section}' must be a mapping")
+        extra = sorted(set(entries) - known)
+        if extra:
+            raise ConfigError(
+                path,
+                f"{section} {extra} are not part of the main job (sar-pipeline run runs {', '.join(MAIN_JOBS)}); "
+                f"known: {sorted(known)}",
+            )
+    return config
+
+
+def validate_run_config(defs, run_config: dict, source: str | os.PathLike) -> None:
+    """Check ``run_config`` now, as Dagster and then each setting's own model will: a wrong value fails
+    before anything runs, naming the file and the setting, not hours into tiling."""
+    import dagster as dg
+    import pydantic
+
+    from sar_pipeline.errors import ConfigError
+    from sar_pipeline.settings import settings_models
+    from sar_pipeline.settings_reference import configurable_classes
+
+    for name in MAIN_JOBS:
+        job = defs.resolve_job_def(name)
+        try:
+            dg.validate_run_config(job, job_run_config(job, run_config))
+        except dg.DagsterInvalidConfigError as exc:
+            raise ConfigError(source, f"invalid for {name}: {exc}") from exc
+    classes = configurable_classes(defs)
+    for section, kind in (("ops", "asset"), ("resources", "resource")):
+        for key, entry in (run_config.get(section) or {}).items():
+            models = settings_models(classes.get(f"{kind} {key}", object))
+            if not models or not isinstance(entry, dict):
+                continue
+            try:
+                models[0](**(entry.get("config") or {}))
+            except pydantic.ValidationError as exc:
+                raise ConfigError(source, f"{section}.{key}.config: {exc}") from exc
+
+
+def job_run_config(job, run_config: dict | None) -> dict:
+    """The part of ``run_config`` that ``job`` takes: its own ops, every resource."""
+    if not run_config:
+        return {}
+    ops = set(job.run_config_schema.config_type.fields["ops"].config_type.fields)
+    out = {k: v for k, v in run_config.items() if k != "ops"}
+    selected = {k: v for k, v in (run_config.get("ops") or {}).items() if k in ops}
+    if selected:
+        out["ops"] = selected
+    return out
+
+
+def _configured_resources(defs, run_config: dict | None) -> dict:
+    """The definitions' resources with ``run_config``'s resource settings applied (for the sensor)."""
+    resources = dict(defs.resources)
+    for key, entry in ((run_config or {}).get("resources") or {}).items():
+        resource = resources[key]
+        settings = (entry or {}).get("config") or {}
+        if settings and hasattr(resource, "model_dump"):
+            resources[key] = type(resource)(**{**resource.model_dump(exclude_unset=True), **settings})
+    return resources
+
+
+def register_flights(defs, instance, run_config: dict | None = None) -> list[str]:
     """Evaluate the ``new_flights`` sensor once, as the daemon would, and add its partitions.
 
+    ``run_config``'s resource settings (e.g. another archive ``uri``) apply to it as to the runs.
     Returns the flights the sensor asked runs for (the new ones).
     """
     import dagster as dg
 
     sensor = defs.resolve_sensor_def("new_flights")
-    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    context = dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=_configured_resources(defs, run_config)
+    )
     result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return [r.partition_key for r in result.run_requests or []]
 
 
-def run_main_job(flights: list[str] | None = None) -> int:
+def run_main_job(flights: list[str] | None = None, config_path: str | None = None) -> int:
     """Register new flights, run the per-flight job for each flight not yet done, then the
     cross-flight stages.
 
     A flight is not done when one of its per-flight assets was never materialised or its latest
     attempt failed (an interrupted or killed run included): those are run again, beside the new
     ones. Runs left in progress by a killed process are marked failed first and their pool slots
-    freed (``run_control``). ``flights``: run exactly these registered flights. SIGINT/SIGTERM
+    freed (``run_control``). ``flights``: run exactly these registered flights. ``config_path``: a
+    run config YAML (:func:`load_run_config`) applied to every run. SIGINT/SIGTERM
     stop cleanly. Returns the number of failed runs (raises ``run_control.Interrupted``, a
     ``KeyboardInterrupt``, when stopped).
     """
@@ -73,9 +171,12 @@ def run_main_job(flights: list[str] | None = None) -> int:
     home = _prepare_dagster_home()
     instance = dg.DagsterInstance.get()
     defs = load_defs()
+    run_config = load_run_config(config_path, defs) if config_path else None
+    if run_config:
+        validate_run_config(defs, run_config, config_path)
     failures = 0
     with run_control.guarded(instance) as guard:
-        new = register_flights(defs, instance)
+        new = register_flights(defs, instance, run_config)
         flight_job = defs.resolve_job_def("flight_job")
         registered = sorted(instance.get_dynamic_partitions("flight"))
         unfinished, running = run_control.unfinished_partitions(
@@ -94,14 +195,17 @@ def run_main_job(flights: list[str] | None = None) -> int:
             print(f"  being materialised by another run now, left alone: {running}")
         for flight_id in todo:
             started = time.perf_counter()
-            result = guard.execute(flight_job, partition_key=flight_id)
+            result = guard.execute(
+                flight_job, partition_key=flight_id, run_config=job_run_config(flight_job, run_config)
+            )
             failures += not result.success
             print(
                 f"  flight {flight_id}: {_outcome(result)} ({time.perf_counter() - started:.1f} s, run {result.run_id})"
             )
         for job_name in ("dataset_job", "training_job"):
             started = time.perf_counter()
-            result = guard.execute(defs.resolve_job_def(job_name))
+            job = defs.resolve_job_def(job_name)
+            result = guard.execute(job, run_config=job_run_config(job, run_config))
             failures += not result.success
             print(f"  {job_name}: {_outcome(result)} ({time.perf_counter() - started:.1f} s)")
 
@@ -135,7 +239,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return 1 if run_main_job(flights=args.flight or None) else 0
+    return 1 if run_main_job(flights=args.flight or None, config_path=args.config) else 0
 
 
 def _stopped(error: BaseException) -> int:
@@ -184,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run the main job on the configured archive")
     run.add_argument("--flight", action="append", help="re-run this registered flight (repeatable)")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run config YAML in the Launchpad's schema (ops: {sar_tiles: {config: {tile_size: 256}}}, "
+        "resources: {archive: {config: {uri: …}}}) applied to every run",
+    )
     run.set_defaults(func=_cmd_run)
 
     reg = sub.add_parser("register-flights", help="add the archive's new flights as partitions, run nothing")

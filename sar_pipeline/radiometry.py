@@ -277,6 +277,23 @@ class DbHistogram:
         return cls(first, np.bincount(bins - first).astype(np.int64))
 
     @classmethod
+    def of_quantised(cls, image: np.ndarray, params: RadiometryParams, exclude_lowest: int = 0) -> DbHistogram:
+        """The histogram of a quantised image's valid values (each level counted at its dB), without
+        decoding it: one count per level, then levels gathered into bins. ``exclude_lowest`` pixels of
+        the lowest level are left out (zero backscatter drawn at the floor)."""
+        levels = np.bincount(np.asarray(image).ravel(), minlength=params.max_value + 1)[1:].astype(np.int64)
+        if exclude_lowest:
+            levels[0] -= min(int(exclude_lowest), int(levels[0]))
+        used = np.nonzero(levels)[0]
+        if used.size == 0:
+            return cls(0, np.zeros(0, np.int64))
+        step = (params.db_max - params.db_min) / (params.max_value - 1)
+        db = params.db_min + used * step
+        bins = np.floor(db / DB_HISTOGRAM_BIN_DB + 1e-9).astype(np.int64)
+        first = int(bins.min())
+        return cls(first, np.bincount(bins - first, weights=levels[used]).astype(np.int64))
+
+    @classmethod
     def from_start_db(cls, start_db: float, counts) -> DbHistogram:
         """Inverse of (:attr:`start_db`, ``counts``) as stored in a manifest."""
         return cls(int(round(start_db / DB_HISTOGRAM_BIN_DB)), np.asarray(counts, dtype=np.int64))

@@ -28,6 +28,8 @@ storage (``s3://…`` and any other fsspec URL, read through universal-pathlib):
   ``view:azimuth`` (bearing of the look direction) with ``sar:observation_direction``;
   ``sat:orbit_state`` with the scene centre's latitude (a sun-synchronous orbit's ground track, within
   ~2°). ``SceneRecord.heading_source`` records which (:mod:`sar_pipeline.archive.heading`).
+* **Scene labels** (optional): ``sar_pipeline:labels``, a list of class names describing the ground
+  (BigEarthNet's CORINE labels…), passed to every tile of the scene for the template captioner.
 * **Pixel values**: ``raster:bands[0]`` (or STAC 1.1 ``bands[0]``) ``unit`` → ``value_unit`` as
   written (``"amplitude (DN)"``, ``"DN"``, ``"sigma0"``, ``"beta0"``, ``"intensity"``, ``"power"``,
   ``"linear"``, ``"dB"``…, read by :func:`sar_pipeline.radiometry.parse_value_unit`),
@@ -72,6 +74,9 @@ from sar_pipeline.timestamps import iso_utc, parse_utc
 
 KIND_PROPERTY = "sar_pipeline:kind"
 HEADING_PROPERTY = "sar_pipeline:heading_deg"
+#: scene-level class names (e.g. BigEarthNet's CORINE labels), kept in ``SceneRecord.properties``: the
+#: template captioner words them when no land cover is available
+LABELS_PROPERTY = "sar_pipeline:labels"
 _RASTER_SUFFIXES = (".tif", ".tiff")
 _OPTICAL_COMMON_NAMES = {"red", "green", "blue", "nir", "rededge", "coastal", "pan", "swir16", "swir22"}
 

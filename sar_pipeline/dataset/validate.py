@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow.compute as pc
@@ -78,4 +79,55 @@ def unexpectedly_empty_splits(
         "row_counts": info["row_counts"],
         "expected_blocks": expected,
         "block_count": blocks,
+    }
+
+
+def saturation_report(
+    rows: Sequence[dict[str, Any]], warn_fraction: float, fail_fraction: float
+) -> dict[str, Any]:
+    """Per flight, the share of valid pixels clipped at each end of the dataset's range, and the tiles
+    mostly clipped (``rows``: written rows with ``clipped_low_fraction``/``clipped_high_fraction``).
+
+    ``warnings`` name each flight clipped more than ``warn_fraction`` at an end, with its most clipped
+    scenes; ``failures`` list tiles clipped more than ``fail_fraction`` at one end.
+    """
+    per_flight: dict[str, dict[str, list[float]]] = {}
+    per_scene: dict[tuple[str, str], list[float]] = {}
+    failures = []
+    for row in rows:
+        low, high = row.get("clipped_low_fraction") or 0.0, row.get("clipped_high_fraction") or 0.0
+        weight = 1.0 - (row.get("nodata_fraction") or 0.0)
+        sums = per_flight.setdefault(row["flight_id"], {"low": [0.0], "high": [0.0], "weight": [0.0]})
+        sums["low"][0] += low * weight
+        sums["high"][0] += high * weight
+        sums["weight"][0] += weight
+        scene = per_scene.setdefault((row["flight_id"], row.get("scene_id") or ""), [0.0, 0.0, 0.0])
+        scene[0] += low * weight
+        scene[1] += high * weight
+        scene[2] += weight
+        for end, share in (("low", low), ("high", high)):
+            if share > fail_fraction:
+                failures.append({"tile_id": row["tile_id"], "end": end, "clipped_fraction": round(share, 4)})
+    flights = {
+        f: {end: (s[end][0] / s["weight"][0] if s["weight"][0] else 0.0) for end in ("low", "high")}
+        for f, s in per_flight.items()
+    }
+    warnings = []
+    for flight, shares in sorted(flights.items()):
+        for end in ("low", "high"):
+            if shares[end] > warn_fraction:
+                index = 0 if end == "low" else 1
+                scenes = sorted(
+                    ((sid, v[index] / v[2]) for (fid, sid), v in per_scene.items() if fid == flight and v[2]),
+                    key=lambda kv: -kv[1],
+                )
+                named = ", ".join(f"{sid} {share:.1%}" for sid, share in scenes[:5])
+                warnings.append(
+                    f"flight {flight}: {shares[end]:.1%} of valid pixels clipped at the {end} end "
+                    f"(scenes: {named})"
+                )
+    return {
+        "flights": {f: {k: round(v, 4) for k, v in s.items()} for f, s in flights.items()},
+        "warnings": warnings,
+        "failures": failures,
     }

@@ -41,6 +41,7 @@ from shapely.geometry import Polygon
 
 from sar_pipeline import radiometry
 from sar_pipeline.archive.protocol import SceneRecord
+from sar_pipeline.archive.stac import LABELS_PROPERTY
 from sar_pipeline.errors import RasterError, RasterReadError, SarPipelineError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 from sar_pipeline.geo.grid import OutputGrid
@@ -406,10 +407,11 @@ def tile_scene(
             tile_intensity = intensity[sl]
             rad = tile_radiometry(tile_db)
             image = radiometry.quantize_db(tile_db, rad)
-            positive = tile_intensity > 0
-            histogram = radiometry.DbHistogram.of(tile_db[positive])
-            zeros = int(np.count_nonzero(tile_intensity == 0))
-            speckle, speckle_note = radiometry.speckle_if_meaningful(tile_intensity, upsampling)
+            zeros = int(np.count_nonzero(tile_intensity == 0)) if not params.zero_is_nodata else 0
+            histogram = radiometry.DbHistogram.of_quantised(image, rad, exclude_lowest=zeros)
+            speckle, speckle_note = None, ""
+            if not any(isinstance(i, Tile) for i in items):  # once per block: the scene's statistics
+                speckle, speckle_note = radiometry.speckle_if_meaningful(tile_intensity, upsampling)
             in_tile = (
                 (invalid_xy[:, 0] >= local)
                 & (invalid_xy[:, 0] < local + size)
@@ -526,6 +528,14 @@ def _scene_json(scene: SceneRecord) -> str:
     return cached[1]
 
 
+def _labels(scene: SceneRecord) -> list[str] | None:
+    """The scene's class labels (STAC ``sar_pipeline:labels``), for the template captioner."""
+    labels = scene.properties.get(LABELS_PROPERTY)
+    if isinstance(labels, str):
+        labels = [labels]
+    return [str(label) for label in labels] if labels else None
+
+
 def manifest_row(
     tile: Tile,
     scene: SceneRecord,
@@ -536,7 +546,6 @@ def manifest_row(
     """The manifest row of a tile: ids, grid, footprints, radiometry, paths and the scene's metadata."""
     fp = tile.footprint()
     t = tile.grid.transform
-    enl = None if tile.speckle is None else float(tile.speckle.equivalent_number_of_looks)
     return {
         "tile_id": tile.tile_id,
         "flight_id": tile.flight_id,
@@ -570,7 +579,6 @@ def manifest_row(
         "nodata_value": tile.radiometry.nodata_value,
         "db_histogram_start_db": tile.histogram.start_db,
         "db_histogram": tile.histogram.counts.tolist(),
-        "equivalent_number_of_looks": enl,
         "value_unit": encoding.unit if encoding else None,
         "value_unit_source": encoding.unit_source if encoding else None,
         "datetime": scene.datetime,
@@ -581,6 +589,7 @@ def manifest_row(
         "heading_deg": scene.heading_deg,
         "heading_source": scene.heading_source,
         "observation_direction": scene.observation_direction,
+        "labels": _labels(scene),
         "scene": _scene_json(scene),
         "footprint_scene_crs": wkb.dumps(fp),
         "geometry": to_wgs84(fp, tile.grid.crs),

@@ -445,7 +445,7 @@ def test_real_sentinel1_geotiffs_in_a_user_catalogue(tmp_path):
     for scene in scenes:
         assert scene.crs.startswith("EPSG:326") and scene.shape == (120, 120)
         assert scene.transform[0] == pytest.approx(10.0) and scene.transform[4] == pytest.approx(-10.0)
-        assert scene.value_unit == "db" and scene.frequency_band == "C"
+        assert scene.value_unit == "dB" and scene.frequency_band == "C"  # as written (parsed when tiling)
         with archive.open_scene(scene) as src:
             values = src.read(1)
         assert np.nanmedian(values) < 0  # σ⁰ in dB

@@ -70,7 +70,8 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         assert "| field |" in meta["top_words"].value
         assert mat.tags.get("dagster/data_version") == version
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-        assert set(evaluations) == {c.check_key.name for c in CHECKS}
+        # the separate checks, and the saturation check the asset evaluates itself
+        assert set(evaluations) == {c.check_key.name for c in CHECKS} | {"training_dataset_saturation"}
         assert all(e.passed for e in evaluations.values()), evaluations
 
         first = {s: (tmp_path / "dataset" / version / f"{s}.parquet").read_bytes() for s in ("train", "test")}
@@ -144,5 +145,5 @@ def test_wired_into_the_project_definitions():
         assert isinstance(mapping, dg.AllPartitionMapping)
     assert {c.name for c in graph.asset_check_keys if c.asset_key == training_dataset.key} == {
         c.check_key.name for c in CHECKS
-    }
+    } | {"training_dataset_saturation"}
     assert definitions.resolve_job_def("dataset_job") is not None

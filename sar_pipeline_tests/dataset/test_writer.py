@@ -239,3 +239,41 @@ def test_unparsable_acquisition_time_names_the_tile(tmp_path):
     pq.write_table(table, manifest)
     with pytest.raises(DatasetError, match=rf"{ids[0]}.*malformed manifest row"):
         build_dataset(tmp_path, ["flight-h"], CONFIG)
+
+
+def test_tiles_that_failed_a_blocking_check_or_have_nodata_stay_out(tmp_path):
+    from sar_pipeline.geo.manifest import read_manifest, write_manifest
+
+    ids = make_flight(tmp_path, "flight-c", rows=2, cols=3)
+    manifest = tmp_path / "flights" / "flight-c" / "sar_tiles" / "manifest.parquet"
+    rows = read_manifest(manifest)
+    rows[0]["failed_checks"] = json.dumps(["gsd_matches_config"])  # what sar_tiles records per tile
+    rows[1]["nodata_fraction"] = 0.02  # a black wedge of nodata at the swath edge
+    write_manifest(rows, manifest)
+    skipped = []
+    result = build_dataset(tmp_path, ["flight-c"], TrainingDatasetSettings(block_size_m=1e6), skipped.append)
+    written = {r["tile_id"] for r in result.rows}
+    assert ids[0] not in written and ids[1] not in written and set(ids[2:]) <= written
+    assert any(ids[0] in str(e) and "gsd_matches_config" in str(e) for e in skipped)
+    assert any(ids[1] in reason and "max_nodata_fraction" in reason for reason in result.left_out)
+    # a higher threshold lets the edge tile in
+    lenient = build_dataset(
+        tmp_path,
+        ["flight-c"],
+        TrainingDatasetSettings(block_size_m=1e6, max_nodata_fraction=0.05),
+        skipped.append,
+    )
+    assert ids[1] in {r["tile_id"] for r in lenient.rows}
+
+
+def test_a_reversed_percentile_pair_or_half_a_fixed_range_is_refused():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="percentile_low .* must be below percentile_high"):
+        TrainingDatasetSettings(percentile_low=99, percentile_high=1)
+    with pytest.raises(pydantic.ValidationError, match="set both db_min and db_max"):
+        TrainingDatasetSettings(db_min=-30)
+    with pytest.raises(pydantic.ValidationError, match="db_min .* must be below db_max"):
+        TrainingDatasetSettings(db_min=10, db_max=-30)
+    with pytest.raises(pydantic.ValidationError, match="bit_depth must be 8 or 16"):
+        TrainingDatasetSettings(bit_depth=12)

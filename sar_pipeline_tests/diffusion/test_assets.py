@@ -12,8 +12,15 @@ from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLaunche
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
 
 
-def _materialise(assets, storage, run_config, tiny_vae_steps=0):
-    """Materialise ``assets`` on the tiny preset with one training thread; the result, errors kept."""
+def _materialise(assets, storage, run_config, tiny_vae_steps=0, dataset_version="v1"):
+    """Materialise ``assets`` on the tiny preset with one training thread; the result, errors kept.
+
+    The instance holds a materialisation of training_dataset of ``dataset_version`` (what the
+    training stages are pinned to), as the training_dataset asset records it."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("training_dataset", metadata={"dataset_version": dataset_version})
+    )
     return dg.materialize(
         assets,
         resources={
@@ -22,7 +29,7 @@ def _materialise(assets, storage, run_config, tiny_vae_steps=0):
             "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
         },
         run_config=run_config,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         raise_on_error=False,
     )
 
@@ -153,3 +160,30 @@ def test_failed_training_fails_the_asset(tmp_path):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "training process failed" in str(failure.event_specific_data.error)
+
+
+def test_training_stages_use_the_dataset_version_of_the_upstream_materialisation(tmp_path):
+    """current.json may already name a newer dataset (a dataset run finishing meanwhile): the latent
+    cache is of the version training_dataset last materialised, the model of the latent cache's."""
+    import json
+
+    from sar_pipeline.defs.training.assets import upstream_dataset_version
+    from sar_pipeline.errors import SarPipelineError
+
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_asset_context(instance=instance)
+    with pytest.raises(SarPipelineError, match="materialise training_dataset first"):
+        upstream_dataset_version(context, "training_dataset", str(tmp_path))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("training_dataset", metadata={"dataset_version": "aaaa1111"})
+    )
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "current.json").write_text(json.dumps({"version": "bbbb2222"}))
+    assert upstream_dataset_version(context, "training_dataset", str(tmp_path)) == "aaaa1111"
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("latent_cache", metadata={"dataset_version": "aaaa1111"})
+    )
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("training_dataset", metadata={"dataset_version": "cccc3333"})
+    )
+    assert upstream_dataset_version(context, "latent_cache", str(tmp_path)) == "aaaa1111"

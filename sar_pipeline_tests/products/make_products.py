@@ -13,7 +13,7 @@ products of the same ground can be compared pixel for pixel:
                          outside the swath, heading from ``view:azimuth`` (the look direction, 125°) and
                          ``sar:observation_direction``.
 ``dn/``                  an uncalibrated 8-bit product: north-up 1 m amplitude × gain as uint8 DN (the
-                         brightest pixels saturate at 255), a quarter of the pixels DN 0 outside the swath,
+                         brightest pixels, under 1 %, saturate at 255), a quarter of the pixels DN 0 outside the swath,
                          no nodata declared, unit ``amplitude (DN)``, heading from ``view:azimuth``.
 ``db/``                  float32 dB, north-up 2 m, nodata -9999 declared, unit ``dB``, heading only from
                          ``sat:orbit_state`` (a descending pass of another, simulated, native scene).
@@ -249,7 +249,7 @@ def write_products(root: Path, seed: int = 0) -> Products:
 
     dn_t, dn_shape = north_up_grid(t, NATIVE_SHAPE, 1.0)
     dn_amp = warp(amplitude, t, dn_t, dn_shape)
-    gain = 255 / 1.2  # uncalibrated: built-up returns above amplitude 1.2 saturate at DN 255
+    gain = 255 / 3.0  # uncalibrated: the brightest speckle of the built-up block saturates at DN 255
     dn = np.clip(np.rint(dn_amp * gain), 0, 255).astype(np.uint8)
     dn[(dn == 0) & (dn_amp > 0)] = 1
     scenes["dn"] = write_geotiff(root / "dn" / "dn.tif", dn, dn_t, nodata=None)

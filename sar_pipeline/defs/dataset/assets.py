@@ -4,6 +4,7 @@ import dagster as dg
 
 from sar_pipeline.dataset.card import build_card
 from sar_pipeline.dataset.split import block_size_advice
+from sar_pipeline.dataset.validate import saturation_report
 from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.resources import StorageRoot
@@ -45,6 +46,16 @@ class TrainingDatasetConfig(dg.Config, TrainingDatasetSettings):
         dg.AssetDep(OPTICAL_TILES, partition_mapping=dg.AllPartitionMapping()),
     ],
     automation_condition=dataset_automation_condition,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "training_dataset_saturation",
+            asset="training_dataset",
+            blocking=True,
+            description="Each flight's share of valid pixels clipped at either end of the dataset's dB range: "
+            "a warning above saturation_warn_fraction (naming the scenes); fails, blocking training, when a "
+            "tile is clipped over saturation_fail_fraction at one end.",
+        )
+    ],
     description="Every captioned flight's tiles as Parquet (Hugging Face Image columns, GeoParquet footprints, "
     "SAR metadata), spatially blocked train/validation/test split: `dataset/<version>/*.parquet`, "
     "version = content hash, `dataset/current.json` points at it.",
@@ -95,4 +106,34 @@ def training_dataset(
     }
     if card.mosaic_png:
         metadata["mosaic"] = dg.MetadataValue.md(markdown_image(card.mosaic_png, "tiles and captions"))
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.version))
+    metadata["db_range"] = f"{result.radiometry['db_min']:.2f} … {result.radiometry['db_max']:.2f} dB"
+    metadata["radiometry"] = result.radiometry["chosen"]
+    metadata["left_out_tiles"] = len(result.left_out)
+    metadata["left_out"] = dg.MetadataValue.md("\n".join(f"- {s}" for s in result.left_out[:100]) or "none")
+    for reason in result.left_out[:20]:
+        context.log.info(f"left out: {reason}")
+    saturation = saturation_report(
+        result.rows, config.saturation_warn_fraction, config.saturation_fail_fraction
+    )
+    for warning in saturation["warnings"]:
+        context.log.warning(warning)
+    failed = bool(saturation["failures"])
+    if failed:
+        context.log.error(
+            f"{len(saturation['failures'])} tile(s) mostly clipped at one end of {metadata['db_range']}: set "
+            "training_dataset db_min/db_max, or widen percentile_low/percentile_high, or leave out the flight"
+        )
+    check = dg.AssetCheckResult(
+        check_name="training_dataset_saturation",
+        passed=not failed and not saturation["warnings"],
+        severity=dg.AssetCheckSeverity.ERROR if failed else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "db_range": metadata["db_range"],
+            "clipped_by_flight": dg.MetadataValue.json(saturation["flights"]),
+            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in saturation["warnings"]) or "none"),
+            "mostly_clipped_tiles": dg.MetadataValue.json(saturation["failures"][:50]),
+        },
+    )
+    return dg.MaterializeResult(
+        metadata=metadata, data_version=dg.DataVersion(result.version), check_results=[check]
+    )

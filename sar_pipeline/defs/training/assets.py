@@ -21,6 +21,7 @@ from sar_pipeline.diffusion import latent_cache as latents
 from sar_pipeline.diffusion.config import BaseModelSettings, SdModelSettings, TrainRecipe, TrainSettings
 from sar_pipeline.diffusion.latent_cache import LatentCacheSettings
 from sar_pipeline.diffusion.models import load_vae
+from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.storage import validate_id
 
 
@@ -40,6 +41,33 @@ def _rounded(values: dict[str, float], digits: int = 3) -> dict[str, float]:
     return {k: round(float(v), digits) for k, v in values.items()}
 
 
+def upstream_dataset_version(context: dg.AssetExecutionContext, upstream: str, storage_root: str) -> str:
+    """The dataset version of ``upstream``'s latest materialisation (its ``dataset_version`` metadata).
+
+    ``dataset/current.json`` moves whenever training_dataset is re-materialised, possibly while this
+    asset runs; what this asset was computed from is the materialisation recorded upstream, so
+    latent_cache uses training_dataset's and sd_model uses latent_cache's: the model, its latents and
+    its dataset are always one version.
+    """
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(upstream))
+    entry = event.asset_materialization.metadata.get("dataset_version") if event else None
+    if entry is None:
+        raise SarPipelineError(
+            upstream, f"no materialisation with a dataset_version yet: materialise {upstream} first"
+        )
+    version = str(entry.value)
+    try:
+        pointed = current_version(storage_root)
+    except ConfigError:
+        pointed = None
+    if pointed != version:
+        context.log.info(
+            f"dataset/current.json names {pointed}; this run uses {version}, the version of {upstream}'s "
+            "latest materialisation"
+        )
+    return version
+
+
 class LatentCacheConfig(dg.Config, LatentCacheSettings):
     """Which splits to encode, and where."""
 
@@ -51,7 +79,8 @@ class LatentCacheConfig(dg.Config, LatentCacheSettings):
     pool=GPU_POOL,
     op_tags=GPU_STEP_TAGS,
     automation_condition=retrain_condition(retrain_cron()),
-    description="VAE latents of the current dataset version (tiles and their azimuth flips), computed once per "
+    description="VAE latents of the dataset version training_dataset last materialised (tiles and their azimuth "
+    "flips), computed once per "
     "dataset version and VAE: `latents/<dataset_version>/<vae_id>/*.safetensors` + `index.json`.",
 )
 def latent_cache(
@@ -61,7 +90,7 @@ def latent_cache(
     diffusion_base: DiffusionBase,
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
-    version = current_version(root)
+    version = upstream_dataset_version(context, "training_dataset", root)
     vae = load_vae(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
         root,
@@ -109,7 +138,7 @@ def sd_model(
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
-    version = current_version(root)
+    version = upstream_dataset_version(context, "latent_cache", root)
     # the recipe on the base model; options left empty take the preset's values
     settings = {
         **diffusion_base.model_dump(include=set(BaseModelSettings.model_fields)),
