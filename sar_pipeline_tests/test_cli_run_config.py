@@ -63,9 +63,12 @@ def test_run_with_a_config_file_sets_gsd_tile_size_and_sources_without_the_ui(tm
         tmp_path / "run.yaml",
         {
             "resources": {
-                # a collection.json as the archive root: that one flight
+                # a collection.json as the archive root: that one flight; its rasters lie beside it
                 "archive": {
-                    "config": {"uri": str(products.root / "stac" / "flight-native" / "collection.json")}
+                    "config": {
+                        "uri": str(products.root / "flight-native" / "collection.json"),
+                        "allowed_href_roots": [str(products.root)],
+                    }
                 },
                 "storage": {"config": {"uri": str(storage)}},
                 "landcover": {"config": {"uri": str(products.worldcover)}},

@@ -12,7 +12,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sar_pipeline.archive.landcover import BUILDING, FIELD, FOREST, NODATA, ROAD, URBAN, WATER
+from sar_pipeline.archive.landcover import (
+    BARE,
+    BUILDING,
+    FIELD,
+    FOREST,
+    GRASSLAND,
+    NODATA,
+    ROAD,
+    SHRUBLAND,
+    SNOW,
+    URBAN,
+    WATER,
+    WETLAND,
+)
 from sar_pipeline.captioning.base import CaptionInput
 from sar_pipeline.errors import RasterError
 
@@ -127,6 +140,12 @@ def caption_from_landcover(landcover: np.ndarray, tile_id: str = "tile") -> str:
         "field": share(FIELD),
         "forest": share(FOREST),
         "built": share(URBAN, BUILDING),
+        # the classes a land-cover product (WorldCover) adds to the demo's
+        "grassland": share(GRASSLAND),
+        "shrubland": share(SHRUBLAND),
+        "bare": share(BARE),
+        "snow": share(SNOW),
+        "wetland": share(WETLAND),
     }
     linear: list[str] = []
     if water >= MIN_MENTION_FRACTION:
@@ -175,7 +194,14 @@ def _area_phrase(name: str, fraction: float) -> str:
         return "a pond" if fraction < 0.08 else ("a lake" if fraction < 0.5 else "a large lake")
     if name == "road":
         return "a short road"
-    raise ValueError(name)
+    small, large = {
+        "grassland": ("a meadow", "grassland"),
+        "shrubland": ("some scrub", "scrubland"),
+        "bare": ("a patch of bare ground", "bare ground"),
+        "snow": ("a patch of snow", "snow fields"),
+        "wetland": ("a marsh", "wetlands"),
+    }[name]
+    return small if fraction < 0.15 else large
 
 
 def _crosses(mask: np.ndarray) -> bool:

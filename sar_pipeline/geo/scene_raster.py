@@ -118,7 +118,6 @@ def valid_outline(
     valid = np.isfinite(intensity)
     if not valid.any():
         return None
-    rows, cols = np.nonzero(valid)
     # the cells on the outline are enough: first and last valid cell of each row and column
     keep = np.zeros_like(valid)
     for axis in (0, 1):

@@ -25,6 +25,17 @@ def test_river_crossing_fields_with_a_forest_and_a_small_village():
     assert caption_from_landcover(lc) == "a river crossing wide farmland with a small village"
 
 
+def test_the_classes_a_worldcover_product_adds_are_worded():
+    from sar_pipeline.archive.landcover import GRASSLAND, SHRUBLAND, WETLAND
+
+    tile = np.full((64, 64), GRASSLAND, np.uint8)
+    tile[:, 48:] = SHRUBLAND  # 25 %
+    tile[:6, :10] = WETLAND  # 1.5 %: below the mention threshold
+    assert caption_from_landcover(tile) == "grassland with scrubland"
+    tile[:20, :20] = WETLAND  # ~10 %
+    assert caption_from_landcover(tile) == "grassland with scrubland and a marsh"
+
+
 def test_wording_follows_content_not_chance():
     lake = np.full((64, 64), FOREST, np.uint8)
     lake[20:40, 20:40] = WATER  # enclosed water: a lake, not a river

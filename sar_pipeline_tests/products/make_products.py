@@ -23,8 +23,8 @@ products of the same ground can be compared pixel for pixel:
 ``worldcover.tif``       a WorldCover-like 10 m land-cover COG in EPSG:4326 (1/12000°, uint8 class values
                          10…100 with the WorldCover palette) covering the ground: class values agree with
                          the simulated ground.
-``catalog.json``         a STAC catalogue: one flight (Collection) per product, Items with the SAR, view,
-                         sat, projection and raster extensions as the real catalogues fill them.
+``catalog.json``         a STAC catalogue: one flight (Collection, ``flight-<product>/``) per product, Items
+                         with the SAR, view, sat, projection and raster extensions as real catalogues fill them.
 =======================  =============================================================================
 """
 
@@ -353,9 +353,11 @@ def write_catalogue(root: Path, scenes: dict[str, Path], desc_heading: float) ->
         collection = pystac.Collection(f"flight-{name}", f"the {name} product", extent)
         collection.add_item(item)
         catalog.add_child(collection)
-    catalog.normalize_hrefs(str(root / "stac"))
+    # the catalogue at the top of the folder, so every raster lies under it (an href outside the
+    # catalogue's folder is refused unless archive.allowed_href_roots names it)
+    catalog.normalize_hrefs(str(root))
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return root / "stac" / "catalog.json"
+    return root / "catalog.json"
 
 
 if __name__ == "__main__":
