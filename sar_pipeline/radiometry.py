@@ -277,7 +277,9 @@ class DbHistogram:
         return cls(first, np.bincount(bins - first).astype(np.int64))
 
     @classmethod
-    def of_quantised(cls, image: np.ndarray, params: RadiometryParams, exclude_lowest: int = 0) -> DbHistogram:
+    def of_quantised(
+        cls, image: np.ndarray, params: RadiometryParams, exclude_lowest: int = 0
+    ) -> DbHistogram:
         """The histogram of a quantised image's valid values (each level counted at its dB), without
         decoding it: one count per level, then levels gathered into bins. ``exclude_lowest`` pixels of
         the lowest level are left out (zero backscatter drawn at the floor)."""

@@ -94,7 +94,9 @@ def test_negative_amplitude_is_an_error_naming_the_file(unit):
 def test_nodata_and_nonfinite_become_nan_and_are_counted():
     values = np.array([[0.0, np.nan, np.inf, 2.0]], dtype=np.float32)
     out, invalid = radiometry.to_intensity(values, "amplitude", nodata=0.0)
-    assert np.isnan(out[0, :3]).all() and out[0, 3] == 4.0 and invalid.tolist() == [[False, True, True, False]]
+    assert (
+        np.isnan(out[0, :3]).all() and out[0, 3] == 4.0 and invalid.tolist() == [[False, True, True, False]]
+    )
     out, invalid = radiometry.to_intensity(values, "amplitude", nodata=np.nan)
     assert invalid.sum() == 1  # NaN is the declared nodata; only inf counts
     # zero backscatter: a valid pixel, or fill outside the swath (nodata) when asked
@@ -169,4 +171,3 @@ def test_speckle_statistics_only_where_they_mean_something():
     saturated[::7, ::5] = 254.0**2
     stats, note = radiometry.speckle_if_meaningful(saturated)
     assert stats is None and "near-constant" in note
-

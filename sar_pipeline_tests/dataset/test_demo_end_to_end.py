@@ -55,9 +55,9 @@ def test_demo_flight_to_dataset(tmp_path, monkeypatch):
     captioned = pq.read_table(storage / "flights" / flight / "captions.parquet").column("tile_id").to_pylist()
     info = dataset_info(storage)
     # every captioned tile is in a split, dropped as a split guard, or left out for its nodata
-    assert sum(info["row_counts"].values()) + info["dropped_guard_tiles"] + len(info["left_out_tiles"]) == len(
-        captioned
-    )
+    assert sum(info["row_counts"].values()) + info["dropped_guard_tiles"] + len(
+        info["left_out_tiles"]
+    ) == len(captioned)
     table = load_dataset_table(storage)
     row = table.slice(0, 1).to_pylist()[0]
     assert row["flight_id"] == flight and row["tile_id"] in captioned

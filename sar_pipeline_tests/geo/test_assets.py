@@ -139,9 +139,7 @@ def test_optical_not_covering_the_flight_is_recorded_and_the_check_fails(tmp_pat
     write_rgb(far, np.full((3, 100, 100), 90, np.uint8), Affine(1, 0, ORIGIN[0] + 50_000, 0, -1, ORIGIN[1]))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("flight", [FLIGHT])
-    result = _materialise(
-        storage, instance, [sar_tiles, optical_tiles], {"tile_size": 64}, far
-    )
+    result = _materialise(storage, instance, [sar_tiles, optical_tiles], {"tile_size": 64}, far)
     assert result.success
     (opt,) = result.asset_materializations_for_node("optical_tiles")
     assert opt.metadata["tile_count"].value == 0 and opt.metadata["skipped_count"].value > 0

@@ -146,9 +146,14 @@ def test_tiles_keep_db_within_a_sixteen_bit_step_and_histograms_pool_to_the_scen
         assert clear.mean() > 0.7
         assert np.abs(db[rr, cc] - truth)[clear].max() <= step / 2 + 1e-4
     pooled = radiometry.DbHistogram.pooled(
-        [radiometry.DbHistogram.from_start_db(r["db_histogram_start_db"], r["db_histogram"]) for r in result.rows]
+        [
+            radiometry.DbHistogram.from_start_db(r["db_histogram_start_db"], r["db_histogram"])
+            for r in result.rows
+        ]
     )
-    assert pooled.total == sum(int((np.asarray(Image.open(out / f"{r['tile_id']}.png")) > 0).sum()) for r in result.rows)
+    assert pooled.total == sum(
+        int((np.asarray(Image.open(out / f"{r['tile_id']}.png")) > 0).sum()) for r in result.rows
+    )
     assert max(r["db_max"] for r in result.rows) == pytest.approx(20 * np.log10(300.0), abs=0.01)
 
 
