@@ -15,8 +15,10 @@ from PIL import Image
 from upath import UPath
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
+from sar_pipeline.dataset.radiometry import requantise
 from sar_pipeline.dataset.schema import SPLITS
 from sar_pipeline.pictures import figure_png, grid, png_bytes, to_display_uint8
+from sar_pipeline.radiometry import RadiometryParams
 from sar_pipeline.storage import as_path
 
 # Words that say nothing about the ground; the activation token's words are removed separately.
@@ -117,13 +119,18 @@ def build_card(
     activation_token: str = DEFAULT_ACTIVATION_TOKEN,
 ) -> DatasetCard:
     """The card for dataset rows (dicts with flight_id, frequency_band, split, text, caption and
-    image_path relative to ``storage_root``); the mosaic shows ``mosaic_tiles`` of them."""
+    image_path relative to ``storage_root``); the mosaic shows ``mosaic_tiles`` of them, as the dataset
+    holds them (a row with ``image_tile_radiometry`` is re-quantised from its tile file into the row's
+    ``db_min``/``db_max``/``bit_depth``)."""
     texts = [r["text"] for r in rows]
     samples = []
     if storage_root is not None:
         root = as_path(storage_root)
         for r in sample_rows(rows, mosaic_tiles):
             data = (root / r["image_path"]).read_bytes()
+            if r.get("image_tile_radiometry") and r.get("db_min") is not None:
+                dataset = RadiometryParams(db_min=r["db_min"], db_max=r["db_max"], bit_depth=r["bit_depth"])
+                data = requantise(data, r["image_tile_radiometry"], dataset, root / r["image_path"])
             samples.append((data, r.get("caption") or r["text"]))
     return DatasetCard(
         counts_markdown=counts_markdown(rows),

@@ -304,6 +304,8 @@ def _apply_dataset_radiometry(
 def _public_row(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if not k.startswith("_")}
     out["image_path"] = row["_image_paths"]["image"]
+    # how the tile file maps to dB (the card shows it as the dataset holds it)
+    out["image_tile_radiometry"] = {k: row["_tile_radiometry"][k] for k in ("db_min", "db_max", "bit_depth")}
     return out
 
 
