@@ -5,6 +5,7 @@ sar-pipeline run [--config FILE]  # the main job on the configured archive (env 
 sar-pipeline register-flights     # only add the archive's new flights as partitions
 sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
 sar-pipeline settings             # every setting of every stage: default and meaning
+sar-pipeline generate PROMPT      # text → SAR; also img2img, refine-simulated, sketch, provenance, serve
 
 Every stage runs with the settings of sar_pipeline.definitions (the same models the UI's
 Launchpad shows): the archive and storage root from $SAR_PIPELINE_ARCHIVE/$SAR_PIPELINE_STORAGE
@@ -302,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = sub.add_parser("settings", help="print every asset's and resource's settings (Markdown)")
     settings.add_argument("--readme", metavar="PATH", help="rewrite the generated block of this README")
     settings.set_defaults(func=_cmd_settings)
+
+    from sar_pipeline.cli_generation import add_commands as add_generation_commands
+
+    add_generation_commands(sub)
 
     from sar_pipeline.archive import demo as demo_module
 

@@ -22,6 +22,10 @@ from sar_pipeline.errors import ConfigError
 from sar_pipeline.settings import Settings
 
 TRAIN_MODULE = "sar_pipeline.diffusion.train"
+#: the ControlNet trainer (``controlnet_model``): one process (it does not shard its batches)
+CONTROLNET_MODULE = "sar_pipeline.generation.controlnet"
+#: the only programs a training child may run (chosen by the asset's code, never by run config)
+TRAINING_MODULES = (TRAIN_MODULE, CONTROLNET_MODULE)
 
 # Environment variables run config may set in the training child (shell-style patterns).
 ALLOWED_ENV = (
@@ -134,19 +138,24 @@ class TrainerLaunchSettings(Settings):
         return args
 
 
-def launch_command(config_path: str, settings: TrainerLaunchSettings) -> tuple[list[str], dict[str, str]]:
-    """Command line and environment (``settings.env`` plus the launcher's own) of a training run.
+def launch_command(
+    config_path: str, settings: TrainerLaunchSettings, module: str = TRAIN_MODULE
+) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment (``settings.env`` plus the launcher's own) of a training run
+    of ``module`` (one of :data:`TRAINING_MODULES`).
 
     One process: ``python -m sar_pipeline.diffusion.train``; several GPUs: ``accelerate launch
     --multi_gpu``; several CPU processes: torchrun with gloo (``accelerate launch --cpu`` starts
     several CPU processes only through mpirun). ``python`` is always ``sys.executable``.
     """
+    if module not in TRAINING_MODULES:
+        raise ConfigError(module, f"not a training program; expected one of {TRAINING_MODULES}")
     python = sys.executable
-    train = ["-m", TRAIN_MODULE, "--config", config_path]
+    train = ["-m", module, "--config", config_path]
     env = dict(settings.env)
     if settings.cpu:
         env["ACCELERATE_USE_CPU"] = "1"
-    if settings.num_processes <= 1:
+    if settings.num_processes <= 1 or module == CONTROLNET_MODULE:
         return [python, *train], env
     if settings.cpu:
         launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(settings.num_processes)]

@@ -30,7 +30,7 @@ def _definitions(env: dict[str, str]) -> dict:
 
 def test_gpu_steps_share_the_gpu_pool_and_blip_captions_join_it(tmp_path):
     template = _definitions({})
-    for name in ("latent_cache", "sd_model", "blip_remote_sensing", "caption_metrics"):
+    for name in ("latent_cache", "sd_model", "controlnet_model", "blip_remote_sensing", "caption_metrics"):
         assert template["pools"][name] == ["gpu"], name
     # the template captioner needs no GPU: flights caption in parallel
     assert template["kind"] == "template" and template["pools"]["captions"] == []

@@ -20,8 +20,11 @@ from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLaunche
 from sar_pipeline.diffusion import latent_cache as latents
 from sar_pipeline.diffusion.config import BaseModelSettings, SdModelSettings, TrainRecipe, TrainSettings
 from sar_pipeline.diffusion.latent_cache import LatentCacheSettings
+from sar_pipeline.diffusion.launch import CONTROLNET_MODULE
 from sar_pipeline.diffusion.models import load_vae
 from sar_pipeline.errors import ConfigError, SarPipelineError
+from sar_pipeline.generation.controlnet import ControlNetRecipe, ControlNetSettings
+from sar_pipeline.generation.model import latest_model_folder, write_latest
 from sar_pipeline.storage import validate_id
 
 
@@ -184,6 +187,10 @@ def sd_model(
     )
     last = json.loads((Path(summary["checkpoint"]) / "checkpoint.json").read_text())
     child = invocation.get_materialize_result()
+    # generation's default model when no Dagster instance is at hand (sar-pipeline generate)
+    write_latest(
+        root, "sd_model", {"checkpoint": summary["pipeline"], "run": run_name, "dataset_version": version}
+    )
     return dg.MaterializeResult(
         metadata={
             **(child.metadata or {}),
@@ -200,6 +207,94 @@ def sd_model(
             # mean pixel value (0–1) of each validation prompt's sample at the last checkpoint
             "validation_mean_brightness": dg.MetadataValue.json(
                 _rounded(last.get("validation_mean_brightness") or {})
+            ),
+            **_grid_metadata(summary["sample_grid"]),
+        }
+    )
+
+
+class ControlNetConfig(dg.Config, ControlNetRecipe):
+    """How the sketch → SAR ControlNet is trained (empty options: the base model preset's values)."""
+
+
+@dg.asset(
+    group_name="training",
+    deps=[sd_model, latent_cache, dg.AssetKey("training_dataset")],
+    kinds={"pytorch", "diffusers"},
+    pool=GPU_POOL,
+    op_tags=None if trainer_in_own_pod() else GPU_STEP_TAGS,
+    description="ControlNet for sketch → SAR (paper §4.2, Figure 7), initialised from the fine-tuned UNet "
+    "(ControlNetModel.from_unet) and trained out of process through Dagster Pipes on conditioning pictures "
+    "derived from the dataset (land cover in the fixed palette, else a sketch of the despeckled tile); each "
+    "checkpoint is an observation with a sketch | generated | real grid and its adherence to the sketch.",
+)
+def controlnet_model(
+    context: dg.AssetExecutionContext,
+    config: ControlNetConfig,
+    storage: StorageRoot,
+    diffusion_base: DiffusionBase,
+    sd_trainer: SdTrainerLauncher,
+) -> dg.MaterializeResult:
+    root = str(storage.local_path())
+    version = current_version(root)
+    sd_folder = latest_model_folder(root, "sd_model")
+    cfg = ControlNetSettings.model_validate(
+        {
+            **config.model_dump(),
+            "preset": diffusion_base.preset,
+            "sd_model_path": str(sd_folder),
+            "storage_root": root,
+            "dataset_version": version,
+            "output_dir": "",
+        }
+    )
+    recipe_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
+    run_name = validate_id(f"{sd_folder.parent.parent.parent.name}-{recipe_hash}", "run name")
+    run_dir = storage.local_path("models", "controlnet", run_name)
+    cfg = cfg.model_copy(update={"output_dir": str(run_dir)})
+    config_path = run_dir / "controlnet_config.json"
+    cfg.write(config_path)
+
+    def record_checkpoint(message) -> None:
+        if not isinstance(message, dict) or "adherence" not in message:
+            return
+        context.log_event(
+            dg.AssetObservation(
+                asset_key="controlnet_model",
+                metadata={
+                    "step": message["step"],
+                    "loss": round(float(message["loss"]), 5),
+                    "checkpoint": dg.MetadataValue.path(message["controlnet"]),
+                    # share of sketch patches whose class a land-cover classifier finds in the output
+                    "adherence": message["adherence"],
+                    "text_only_adherence": message["text_only_adherence"],
+                    **_grid_metadata(message.get("sample_grid")),
+                },
+            )
+        )
+
+    invocation = sd_trainer.launch(
+        context,
+        str(config_path),
+        extras={"run_name": run_name},
+        on_message=record_checkpoint,
+        module=CONTROLNET_MODULE,
+    )
+    summary = json.loads((run_dir / "final.json").read_text())
+    write_latest(root, "controlnet_model", {"controlnet": summary["controlnet"], "sd_model": str(sd_folder)})
+    child = invocation.get_materialize_result()
+    return dg.MaterializeResult(
+        metadata={
+            **(child.metadata or {}),
+            "controlnet": dg.MetadataValue.path(summary["controlnet"]),
+            "sd_model": dg.MetadataValue.path(str(sd_folder)),
+            "dataset_version": version,
+            "steps": summary["steps"],
+            "adherence": summary["adherence"],
+            "text_only_adherence": summary["text_only_adherence"],
+            "adherence_by_step": dg.MetadataValue.json(summary["adherence_by_step"]),
+            "legend": dg.MetadataValue.md(
+                pictures.markdown_image(Path(summary["legend"]).read_bytes(), "sketch palette")
             ),
             **_grid_metadata(summary["sample_grid"]),
         }

@@ -10,7 +10,7 @@ import dagster as dg
 
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.config import BaseModelSettings
-from sar_pipeline.diffusion.launch import TrainerLaunchSettings, TrainerPodSettings, launch_command
+from sar_pipeline.diffusion.launch import TRAIN_MODULE, TrainerLaunchSettings, TrainerPodSettings, launch_command
 from sar_pipeline.diffusion.models import ensure_tiny_base
 from sar_pipeline.processes import start_child
 
@@ -28,9 +28,9 @@ class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
     change.
     """
 
-    def command(self, config_path: str) -> tuple[list[str], dict[str, str]]:
+    def command(self, config_path: str, module: str = TRAIN_MODULE) -> tuple[list[str], dict[str, str]]:
         """The child's command line and added environment for a training config file."""
-        return launch_command(config_path, self)
+        return launch_command(config_path, self, module)
 
     def launch(
         self,
@@ -38,13 +38,14 @@ class SdTrainerLauncher(dg.ConfigurableResource, TrainerLaunchSettings):
         config_path: str,
         extras: Mapping[str, Any] | None = None,
         on_message: Callable[[Any], None] | None = None,
+        module: str = TRAIN_MODULE,
     ) -> dg.PipesClientCompletedInvocation:
         """Run training to completion (raises if the child fails).
 
         ``on_message`` is called with each custom message (one per checkpoint) while the child
         still runs, so checkpoints show up in Dagster as they are written.
         """
-        command, launch_env = self.command(config_path)
+        command, launch_env = self.command(config_path, module)
         context.log.info("launching: " + " ".join(command))
         handled = 0
         with dg.open_pipes_session(
@@ -107,13 +108,14 @@ class SdTrainerK8s(SdTrainerLauncher, TrainerPodSettings):
         config_path: str,
         extras: Mapping[str, Any] | None = None,
         on_message: Callable[[Any], None] | None = None,
+        module: str = TRAIN_MODULE,
     ) -> dg.PipesClientCompletedInvocation:
         from dagster_k8s import PipesK8sClient
 
         image = os.environ.get(TRAINER_IMAGE_VARIABLE)
         if not image:
             raise dg.Failure(description=f"${TRAINER_IMAGE_VARIABLE} is not set: no image to train in")
-        command, launch_env = self.command(config_path)
+        command, launch_env = self.command(config_path, module)
         context.log.info(f"launching in a pod of {image} with {self.gpus} GPU(s): " + " ".join(command))
         invocation = PipesK8sClient().run(
             context=context,
