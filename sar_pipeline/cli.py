@@ -236,7 +236,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # even when the shell still points SAR_PIPELINE_ARCHIVE at another archive
     os.environ["SAR_PIPELINE_ARCHIVE"] = str(demo.catalog_path)
     failures = run_main_job()
-    return 1 if failures else 0
+    if failures:
+        return 1
+    from sar_pipeline.cli_generation import demo_generation
+
+    started = time.perf_counter()
+    demo_generation(archive_dir, paths.data_dir() / "generated" / "demo")
+    print(f"generation: {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

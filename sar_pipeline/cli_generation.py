@@ -345,3 +345,47 @@ def cmd_serve(args) -> int:
         print(f"sketch tab disabled: {exc}")
     serve(resolve_model_folder(args.model), controlnet, host=args.host, port=args.port)
     return 0
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one generation command as ``sar-pipeline`` would (used by the demo)."""
+    parser = argparse.ArgumentParser(prog="sar-pipeline")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def demo_generation(archive_dir: Path, out_dir: Path, steps: int = 20) -> list[Path]:
+    """The demo's last step: a few images from the demo models — text, img2img from a held-out tile,
+    refine-simulated on a scene's idealised raster, sketch from a tile's land cover — under ``out_dir``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sar_pipeline.dataset import load_dataset_table
+    from sar_pipeline.generation.conditioning import landcover_to_rgb
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast = ["--steps", str(steps), "--out", str(out_dir)]
+    print(f"\ngeneration with the demo models (outputs in {out_dir}):")
+    run_command(["generate", "a river crossing fields", "--num-images", "2", *fast])
+    table = None
+    for split in ("test", "validation", "train"):  # the demo's few tiles may all be in train
+        table = load_dataset_table(_storage_root(), split=split)
+        if table.num_rows:
+            break
+    row = table.slice(0, 1).to_pylist()[0]
+    tile = out_dir / f"input-{split}-tile-{row['tile_id']}.png"
+    tile.write_bytes(row["image"]["bytes"])
+    run_command(["img2img", str(tile), "a town", "--strength", "0.5", *fast])
+    scenes = sorted(Path(archive_dir).rglob("*_idealised.tif"))
+    if scenes:
+        # 0.2: speckle like the real tiles, the layout kept (docs/benchmarks.md, the strength sweep)
+        run_command(["refine-simulated", str(scenes[0]), "--strength", "0.2", "--geotiff", *fast])
+    if row.get("landcover_image"):
+        codes = np.asarray(Image.open(io.BytesIO(row["landcover_image"]["bytes"])))
+        sketch = out_dir / f"input-sketch-{row['tile_id']}.png"
+        Image.fromarray(landcover_to_rgb(codes)).save(sketch)
+        run_command(["sketch", str(sketch), row["caption"] or "fields", *fast])
+    return sorted(out_dir.glob("*"))

@@ -157,14 +157,18 @@ def generate(
         step_options = {"generator": generator} if "generator" in accepts else {}
         noise = torch.randn((1, pipe.unet.config.in_channels, latent_side, latent_side), generator=generator)
         noise = noise.to(device=device, dtype=dtype)
-        if init_latent is None:
-            latents = noise * scheduler.init_noise_sigma
-        else:
+        start = 0
+        if init_latent is not None:
             run = min(int(round(settings.steps * settings.strength)), settings.steps)
             start = (settings.steps - run) * scheduler.order
             timesteps = timesteps[start:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(start)
+        if hasattr(scheduler, "set_begin_index"):
+            # the step counter starts here, not where the first timestep value first occurs: Karras
+            # sigmas on a zero-terminal-SNR schedule repeat timestep 999, which would skip a step
+            scheduler.set_begin_index(start)
+        if init_latent is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
             if len(timesteps) == 0:
                 latents = init_latent
             else:

@@ -152,8 +152,7 @@ def build_app(model_folder: str | Path, controlnet_folder: str | Path | None = N
             )
         return negative, seed, steps, guidance, scheduler
 
-    theme = gr.themes.Default(font=["sans-serif"], font_mono=["monospace"])  # system fonts: no CDN
-    with gr.Blocks(title="sar-pipeline generation", analytics_enabled=False, theme=theme) as app:
+    with gr.Blocks(title="sar-pipeline generation", analytics_enabled=False) as app:
         gr.Markdown(
             f"## SAR generation\nModel `{model.path}` (step {model.checkpoint_step}, dataset "
             f"{model.dataset_version}); tiles of {size} px; prompts get the activation token "
@@ -164,7 +163,7 @@ def build_app(model_folder: str | Path, controlnet_folder: str | Path | None = N
             controls = common_controls()
             button = gr.Button("Generate", elem_id="generate")
             with gr.Row():
-                out = gr.Image(label="generated", format="png", image_mode="L", elem_id="output")
+                out = gr.Image(label="generated", format="png", image_mode="L", elem_id="output", height=320)
                 prov = gr.Code(label="provenance", language="json", elem_id="provenance")
             button.click(run_text, [prompt, *controls], [out, prov])
         with gr.Tab("Image to image"):
@@ -174,7 +173,7 @@ def build_app(model_folder: str | Path, controlnet_folder: str | Path | None = N
             controls2 = common_controls()
             button2 = gr.Button("Generate")
             with gr.Row():
-                out2 = gr.Image(label="generated", format="png", image_mode="L")
+                out2 = gr.Image(label="generated", format="png", image_mode="L", height=320)
                 prov2 = gr.Code(label="provenance", language="json")
             button2.click(run_img2img, [image, prompt2, strength, *controls2], [out2, prov2])
         with gr.Tab("Sketch"):
@@ -203,7 +202,7 @@ def build_app(model_folder: str | Path, controlnet_folder: str | Path | None = N
             if controlnet is None:
                 gr.Markdown("No ControlNet: materialise the `controlnet_model` asset to draw from sketches.")
             with gr.Row():
-                out3 = gr.Image(label="generated", format="png", image_mode="L")
+                out3 = gr.Image(label="generated", format="png", image_mode="L", height=320)
                 prov3 = gr.Code(label="provenance", language="json")
             button3.click(run_sketch, [editor, prompt3, *controls3], [out3, prov3])
         with gr.Tab("Refine simulated"):
@@ -264,6 +263,9 @@ def dataset_simulated_and_real(model, count: int) -> tuple[list[np.ndarray], lis
 
 def serve(model_folder, controlnet_folder=None, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Build the app and serve it until interrupted (no share link, analytics off)."""
+    import gradio as gr
+
     app = build_app(model_folder, controlnet_folder)
     print(f"sar-pipeline generation page: http://{host}:{port}", flush=True)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True)
+    theme = gr.themes.Default(font=["sans-serif"], font_mono=["monospace"])  # system fonts: no font CDN
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, theme=theme)
