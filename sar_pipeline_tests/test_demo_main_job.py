@@ -21,7 +21,7 @@ SEEDS = (0, 1, 2, 3)
 
 
 @pytest.mark.slow
-def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, monkeypatch):
+def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAR_PIPELINE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for variable in ("SAR_PIPELINE_ARCHIVE", "SAR_PIPELINE_STORAGE"):
@@ -62,6 +62,14 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
     for prefix in ("text-seed0", "text-seed1", "img2img-", "refined-", "sketch-"):
         assert list(generated.glob(prefix + "*.png")), prefix
     assert list(generated.glob("refined-*.tif"))
+
+    # lineage: a generated PNG's checkpoint joined to the sd_model run in the Dagster instance
+    capsys.readouterr()
+    assert main(["provenance", str(next(generated.glob("text-seed0*.png")))]) == 0
+    lineage = capsys.readouterr().out
+    print(lineage)
+    assert "sd_model run: " in lineage and "not in this Dagster instance" not in lineage
+    assert "demo-flight-000" in lineage and f"dataset version: {version}" in lineage
 
     # refine-simulated: speckle closer to the real tiles' than the simulated input's, layout kept
     from sar_pipeline.generation.model import load_generation_model
