@@ -46,8 +46,9 @@ CONTROLNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "learning_rate": 1e-3,
         "train_batch_size": 8,
-        "max_train_steps": 200,
-        "checkpoint_every_steps": 100,
+        # on the demo adherence had reached its step-200 value at step 100 (0.869 vs 0.758 text only)
+        "max_train_steps": 100,
+        "checkpoint_every_steps": 50,
     },
 }
 
