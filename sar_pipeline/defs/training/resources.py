@@ -10,7 +10,12 @@ import dagster as dg
 
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.diffusion.config import BaseModelSettings
-from sar_pipeline.diffusion.launch import TRAIN_MODULE, TrainerLaunchSettings, TrainerPodSettings, launch_command
+from sar_pipeline.diffusion.launch import (
+    TRAIN_MODULE,
+    TrainerLaunchSettings,
+    TrainerPodSettings,
+    launch_command,
+)
 from sar_pipeline.diffusion.models import ensure_tiny_base
 from sar_pipeline.processes import start_child
 

@@ -1,0 +1,45 @@
+"""The controlnet_model asset: trained out of process through Pipes, checkpoints observed with adherence."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from sar_pipeline.defs.resources import StorageRoot
+from sar_pipeline.defs.training.assets import controlnet_model
+from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline.generation.model import read_latest
+
+
+def test_controlnet_model_materialises_with_observed_checkpoints(gen_world):
+    storage = gen_world["storage"]
+    config = {"max_train_steps": 2, "checkpoint_every_steps": 1, "validation_tiles": 1, "validation_steps": 2}
+    result = dg.materialize(
+        [controlnet_model],
+        resources={
+            "storage": StorageRoot(uri=str(storage)),
+            "diffusion_base": DiffusionBase(preset="tiny"),
+            "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+        },
+        run_config={"ops": {"controlnet_model": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    observations = [
+        e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert [o.metadata["step"].value for o in observations] == [1, 2]
+    for o in observations:
+        assert 0 <= o.metadata["adherence"].value <= 1 and "sample_grid" in o.metadata
+    (materialization,) = result.asset_materializations_for_node("controlnet_model")
+    meta = materialization.metadata
+    assert meta["steps"].value == 2 and "legend" in meta and "adherence_by_step" in meta
+    assert meta["sd_model"].value == str(gen_world["pipeline"])
+    # generation's default ControlNet is now this one
+    latest = read_latest(storage, "controlnet_model")
+    assert latest["controlnet"] == meta["controlnet"].value
+    run_dir = Path(latest["controlnet"]).parents[2]  # <run>/checkpoints/checkpoint-N/controlnet
+    assert run_dir.parent == storage / "models" / "controlnet"
+    assert json.loads((run_dir / "final.json").read_text())["steps"] == 2
