@@ -225,10 +225,15 @@ def _read_geotiff(path: Path, params, value_unit) -> InputRaster:
         raise InputImageError(
             path, "physical values need the dataset's radiometric mapping: use a model trained by sd_model"
         )
-    unit = radiometry.resolve_value_unit(value_unit or declared, dtype)
-    intensity, _ = radiometry.to_intensity(raw, unit, scale=scale, offset=offset, nodata=nodata, source=path)
-    if unit in ("amplitude", "intensity") and nodata is None:
-        intensity[intensity <= 0] = np.nan  # zero backscatter is the simulator's nodata
+    if value_unit and radiometry.parse_value_unit(value_unit) is None:
+        raise InputImageError(
+            f"--unit {value_unit}", f"unknown unit; expected one of {radiometry.VALUE_UNITS}"
+        )
+    unit, _ = radiometry.resolve_value_unit(value_unit or declared, dtype)
+    # zero backscatter without a declared nodata is the fill of simulators and detected products
+    intensity, _ = radiometry.to_intensity(
+        raw, unit, scale=scale, offset=offset, nodata=nodata, zero_is_nodata=nodata is None, source=path
+    )
     db = radiometry.intensity_to_db(intensity)
     valid = np.isfinite(db)
     return InputRaster(db_to_grey(db, params), valid, *georef, source=str(path))
