@@ -2,11 +2,21 @@
 
 Quick-looks, tile mosaics, sample grids and loss curves for Dagster metadata, and the PNG bytes of
 the tiles themselves: everything that writes a PNG goes through :func:`png_bytes`.
+
+Pictures and the event log: Dagster keeps every metadata value of every materialisation and
+observation in its event log (a row in SQLite/Postgres, read by the UI for each page). A full-size
+picture inlined as base64 costs 100 kB–1 MB per event, for every flight and every checkpoint, so
+the event log would grow with the pictures rather than with the events. Metadata therefore carries
+only a thumbnail (:func:`markdown_image`: at most :data:`THUMBNAIL_MAX_SIDE_PX` pixels a side, a few
+kB) and the path of the full picture, stored once as a file under the storage root
+(:func:`store_picture`, content-addressed: re-materialising the same picture writes nothing new).
+Assets go through the one Dagster helper, :func:`sar_pipeline.defs.pictures.picture`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import struct
 import zlib
@@ -14,6 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from upath import UPath
+
+from sar_pipeline.storage import atomic_write_bytes
 
 
 def to_uint8(image: np.ndarray, nodata_mask: np.ndarray | None = None, percentiles=(2, 98)) -> np.ndarray:
@@ -115,9 +128,68 @@ def grid(
     return canvas
 
 
-def markdown_image(png: bytes, alt: str = "image") -> str:
-    """Markdown embedding a PNG inline (what Dagster's UI shows for ``MetadataValue.md``)."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+#: longest side of the thumbnail a picture leaves in Dagster's event log (pixels)
+THUMBNAIL_MAX_SIDE_PX = 320
+#: folder under the storage root holding the full-size pictures of metadata (content-addressed)
+PICTURES_FOLDER = "pictures"
+
+
+def thumbnail(png: bytes, max_side_px: int = THUMBNAIL_MAX_SIDE_PX) -> tuple[bytes, str]:
+    """A small copy of a picture for the event log: (encoded bytes, MIME type).
+
+    Scaled (Lanczos) so its longest side is at most ``max_side_px``, then encoded both as a
+    64-colour PNG (sharp for plots and labels) and as a JPEG of quality 80 (far smaller for
+    speckled SAR and photos); the smaller is kept. Deterministic for the same input.
+    """
+    with Image.open(io.BytesIO(png)) as img:
+        img.load()
+        pil = img.convert("RGBA") if img.mode in ("RGBA", "LA", "P", "PA") else img.convert("RGB")
+    if max(pil.size) > max_side_px:
+        scale = max_side_px / max(pil.size)
+        size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+        pil = pil.resize(size, Image.Resampling.LANCZOS)
+    if pil.mode == "RGBA":  # pictures are shown on white: flatten transparency
+        flat = Image.new("RGB", pil.size, "white")
+        flat.paste(pil, mask=pil.getchannel("A"))
+        pil = flat
+    palette = io.BytesIO()
+    pil.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        palette, format="PNG", optimize=True
+    )
+    jpeg = io.BytesIO()
+    pil.save(jpeg, format="JPEG", quality=80, optimize=True)
+    if len(jpeg.getvalue()) < len(palette.getvalue()):
+        return jpeg.getvalue(), "image/jpeg"
+    return palette.getvalue(), "image/png"
+
+
+def markdown_image(png: bytes, alt: str = "image", full_size: str | None = None) -> str:
+    """Markdown showing a picture in Dagster's UI (``MetadataValue.md``) as an inline thumbnail.
+
+    Only the thumbnail (:func:`thumbnail`) enters the event log; ``full_size``, when given, is where
+    the full picture lies (a path or URI under the storage root), written below it.
+    """
+    small, mime = thumbnail(png)
+    text = f"![{alt}](data:{mime};base64,{base64.b64encode(small).decode()})"
+    return text + (f"\n\nfull size: `{full_size}`" if full_size else "")
+
+
+def picture_name(png: bytes) -> str:
+    """The content-addressed file name of a picture: ``<first 20 hex digits of its SHA-256>.png``."""
+    return hashlib.sha256(png).hexdigest()[:20] + ".png"
+
+
+def store_picture(storage_root, png: bytes) -> str:
+    """Write a full-size picture under ``<storage root>/pictures/`` once; return its path (or URI).
+
+    Content-addressed: the same picture always lands at the same name and is written only when
+    absent, so re-materialising writes nothing and history keeps pointing at what it showed.
+    ``storage_root``: a local folder, ``Path`` or ``UPath`` (``s3://…``).
+    """
+    path = UPath(storage_root) / PICTURES_FOLDER / picture_name(png)
+    if not path.exists():
+        atomic_write_bytes(path, png)
+    return str(path)
 
 
 def line_plot_png(

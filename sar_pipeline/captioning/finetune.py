@@ -324,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                 pipes.report_custom_message({"event": event, **values})
 
             result = finetune_blip(settings, pipes.get_extra("output_dir"), report)
-            pipes.report_asset_materialization(metadata=_materialization_metadata(result))
+            pipes.report_asset_materialization(
+                metadata=_materialization_metadata(result, pipes.get_extra("output_dir"))
+            )
         return 0
 
     if not args.config or not args.output_dir:
@@ -335,12 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _materialization_metadata(result: FinetuneResult) -> dict:
+def _materialization_metadata(result: FinetuneResult, output_dir: str) -> dict:
+    """Pipes metadata of the fine-tune; the loss curve is written beside the checkpoint folder
+    (``<output_dir>_loss_curve.png``) and only its thumbnail enters the event log."""
+    from upath import UPath
+
     from sar_pipeline.pictures import line_plot_png, markdown_image
+    from sar_pipeline.storage import atomic_write_bytes
 
     curve = line_plot_png(
         {"loss": (range(1, len(result.losses) + 1), result.losses)}, "BLIP fine-tuning", "step", "loss"
     )
+    output = UPath(output_dir)
+    curve_path = output.parent / f"{output.name}_loss_curve.png"
+    atomic_write_bytes(curve_path, curve)
     return {
         "checkpoint_path": {"raw_value": result.checkpoint_path, "type": "path"},
         "steps": {"raw_value": result.steps, "type": "int"},
@@ -349,7 +359,10 @@ def _materialization_metadata(result: FinetuneResult) -> dict:
         "train_images": {"raw_value": result.train_images, "type": "int"},
         "train_pairs": {"raw_value": result.train_pairs, "type": "int"},
         "seconds": {"raw_value": round(result.seconds, 1), "type": "float"},
-        "loss_curve": {"raw_value": markdown_image(curve, "loss curve"), "type": "md"},
+        "loss_curve": {
+            "raw_value": markdown_image(curve, "loss curve", full_size=str(curve_path)),
+            "type": "md",
+        },
     }
 
 

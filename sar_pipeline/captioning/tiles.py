@@ -9,7 +9,7 @@ one, no land cover…) is a recorded skip; the other tiles are kept.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,18 +76,7 @@ def caption_flight_tiles(
     needs = frozenset(getattr(captioner, "needs", ALL_INPUTS))
     optical_by_tile = {row["tile_id"]: row for row in optical_manifest}
     run = CaptionRun()
-    pending: list[CaptionInput] = []
-    for row in sorted(sar_manifest, key=lambda r: r["tile_id"]):
-        tile_id = row["tile_id"]
-        try:
-            item = _caption_input(root, row, optical_by_tile.get(tile_id), needs)
-        except SarPipelineError as e:
-            run.skipped.append({"tile_id": tile_id, "reason": str(e)})
-            continue
-        pending.append(item)
-
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
+    for chunk in _input_batches(root, sar_manifest, optical_by_tile, needs, batch_size, run):
         try:
             captions = _caption_scored(captioner, chunk)
         except SarPipelineError:
@@ -113,7 +102,36 @@ def caption_flight_tiles(
                     "score": score,
                 }
             )
+        chunk.clear()  # this batch's decoded images go now, before the next batch is decoded
     return run
+
+
+def _input_batches(
+    root: UPath,
+    sar_manifest: Sequence[dict],
+    optical_by_tile: dict[str, dict],
+    needs: frozenset,
+    batch_size: int,
+    run: CaptionRun,
+) -> Iterator[list[CaptionInput]]:
+    """The tiles' caption inputs, ``batch_size`` at a time, decoded only when their batch is due.
+
+    A flight may hold thousands of tiles (a 512² RGB optical tile decodes to 768 kB): only one
+    batch of decoded images is alive at once, whatever the flight's size. Tiles that cannot be
+    captioned are recorded in ``run.skipped`` and leave no gap in the batches.
+    """
+    pending: list[CaptionInput] = []
+    for row in sorted(sar_manifest, key=lambda r: r["tile_id"]):
+        try:
+            pending.append(_caption_input(root, row, optical_by_tile.get(row["tile_id"]), needs))
+        except SarPipelineError as e:
+            run.skipped.append({"tile_id": row["tile_id"], "reason": str(e)})
+            continue
+        if len(pending) == batch_size:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
 
 
 def _caption_scored(captioner: Captioner, items: list[CaptionInput]) -> list[tuple[str, float | None]]:

@@ -1,5 +1,6 @@
 """The captions asset and its checks for one flight, and the BLIP fine-tune + metrics assets (Pipes)."""
 
+import gc
 import io
 
 import dagster as dg
@@ -9,14 +10,19 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from shapely.geometry import box
+from upath import UPath
 
 from sar_pipeline.archive.landcover import FIELD, FOREST, URBAN, WATER
+from sar_pipeline.captioning.base import CaptionInput
+from sar_pipeline.captioning.blip import BlipCaptioner
 from sar_pipeline.captioning.datasets import holdout_split, load_ucm_pairs
+from sar_pipeline.captioning.tiles import caption_flight_tiles
 from sar_pipeline.defs.captions.assets import blip_remote_sensing, caption_metrics, captions
 from sar_pipeline.defs.captions.checks import captions_diversity, captions_length_bounds, captions_not_empty
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import ConfigError
+from sar_pipeline.geo.manifest import read_manifest
 
 FLIGHT = "F001"
 
@@ -130,6 +136,34 @@ def test_captions_asset_with_blip_records_a_blank_optical_tile(tmp_path, tiny_bl
     (mat,) = result.asset_materializations_for_node("captions")
     reasons = mat.metadata["skip_reasons"].value
     assert f"{FLIGHT}_S1_r0c1" in reasons and "blank" in reasons
+
+
+class _CountingBlip(BlipCaptioner):
+    """The tiny BLIP, noting at each batch how many decoded optical tiles are alive in the process."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alive_per_batch: list[int] = []
+
+    def caption_with_scores(self, inputs):
+        gc.collect()
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, CaptionInput) and o.optical_rgb is not None)
+        self.alive_per_batch.append(alive)
+        return super().caption_with_scores(inputs)
+
+
+def test_blip_captions_a_flight_with_a_bounded_number_of_decoded_tiles(tmp_path, tiny_blip_dir):
+    """A flight's optical tiles are decoded a batch at a time: however many tiles a flight holds,
+    at most one batch (plus the tile last looked at) is in memory while BLIP runs."""
+    tile_ids = write_flight(tmp_path, n_tiles=24)
+    captioner = _CountingBlip(tiny_blip_dir, device="cpu", num_beams=1, max_new_tokens=2, progress=False)
+    storage = tmp_path
+    sar = read_manifest(storage / "flights" / FLIGHT / "sar_tiles" / "manifest.parquet")
+    optical = read_manifest(storage / "flights" / FLIGHT / "optical_tiles" / "manifest.parquet")
+    run = caption_flight_tiles(UPath(storage), sar, optical, captioner, batch_size=4)
+    assert [r["tile_id"] for r in run.rows] == sorted(tile_ids) and not run.skipped
+    assert len(captioner.alive_per_batch) == 6
+    assert max(captioner.alive_per_batch) <= 4 + 1, captioner.alive_per_batch
 
 
 def test_blip_finetune_through_pipes_then_metrics(tmp_path, tiny_blip_dir, ucm_folder):

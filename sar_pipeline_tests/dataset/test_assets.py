@@ -65,8 +65,8 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         # 16-px tiles at 8 m: 128 m on the ground; 400 m blocks are three tiles wide, no advice
         assert meta["median_tile_side_m"].value == pytest.approx(128.0, rel=1e-3)
         assert meta["block_size_advice"].value.startswith("none")
-        assert "data:image/png;base64," in meta["mosaic"].value
-        assert "data:image/png;base64," in meta["caption_lengths"].value
+        assert "data:image/" in meta["mosaic"].value
+        assert "data:image/" in meta["caption_lengths"].value
         assert "| field |" in meta["top_words"].value
         assert mat.tags.get("dagster/data_version") == version
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}

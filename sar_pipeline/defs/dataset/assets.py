@@ -7,9 +7,9 @@ from sar_pipeline.dataset.split import block_size_advice
 from sar_pipeline.dataset.validate import saturation_report
 from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.pictures import markdown_image
 
 CAPTIONS = dg.AssetKey("captions")
 SAR_TILES = dg.AssetKey("sar_tiles")
@@ -100,12 +100,10 @@ def training_dataset(
         "skip_reasons": dg.MetadataValue.md("\n".join(f"- {s}" for s in result.skipped[:100]) or "none"),
         "counts": dg.MetadataValue.md(card.counts_markdown),
         "top_words": dg.MetadataValue.md(card.top_words_markdown),
-        "caption_lengths": dg.MetadataValue.md(
-            markdown_image(card.caption_length_png, "text length histogram")
-        ),
+        "caption_lengths": picture(storage, card.caption_length_png, "text length histogram"),
     }
     if card.mosaic_png:
-        metadata["mosaic"] = dg.MetadataValue.md(markdown_image(card.mosaic_png, "tiles and captions"))
+        metadata["mosaic"] = picture(storage, card.mosaic_png, "tiles and captions")
     metadata["db_range"] = f"{result.radiometry['db_min']:.2f} … {result.radiometry['db_max']:.2f} dB"
     metadata["radiometry"] = result.radiometry["chosen"]
     metadata["left_out_tiles"] = len(result.left_out)

@@ -3,12 +3,12 @@ from collections import Counter
 import dagster as dg
 
 from sar_pipeline.defs.flights.partitions import flight_partitions
+from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.manifest import write_geoparquet
 from sar_pipeline.geo.scene_table import flight_quicklook_png, grid_scenes, reach_problem, scene_table
 from sar_pipeline.geo.settings import SceneSettings
-from sar_pipeline.pictures import markdown_image
 from sar_pipeline.storage import atomic_write_bytes, validate_id
 
 
@@ -65,9 +65,11 @@ def sar_scenes(
     quicklook = flight_quicklook_png(sar_archive, scenes, on_error=record_unreadable)
     quicklook_md = "\n\n".join(unreadable)
     if quicklook is not None:
-        atomic_write_bytes(storage.flight_path(flight_id, "sar_scenes_quicklook.png"), quicklook)
-        picture = markdown_image(quicklook, f"{len(scenes)} scenes of {flight_id}, native orientation, dB")
-        quicklook_md = "\n\n".join([picture, *unreadable])
+        quicklook_path = storage.flight_path(flight_id, "sar_scenes_quicklook.png")
+        atomic_write_bytes(quicklook_path, quicklook)
+        alt = f"{len(scenes)} scenes of {flight_id}, native orientation, dB"
+        shown = picture(storage, quicklook, alt, path=str(quicklook_path)).value
+        quicklook_md = "\n\n".join([shown, *unreadable])
     spacings = [
         v for s in scenes for v in (s.pixel_spacing_range_m, s.pixel_spacing_azimuth_m) if v is not None
     ]

@@ -6,6 +6,7 @@ import dagster as dg
 
 from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
+from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.geo.checks import check_sar_tiles, record_failed_checks
@@ -14,7 +15,7 @@ from sar_pipeline.geo.manifest import read_manifest, write_manifest
 from sar_pipeline.geo.scene_table import read_scene_table, with_live_hrefs
 from sar_pipeline.geo.settings import OpticalTilesSettings, TilingSettings
 from sar_pipeline.geo.tiling import tile_flight
-from sar_pipeline.pictures import grid, markdown_image, png_bytes, png_size
+from sar_pipeline.pictures import grid, png_bytes, png_size
 from sar_pipeline.storage import publish_dir, validate_id
 
 
@@ -143,7 +144,7 @@ def sar_tiles(
                 labels=[t.rsplit("__", 1)[-1] for t, _ in result.previews],
             )
         )
-        metadata["preview"] = dg.MetadataValue.md(markdown_image(preview, "SAR tiles"))
+        metadata["preview"] = picture(storage, preview, "SAR tiles")
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -205,9 +206,7 @@ def optical_tiles(
     }
     preview = pairs_preview_png(storage.root(), sar_rows, result)
     if preview is not None:
-        metadata["preview"] = dg.MetadataValue.md(
-            markdown_image(preview, "SAR tiles beside their optical tiles")
-        )
+        metadata["preview"] = picture(storage, preview, "SAR tiles beside their optical tiles")
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[

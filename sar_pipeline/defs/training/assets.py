@@ -13,6 +13,7 @@ import dagster as dg
 
 from sar_pipeline import pictures
 from sar_pipeline.dataset import current_version
+from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.defs.training.automation import retrain_condition, retrain_cron
@@ -28,15 +29,11 @@ from sar_pipeline.generation.model import latest_model_folder, write_latest
 from sar_pipeline.storage import validate_id
 
 
-def _grid_metadata(path: str | None) -> dict[str, dg.MetadataValue]:
-    """The validation-prompt grid as an inline image, if one was drawn."""
+def _grid_metadata(storage: StorageRoot, path: str | None) -> dict[str, dg.MetadataValue]:
+    """The validation-prompt grid (a thumbnail and the file's path), if one was drawn."""
     if not path or not Path(path).is_file():
         return {}
-    return {
-        "sample_grid": dg.MetadataValue.md(
-            pictures.markdown_image(Path(path).read_bytes(), "validation prompts")
-        )
-    }
+    return {"sample_grid": picture(storage, Path(path).read_bytes(), "validation prompts", path=path)}
 
 
 def _rounded(values: dict[str, float], digits: int = 3) -> dict[str, float]:
@@ -172,7 +169,7 @@ def sd_model(
                     "validation_mean_brightness": dg.MetadataValue.json(
                         _rounded(message.get("validation_mean_brightness") or {})
                     ),
-                    **_grid_metadata(message.get("sample_grid")),
+                    **_grid_metadata(storage, message.get("sample_grid")),
                 },
             )
         )
@@ -203,12 +200,12 @@ def sd_model(
             "steps": summary["steps"],
             "images_per_second": round(float(summary["images_per_second"]), 2),
             "hyperparameters": dg.MetadataValue.json(cfg.model_dump()),
-            "loss_curve": dg.MetadataValue.md(pictures.markdown_image(loss_png, "loss curve")),
+            "loss_curve": picture(storage, loss_png, "loss curve"),
             # mean pixel value (0–1) of each validation prompt's sample at the last checkpoint
             "validation_mean_brightness": dg.MetadataValue.json(
                 _rounded(last.get("validation_mean_brightness") or {})
             ),
-            **_grid_metadata(summary["sample_grid"]),
+            **_grid_metadata(storage, summary["sample_grid"]),
         }
     )
 
