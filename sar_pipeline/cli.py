@@ -135,7 +135,7 @@ def register_flights(defs, instance, run_config: dict | None = None) -> list[str
     """Evaluate the ``new_flights`` sensor once, as the daemon would, and add its partitions.
 
     ``run_config``'s resource settings (e.g. another archive ``uri``) apply to it as to the runs.
-    Returns the flights the sensor asked runs for (the new ones).
+    Returns the flights it registered (the new ones; the caller runs them).
     """
     import dagster as dg
 
@@ -144,9 +144,11 @@ def register_flights(defs, instance, run_config: dict | None = None) -> list[str
         instance=instance, definitions=defs, resources=_configured_resources(defs, run_config)
     )
     result = sensor(context)
+    added: list[str] = []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return [r.partition_key for r in result.run_requests or []]
+        added.extend(request.partition_keys)
+    return sorted(added)
 
 
 def run_main_job(flights: list[str] | None = None, config_path: str | None = None) -> int:
