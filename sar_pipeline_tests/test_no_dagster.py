@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-DOMAIN_PACKAGES = ["archive", "geo", "captioning", "dataset", "diffusion", "generation"]
+DOMAIN_PACKAGES = ["archive", "geo", "captioning", "dataset", "diffusion", "generation", "evaluation"]
 DOMAIN_MODULES = [
     "radiometry",
     "storage",
