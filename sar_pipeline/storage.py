@@ -32,6 +32,8 @@ from sar_pipeline.settings import Settings
 
 #: the environment variable the deployment sets to choose the storage root (see :class:`StorageSettings`)
 STORAGE_VARIABLE = "SAR_PIPELINE_STORAGE"
+#: the environment variable that moves the model stages' local copy of a remote root (``cache_dir``)
+CACHE_VARIABLE = "SAR_PIPELINE_CACHE"
 
 
 class StorageSettings(Settings):
@@ -41,7 +43,15 @@ class StorageSettings(Settings):
         default_factory=lambda: str(paths.storage_dir()),
         description="Local folder or fsspec URI (s3://bucket/prefix) under which every asset writes. "
         "Definitions read it from $SAR_PIPELINE_STORAGE when that is set; else <data>/storage "
-        "($SAR_PIPELINE_DATA, default ./data). The model stages need a local or mounted folder.",
+        "($SAR_PIPELINE_DATA, default ./data). On s3:// the model stages work in a local copy (cache_dir).",
+    )
+    cache_dir: str = Field(
+        default_factory=lambda: str(paths.data_dir() / "cache"),
+        description="Local folder where the model stages (BLIP fine-tuning, latent cache, training) keep their "
+        "copy of an s3:// storage root: what they read is downloaded there, what they write is uploaded "
+        "from there (checkpoints as they are written). Unused for a local root. Definitions read it from "
+        "$SAR_PIPELINE_CACHE when that is set; else <data>/cache. On Kubernetes: a volume shared by the "
+        "step pods and the training pod.",
     )
 
 

@@ -16,13 +16,12 @@ from upath import UPath
 
 from sar_pipeline.archive import SarArchive
 from sar_pipeline.archive.plugins import ARCHIVE_VARIABLE, ArchiveSettings
-from sar_pipeline.errors import ConfigError
+from sar_pipeline.mirror import LocalMirror
 from sar_pipeline.storage import (
+    CACHE_VARIABLE,
     STORAGE_VARIABLE,
     StorageSettings,
     as_path,
-    is_local,
-    local_str,
     relative_path,
     resolve_dir,
     validate_id,
@@ -43,17 +42,31 @@ class StorageRoot(dg.ConfigurableResource, StorageSettings):
                 p = p / validate_id(piece, "path component")
         return p
 
+    def mirror(self) -> LocalMirror:
+        """The local folder the model stages work in: the root itself, or its copy under
+        ``cache_dir`` when the root is remote (``sar_pipeline.mirror``)."""
+        return LocalMirror(self.uri, self.cache_dir)
+
     def local_path(self, *parts: str) -> Path:
-        """``path(*parts)`` as a local filesystem path, for stages whose tools (transformers,
-        diffusers, accelerate) read and write plain folders; a remote root is refused clearly."""
-        p = self.path(*parts)
-        if not is_local(p):
-            raise ConfigError(
-                f"storage.uri={self.uri}",
-                "the model stages (BLIP fine-tuning, latent cache, diffusion training) need a local or "
-                "mounted storage root (e.g. an s3 bucket mounted with mountpoint-s3 or s3fs-fuse)",
-            )
-        return Path(local_str(p))
+        """``path(*parts)`` as a local path, for stages whose tools (transformers, diffusers,
+        accelerate) read and write plain folders: under a remote root, its place in the local copy
+        (:meth:`pull` it before reading, :meth:`push` it after writing)."""
+        self.path(*parts)  # each part validated
+        return self.mirror().local(*parts)
+
+    def pull(self, *parts: str) -> int:
+        """Download ``parts`` of a remote root into the local copy (nothing on a local root)."""
+        self.path(*parts)
+        return self.mirror().pull(*parts)
+
+    def push(self, *parts: str, prune: bool = False) -> int:
+        """Upload ``parts`` of the local copy to a remote root (nothing on a local root)."""
+        self.path(*parts)
+        return self.mirror().push(*parts, prune=prune)
+
+    def uri_of(self, local: str | Path) -> str:
+        """Where a file of the local copy lives under the storage root (metadata shows this)."""
+        return self.mirror().uri(local)
 
     def flight_path(self, flight_id: str, *parts: str) -> UPath:
         """``root/flights/<flight_id>/parts…``: where a flight partition's outputs live."""
@@ -76,16 +89,18 @@ class SarArchiveResource(dg.ConfigurableResource, ArchiveSettings):
         return self.load()
 
 
-def from_environment(variable: str) -> dict[str, dg.EnvVar]:
-    """``{"uri": EnvVar(variable)}`` when the deployment sets ``variable``, else nothing (the default)."""
-    return {"uri": dg.EnvVar(variable)} if os.environ.get(variable) else {}
+def from_environment(variable: str, field: str = "uri") -> dict[str, dg.EnvVar]:
+    """``{field: EnvVar(variable)}`` when the deployment sets ``variable``, else nothing (the default)."""
+    return {field: dg.EnvVar(variable)} if os.environ.get(variable) else {}
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "storage": StorageRoot(**from_environment(STORAGE_VARIABLE)),
+            "storage": StorageRoot(
+                **from_environment(STORAGE_VARIABLE), **from_environment(CACHE_VARIABLE, "cache_dir")
+            ),
             "archive": SarArchiveResource(**from_environment(ARCHIVE_VARIABLE)),
         }
     )

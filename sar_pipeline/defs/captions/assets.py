@@ -116,7 +116,7 @@ def blip_remote_sensing(
         base = str(tiny)
         context.log.warning(f"no base_model_path: starting from a tiny random BLIP at {base} (demo only)")
     settings = config.model_copy(update={"base_model_path": base}).model_dump(mode="json")
-    return blip_trainer.run(
+    result = blip_trainer.run(
         command=[sys.executable, "-m", "sar_pipeline.captioning.finetune"],
         context=context,
         extras={
@@ -124,6 +124,8 @@ def blip_remote_sensing(
             "output_dir": str(storage.local_path("models", "blip_remote_sensing")),
         },
     ).get_materialize_result()
+    storage.push("models", "blip_remote_sensing", prune=True)  # an s3:// root: from its local copy
+    return result
 
 
 class CaptionMetricsConfig(dg.Config, CaptionMetricsSettings[CaptionDatasetConfig]):
@@ -142,6 +144,7 @@ class CaptionMetricsConfig(dg.Config, CaptionMetricsSettings[CaptionDatasetConfi
 def caption_metrics(
     context: dg.AssetExecutionContext, config: CaptionMetricsConfig, storage: StorageRoot
 ) -> dg.MaterializeResult:
+    storage.pull("models", "blip_remote_sensing")  # an s3:// root: into its local copy
     model_path = str(storage.local_path("models", "blip_remote_sensing"))
     items = load_caption_datasets(evaluation_datasets(config, model_path), "caption_metrics.datasets")
     result = evaluate_blip(

@@ -41,7 +41,7 @@ def _rounded(values: dict[str, float], digits: int = 3) -> dict[str, float]:
     return {k: round(float(v), digits) for k, v in values.items()}
 
 
-def upstream_dataset_version(context: dg.AssetExecutionContext, upstream: str, storage_root: str) -> str:
+def upstream_dataset_version(context: dg.AssetExecutionContext, upstream: str, storage_root) -> str:
     """The dataset version of ``upstream``'s latest materialisation (its ``dataset_version`` metadata).
 
     ``dataset/current.json`` moves whenever training_dataset is re-materialised, possibly while this
@@ -89,8 +89,12 @@ def latent_cache(
     storage: StorageRoot,
     diffusion_base: DiffusionBase,
 ) -> dg.MaterializeResult:
+    # an s3:// root: work in its local copy, with the dataset version and any earlier cache pulled
+    version = upstream_dataset_version(context, "training_dataset", storage.root())
+    storage.pull("dataset", "current.json")
+    storage.pull("dataset", version)
+    storage.pull("latents", version)
     root = str(storage.local_path())
-    version = upstream_dataset_version(context, "training_dataset", root)
     vae = load_vae(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
         root,
@@ -100,11 +104,12 @@ def latent_cache(
         splits=tuple(config.splits),
         device=config.device,
     )
+    storage.push("latents", version, folder.name)
     index = json.loads((folder / latents.INDEX_NAME).read_text())
-    context.log.info(f"latent cache at {folder}")
+    context.log.info(f"latent cache at {storage.uri_of(folder)}")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(folder)),
+            "path": dg.MetadataValue.path(storage.uri_of(folder)),
             "dataset_version": version,
             "vae_id": index["vae_id"],
             "resolution_px": index["resolution"],
@@ -137,8 +142,12 @@ def sd_model(
     diffusion_base: DiffusionBase,
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
+    # an s3:// root: train in its local copy (dataset, latents and an earlier run of the same name
+    # pulled; each checkpoint pushed as soon as it is reported, the whole run folder at the end)
+    version = upstream_dataset_version(context, "latent_cache", storage.root())
+    for parts in (("dataset", "current.json"), ("dataset", version), ("latents", version)):
+        storage.pull(*parts)
     root = str(storage.local_path())
-    version = upstream_dataset_version(context, "latent_cache", root)
     # the recipe on the base model; options left empty take the preset's values
     settings = {
         **diffusion_base.model_dump(include=set(BaseModelSettings.model_fields)),
@@ -150,6 +159,7 @@ def sd_model(
     cfg = TrainSettings.from_dict(settings, source="sd_model config")
     recipe_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
     run_name = validate_id(config.run_name or f"{version}-{recipe_hash}", "run name")
+    storage.pull("models", "sd", run_name)
     run_dir = storage.local_path("models", "sd", run_name)
     cfg = cfg.model_copy(update={"output_dir": str(run_dir)})
     config_path = run_dir / "train_config.json"
@@ -158,6 +168,8 @@ def sd_model(
     def record_checkpoint(message) -> None:
         if not isinstance(message, dict) or message.get("kind") != "checkpoint":
             return
+        checkpoint = Path(message["checkpoint"])
+        storage.push(*checkpoint.relative_to(storage.local_path()).parts)
         context.log_event(
             dg.AssetObservation(
                 asset_key="sd_model",
@@ -165,7 +177,7 @@ def sd_model(
                     "step": message["step"],
                     "loss": round(float(message["loss"]), 5),
                     "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
-                    "checkpoint": dg.MetadataValue.path(message["pipeline"]),
+                    "checkpoint": dg.MetadataValue.path(storage.uri_of(message["pipeline"])),
                     "validation_mean_brightness": dg.MetadataValue.json(
                         _rounded(message.get("validation_mean_brightness") or {})
                     ),
@@ -177,6 +189,7 @@ def sd_model(
     invocation = sd_trainer.launch(
         context, str(config_path), extras={"run_name": run_name}, on_message=record_checkpoint
     )
+    storage.push("models", "sd", run_name, prune=True)
     summary = json.loads((run_dir / "final.json").read_text())
     history = json.loads((run_dir / "losses.json").read_text())
     loss_png = pictures.line_plot_png(
@@ -194,7 +207,7 @@ def sd_model(
             "final_loss": round(float(summary["final_loss"]), 5)
             if summary["final_loss"] is not None
             else "none",
-            "checkpoint": dg.MetadataValue.path(summary["pipeline"]),
+            "checkpoint": dg.MetadataValue.path(storage.uri_of(summary["pipeline"])),
             "run": run_name,
             "dataset_version": version,
             "steps": summary["steps"],

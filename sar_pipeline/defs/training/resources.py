@@ -144,10 +144,16 @@ class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
         """The base model folder; tiny: written once (default: per dataset version under models/tiny-base/)."""
         if self.preset != "tiny":
             return self.base_model_path
-        folder = self.base_model_path or storage.local_path("models", "tiny-base", dataset_version)
+        if self.base_model_path:
+            folder = self.base_model_path
+        else:  # shared through the storage root (pulled, written once, pushed)
+            storage.pull("models", "tiny-base", dataset_version)
+            folder = storage.local_path("models", "tiny-base", dataset_version)
         ensure_tiny_base(
             folder, str(storage.local_path()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
         )
+        if not self.base_model_path:
+            storage.push("models", "tiny-base", dataset_version)
         return str(folder)
 
 

@@ -1,0 +1,142 @@
+"""Point 2 of running at scale: everything on object storage, against an S3 server on 127.0.0.1.
+
+moto's S3 server (``moto[server]``) stands in for the cloud service; the pipeline reaches it as it
+would reach AWS S3 or MinIO: s3fs/boto3 for the catalogue and the storage root, GDAL's /vsis3/ for
+the rasters, credentials and endpoint only from the environment. The STAC archive, its scenes, the
+optical mosaic and the storage root are all ``s3://``; the per-flight stages, the dataset, the
+latent cache and a short training run write there (the model stages through their local copy).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import boto3
+import dagster as dg
+import pytest
+
+from sar_pipeline.archive.demo import write_demo_archive
+from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
+from sar_pipeline.defs.captions.assets import captions
+from sar_pipeline.defs.captions.checks import captions_not_empty
+from sar_pipeline.defs.captions.resources import CaptionerResource
+from sar_pipeline.defs.dataset.assets import training_dataset
+from sar_pipeline.defs.flights.assets import sar_scenes
+from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
+from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+from sar_pipeline.defs.training.assets import latent_cache, sd_model
+from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline_tests.services import S3Server
+
+TRAINING = {
+    "max_train_steps": 4,
+    "checkpoint_every_steps": 2,
+    "train_batch_size": 4,
+    "validation_prompts": ["An aerial view of a river"],
+    "validation_steps": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env().items():
+            patch.setenv(key, value)  # the training child inherits them too
+        client = boto3.client("s3")
+        for bucket in ("archive", "lake"):
+            client.create_bucket(Bucket=bucket)
+        demo = write_demo_archive(
+            tmp_path_factory.mktemp("demo") / "demo", flights=1, seed=5, settings=SMALL_DEMO_SETTINGS
+        )
+        for path in demo.catalog_path.parent.rglob("*"):
+            if path.is_file():
+                key = "sar/" + path.relative_to(demo.catalog_path.parent).as_posix()
+                client.upload_file(str(path), "archive", key)
+        shutil.rmtree(demo.catalog_path.parent)  # nothing local left to fall back on
+        yield server, client, demo.flight_ids[0]
+
+
+def _keys(client, bucket: str, prefix: str = "") -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
+    server, client, flight = s3
+    storage = StorageRoot(uri="s3://lake/sar-pipeline", cache_dir=str(tmp_path / "cache"))
+    resources = {
+        "storage": storage,
+        "archive": SarArchiveResource(uri="s3://archive/sar/catalog.json"),
+        "optical": OpticalResource(kind="mosaic", uri="s3://archive/sar/optical/orthophoto.tif"),
+        "captioner": CaptionerResource(),
+        "diffusion_base": DiffusionBase(preset="tiny", tiny_vae_steps=5),
+        "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("flight", [flight])
+    per_flight = dg.materialize(
+        [sar_scenes, sar_tiles, optical_tiles, captions, captions_not_empty],
+        instance=instance,
+        partition_key=flight,
+        resources=resources,
+        run_config={"ops": {"sar_tiles": {"config": {"tile_size": 64, "ground_sample_distance_m": 1.25}}}},
+    )
+    assert per_flight.success
+    written = _keys(client, "lake", f"sar-pipeline/flights/{flight}/")
+    for name in (
+        "sar_scenes.parquet",
+        "sar_tiles/manifest.parquet",
+        "optical_tiles/manifest.parquet",
+        "captions.parquet",
+    ):
+        assert f"sar-pipeline/flights/{flight}/{name}" in written, name
+    assert any(k.endswith(".png") and "/optical_tiles/" in k for k in written)
+
+    cross = dg.materialize(
+        [training_dataset, latent_cache, sd_model],
+        instance=instance,
+        resources=resources,
+        run_config={
+            "ops": {"training_dataset": {"config": {"block_size_m": 100.0}}, "sd_model": {"config": TRAINING}}
+        },
+    )
+    assert cross.success
+    version = json.loads(
+        client.get_object(Bucket="lake", Key="sar-pipeline/dataset/current.json")["Body"].read()
+    )["version"]
+    lake = _keys(client, "lake", "sar-pipeline/")
+    assert f"sar-pipeline/dataset/{version}/train.parquet" in lake
+    cache_meta = cross.asset_materializations_for_node("latent_cache")[0].metadata
+    cache_uri = cache_meta["path"].value
+    assert cache_uri.startswith(f"s3://lake/sar-pipeline/latents/{version}/")
+    assert cache_uri.removeprefix("s3://lake/") + "/index.json" in lake
+    # every checkpoint reached S3 as it was reported, complete (its checkpoint.json last)
+    observations = [e.event_specific_data.asset_observation for e in cross.get_asset_observation_events()]
+    assert [o.metadata["step"].value for o in observations] == [2, 4]
+    for observation in observations:
+        pipeline = observation.metadata["checkpoint"].value
+        assert pipeline.startswith("s3://lake/sar-pipeline/models/sd/")
+        checkpoint = pipeline.removeprefix("s3://lake/").removesuffix("/pipeline")
+        assert {
+            f"{checkpoint}/checkpoint.json",
+            f"{pipeline.removeprefix('s3://lake/')}/model_index.json",
+        } <= lake
+    meta = cross.asset_materializations_for_node("sd_model")[0].metadata
+    run = meta["run"].value
+    assert f"sar-pipeline/models/sd/{run}/final.json" in lake
+    assert f"sar-pipeline/models/tiny-base/{version}/model_index.json" in lake
+
+    # another machine (an empty local copy) reuses the latent cache from S3 instead of encoding again
+    again = dg.materialize(
+        [latent_cache],
+        instance=instance,
+        resources={**resources, "storage": StorageRoot(uri=storage.uri, cache_dir=str(tmp_path / "other"))},
+    )
+    assert again.success
+    assert again.asset_materializations_for_node("latent_cache")[0].metadata["path"].value == cache_uri
+
+    # credentials came from the environment only: none in the event log
+    for record in instance.all_logs(cross.run_id) + instance.all_logs(per_flight.run_id):
+        assert server.secret_key not in str(record)
