@@ -21,7 +21,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from sar_pipeline.storage import as_path, is_local, local_str
+from sar_pipeline.storage import as_path, is_local, local_str, resolve_dir
 
 #: files that say a folder is complete: uploaded after everything else in it
 COMPLETION_MARKERS = ("index.json", "checkpoint.json", "model_index.json", "final.json", "_COMPLETE")
@@ -62,11 +62,13 @@ class LocalMirror:
         return {name[len(base) + 1 :]: int(info["size"]) for name, info in found.items()}
 
     def pull(self, *parts: str) -> int:
-        """Copy ``parts`` (file or folder) from the storage root to the local copy, file by file,
-        each file appearing whole; returns how many files were transferred (0 on a local root)."""
+        """Copy ``parts`` (file or folder; a published folder's current version) from the storage
+        root to the local copy, file by file, each file appearing whole; returns how many files were transferred (0 on a local root)."""
         if not self.remote:
             return 0
-        remote = self.root.joinpath(*parts)
+        # a folder published on object storage (storage.publish_dir) lives under the version its
+        # pointer names: that version becomes the plain local folder
+        remote = resolve_dir(self.root.joinpath(*parts))
         target = self.local(*parts)
         fetched = 0
         for name, size in self._remote_files(remote).items():
