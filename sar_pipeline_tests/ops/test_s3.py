@@ -24,10 +24,11 @@ from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.dataset.assets import training_dataset
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
-from sar_pipeline.defs.geo.resources import OpticalResource
+from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 from sar_pipeline.defs.training.assets import latent_cache, sd_model
 from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
+from sar_pipeline.storage import resolve_dir
 from sar_pipeline_tests.services import S3Server
 
 TRAINING = {
@@ -70,6 +71,7 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
         "storage": storage,
         "archive": SarArchiveResource(uri="s3://archive/sar/catalog.json"),
         "optical": OpticalResource(kind="mosaic", uri="s3://archive/sar/optical/orthophoto.tif"),
+        "landcover": LandCoverResource(),
         "captioner": CaptionerResource(),
         "diffusion_base": DiffusionBase(preset="tiny", tiny_vae_steps=5),
         "sd_trainer": SdTrainerLauncher(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
@@ -85,14 +87,12 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
     )
     assert per_flight.success
     written = _keys(client, "lake", f"sar-pipeline/flights/{flight}/")
-    for name in (
-        "sar_scenes.parquet",
-        "sar_tiles/manifest.parquet",
-        "optical_tiles/manifest.parquet",
-        "captions.parquet",
-    ):
+    for name in ("sar_scenes.parquet", "captions.parquet"):
         assert f"sar-pipeline/flights/{flight}/{name}" in written, name
-    assert any(k.endswith(".png") and "/optical_tiles/" in k for k in written)
+    for folder in ("sar_tiles", "optical_tiles"):  # published folders: the version their pointer names
+        current = storage.flight_folder(flight, folder).path.removeprefix("lake/")
+        assert f"{current}/manifest.parquet" in written, folder
+        assert any(k.endswith(".png") and k.startswith(current) for k in written), folder
 
     cross = dg.materialize(
         [training_dataset, latent_cache, sd_model],
@@ -107,7 +107,8 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
         client.get_object(Bucket="lake", Key="sar-pipeline/dataset/current.json")["Body"].read()
     )["version"]
     lake = _keys(client, "lake", "sar-pipeline/")
-    assert f"sar-pipeline/dataset/{version}/train.parquet" in lake
+    dataset = resolve_dir(storage.path("dataset", version)).path.removeprefix("lake/")  # published folder
+    assert f"{dataset}/train.parquet" in lake
     cache_meta = cross.asset_materializations_for_node("latent_cache")[0].metadata
     cache_uri = cache_meta["path"].value
     assert cache_uri.startswith(f"s3://lake/sar-pipeline/latents/{version}/")
