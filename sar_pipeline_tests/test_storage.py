@@ -21,13 +21,17 @@ def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left visible
 
 
-def test_model_stages_refuse_a_remote_storage_root_with_the_reason():
+def test_model_stages_work_in_a_local_copy_of_a_remote_root(tmp_path):
     from sar_pipeline.defs.resources import StorageRoot
 
     local = StorageRoot(uri="/tmp/sar-storage")
     assert str(local.local_path("models", "sd")) == "/tmp/sar-storage/models/sd"
-    with pytest.raises(ConfigError, match=r"storage.uri=memory://bucket/root.*local or mounted storage root"):
-        StorageRoot(uri="memory://bucket/root").local_path("models", "sd")
+    remote = StorageRoot(uri="memory://bucket/root", cache_dir=str(tmp_path / "cache"))
+    folder = remote.local_path("models", "sd")
+    assert folder == tmp_path / "cache" / "memory" / "bucket" / "root" / "models" / "sd"
+    assert remote.uri_of(folder / "run") == "memory://bucket/root/models/sd/run"
+    with pytest.raises(ConfigError, match="not a valid path component"):
+        remote.local_path("..", "etc")
 
 
 def _listing(folder):
