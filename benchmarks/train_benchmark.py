@@ -149,7 +149,7 @@ def run_ours(args, memory_mode: bool) -> dict:
 
     from sar_pipeline.diffusion.config import TrainSettings
     from sar_pipeline.diffusion.latent_cache import write_latent_cache
-    from sar_pipeline.diffusion.models import BaseModel
+    from sar_pipeline.diffusion.models import BaseModel, vae_id
     from sar_pipeline.diffusion.train import train
 
     device = "cpu" if args.tiny else "cuda"
@@ -165,6 +165,7 @@ def run_ours(args, memory_mode: bool) -> dict:
             [f"An aerial view of tile {i}" for i in range(n)],
             scaling_factor=1.0,
             resolution=args.resolution,
+            vae_id=vae_id(vae),
         )
         cfg = TrainSettings.from_dict(
             {
@@ -175,6 +176,7 @@ def run_ours(args, memory_mode: bool) -> dict:
                 "latent_cache_dir": str(cache),
                 "output_dir": str(Path(work) / "run"),
                 "resolution": args.resolution,
+                "global_batch_size": batch,
                 "train_batch_size": batch,
                 "max_train_steps": args.warmup + args.steps,
                 "throughput_warmup_steps": args.warmup,

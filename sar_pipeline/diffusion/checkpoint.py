@@ -9,6 +9,7 @@ Layout of one checkpoint (written as ``checkpoint-<step>.partial``, then renamed
             optimizer.safetensors + .json       AdamW moments (tensors) and parameter groups
             lr_scheduler.json                   learning-rate schedule position
             ema.safetensors + .json             EMA of the UNet (use_ema)
+            ema_text_encoder.safetensors + .json    EMA of the text encoder (use_ema, text encoder trained)
             grad_scaler.json                    fp16 loss scale (mixed_precision="fp16")
             progress.json                       step, epoch, batch position, loss history
             rng-<rank>.safetensors + .json      random states of each process
@@ -58,6 +59,7 @@ class TrainingProgress:
     epoch: int = 0
     batch_in_epoch: int = 0
     history: list[list[float]] = field(default_factory=list)  # [step, mean loss of that step]
+    validation_history: list[list[float]] = field(default_factory=list)  # [step, held-out loss]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,13 +294,14 @@ def save_training_state(
     accumulation_step: int,
     rank: int,
     is_main: bool,
-    ema=None,
+    ema: dict | None = None,
     grad_scaler=None,
 ) -> None:
     """Write the resumable state into ``folder`` (every process its RNG, the main process the rest).
 
-    ``models`` maps a name to the unwrapped trained module; ``accumulation_step`` is accelerate's
-    micro-step counter (which micro-batch of an accumulation cycle comes next).
+    ``models`` maps a name to the unwrapped trained module; ``ema`` a trained part's name to its
+    EMAModel; ``accumulation_step`` is accelerate's micro-step counter (which micro-batch of an
+    accumulation cycle comes next).
     """
     folder.mkdir(parents=True, exist_ok=True)
     save_tree(folder, f"rng-{rank}", rng_state())
@@ -308,13 +311,18 @@ def save_training_state(
         save_model(model, str(folder / f"{name}.safetensors"))
     save_tree(folder, "optimizer", optimizer.state_dict())
     save_tree(folder, "lr_scheduler", lr_scheduler.state_dict())
-    if ema is not None:
-        save_tree(folder, "ema", ema.state_dict())
+    for name, average in (ema or {}).items():
+        save_tree(folder, ema_file_name(name), average.state_dict())
     if grad_scaler is not None:
         save_tree(folder, "grad_scaler", grad_scaler.state_dict())
     (folder / "progress.json").write_text(
         json.dumps({**asdict(progress), "accumulation_step": accumulation_step})
     )
+
+
+def ema_file_name(part: str) -> str:
+    """State file (stem) of a trained part's EMA: ``ema`` for the UNet, ``ema_<part>`` otherwise."""
+    return "ema" if part == "unet" else f"ema_{part}"
 
 
 def load_training_state(
@@ -324,7 +332,7 @@ def load_training_state(
     optimizer,
     lr_scheduler,
     rank: int,
-    ema=None,
+    ema: dict | None = None,
     grad_scaler=None,
 ) -> tuple[TrainingProgress, int]:
     """Restore what :func:`save_training_state` wrote; return (progress, accumulation_step).
@@ -341,8 +349,8 @@ def load_training_state(
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise CheckpointError(path, f"cannot load into the {name}: {exc}") from exc
     states = [("optimizer", optimizer.load_state_dict), ("lr_scheduler", lr_scheduler.load_state_dict)]
-    if ema is not None:
-        states.append(("ema", ema.load_state_dict))
+    for name, average in (ema or {}).items():
+        states.append((ema_file_name(name), average.load_state_dict))
     if grad_scaler is not None:
         states.append(("grad_scaler", grad_scaler.load_state_dict))
     states.append((f"rng-{rank}", set_rng_state))

@@ -55,6 +55,7 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "sd15": {
         "prediction_type": "",  # keep the base model's (epsilon for SD 1.5)
         "zero_terminal_snr": False,
+        "global_batch_size": 16,
         "train_batch_size": 16,
         "unet_learning_rate": 5e-5,
         "text_encoder_learning_rate": 5e-6,
@@ -62,12 +63,12 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
         "checkpoint_every_steps": 500,
         "validation_steps": 20,
         "validation_guidance_scale": 7.5,
-        "caption_dropout": 0.0,
         "log_every_steps": 10,
     },
     "tiny": {
         "prediction_type": "v_prediction",
         "zero_terminal_snr": True,
+        "global_batch_size": 0,
         "train_batch_size": 8,
         "unet_learning_rate": 1e-3,
         "text_encoder_learning_rate": 1e-4,
@@ -75,10 +76,13 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
         "checkpoint_every_steps": 100,
         "validation_steps": 10,
         "validation_guidance_scale": 3.0,
-        "caption_dropout": 0.1,
         "log_every_steps": 5,
     },
 }
+# caption_dropout left empty: classifier-free guidance at sampling needs the unconditional branch,
+# which a trained text encoder (or a model trained from random init) only keeps if empty captions
+# are trained too. A frozen pretrained text encoder keeps SD's own unconditional embedding.
+CAPTION_DROPOUT_TRAINED_TEXT_ENCODER = 0.1
 # Tile side fed to the VAE when ``resolution`` is 0: SD 1.5's native size, and the tiny model's.
 PRESET_RESOLUTION = {"sd15": 512, "tiny": 64}
 
@@ -186,10 +190,21 @@ class TrainRecipe(Settings):
         default="constant", description="Learning-rate schedule (diffusers.optimization.get_scheduler)."
     )
     lr_warmup_steps: int = Field(default=0, ge=0, description="Learning-rate warm-up, optimizer steps.")
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Tiles per optimizer step over ALL processes (the paper's batch 16): each process "
+        "takes global_batch_size / processes tiles per step, in micro-batches of at most "
+        "train_batch_size, so the number of micro-batches accumulated follows (at least "
+        "gradient_accumulation_steps); the same recipe then trains the same way on 1 or 8 GPUs. 0 = "
+        "no global batch: train_batch_size per process × processes × gradient_accumulation_steps;"
+        + _by_preset("global_batch_size"),
+    )
     train_batch_size: int | None = Field(
         default=None,
         ge=1,
-        description="Tiles per process per optimizer micro-step;" + _by_preset("train_batch_size"),
+        description="Tiles per process per optimizer micro-step (with global_batch_size: the largest "
+        "micro-batch, a memory bound);" + _by_preset("train_batch_size"),
     )
     num_train_epochs: int = Field(
         default=12, ge=1, description="Epochs over the train split (the paper stops at 12 at most)."
@@ -201,7 +216,10 @@ class TrainRecipe(Settings):
         "num_train_epochs;" + _by_preset("max_train_steps"),
     )
     gradient_accumulation_steps: int = Field(
-        default=1, ge=1, description="Micro-batches accumulated per optimizer step."
+        default=1,
+        ge=1,
+        description="Micro-batches accumulated per optimizer step (with global_batch_size: the least; "
+        "more are taken when a process's share exceeds train_batch_size).",
     )
 
     # --- LoRA / LoHa / LoKr through peft (the paper found even high-rank LoRA short of full fine-tune) ---
@@ -264,7 +282,11 @@ class TrainRecipe(Settings):
         ge=0.0,
         le=1.0,
         description="Probability of replacing a caption by '' (trains the unconditional branch that "
-        "classifier-free guidance uses);" + _by_preset("caption_dropout"),
+        "classifier-free guidance uses at sampling); empty = "
+        f"{CAPTION_DROPOUT_TRAINED_TEXT_ENCODER} when the text encoder is trained or with preset "
+        "tiny (random init), else 0 (a frozen pretrained text encoder keeps SD's own unconditional "
+        "embedding). The paper trained its text encoder with no dropout; its CFG sampling then "
+        "relies on an unconditional branch fine-tuning erodes.",
     )
     activation_token: str = Field(
         default="An aerial view", description="Activation token prefixed to captions that lack it."
@@ -352,6 +374,17 @@ class TrainRecipe(Settings):
         description="Classifier-free guidance scale of the validation grid;"
         + _by_preset("validation_guidance_scale"),
     )
+    validation_loss_timesteps: list[int] = Field(
+        default_factory=lambda: [100, 300, 500, 700, 900],
+        description="Held-out loss at each checkpoint: the plain MSE on the validation split's tiles "
+        "at these fixed timesteps with fixed noise (validation_seed), so checkpoints compare on the "
+        "same draws and only the weights differ; plotted with the training loss. Empty: none.",
+    )
+    validation_loss_tiles: int = Field(
+        default=256,
+        ge=1,
+        description="At most this many validation tiles (in dataset order) enter the held-out loss.",
+    )
     seed: int = Field(default=0, description="Global seed: tiny-model init, noise, data order.")
     deterministic: bool = Field(
         default=False,
@@ -373,6 +406,13 @@ class TrainRecipe(Settings):
             )
         return value
 
+    @field_validator("validation_loss_timesteps")
+    @classmethod
+    def _timesteps_in_range(cls, timesteps: list[int]) -> list[int]:
+        if any(not 0 <= t < 1000 for t in timesteps):
+            raise ConfigError("validation_loss_timesteps", f"timesteps are in [0, 999] (got {timesteps})")
+        return timesteps
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainRecipe:
         if not (self.train_unet or self.train_text_encoder):
@@ -382,6 +422,56 @@ class TrainRecipe(Settings):
         if self.use_ema and (self.use_lora or not self.train_unet):
             raise ConfigError("use_ema", "EMA is kept for a full UNet fine-tune only (not with LoRA)")
         return self
+
+
+# Options a resumed run may change: how long it trains, how often it checkpoints, logs and draws its
+# grid, where things lie, and the speed switches (same maths, other kernels). Any other option is
+# the recipe itself: resuming under a changed one would silently train a mixture of two recipes.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_train_steps",
+        "num_train_epochs",
+        "checkpoint_every_steps",
+        "checkpoint_at_end",
+        "checkpoints_total_limit",
+        "resume_from_checkpoint",
+        "log_every_steps",
+        "validation_prompts",
+        "validation_steps",
+        "validation_seed",
+        "validation_guidance_scale",
+        "validation_loss_timesteps",
+        "validation_loss_tiles",
+        "throughput_warmup_steps",
+        "device_cache_gib",
+        "gradient_checkpointing",
+        "torch_compile",
+        "channels_last",
+        "allow_tf32",
+        "fused_adam",
+        "deterministic",
+        "base_model_path",
+        "single_file_config",
+        "storage_root",
+        "latent_cache_dir",
+        "output_dir",
+        "run_name",
+    }
+)
+
+
+def recipe_of(settings: Settings) -> dict[str, Any]:
+    """The options that define a run's recipe (JSON form): all but :data:`RESUMABLE_CHANGES`."""
+    return {k: v for k, v in settings.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``option: saved → now`` for each option whose value differs between two recipes."""
+    return [
+        f"{name}: {saved.get(name)!r} → {current.get(name)!r}"
+        for name in sorted(set(saved) | set(current))
+        if saved.get(name) != current.get(name)
+    ]
 
 
 class SdModelSettings(TrainRecipe):
@@ -417,13 +507,19 @@ class TrainSettings(BaseModelSettings, TrainRecipe):
         """Options left empty take the preset's values (the user's always win)."""
         if not isinstance(values, dict):
             return values
-        recipe = PRESET_RECIPES.get(values.get("preset", cls.model_fields["preset"].default))
+        preset = values.get("preset", cls.model_fields["preset"].default)
+        recipe = PRESET_RECIPES.get(preset)
         if recipe is None:
             return values  # an unknown preset: its Literal check reports it
         values = dict(values)
         for name, value in recipe.items():
             if values.get(name) in (None, ""):
                 values[name] = value
+        if values.get("caption_dropout") in (None, ""):
+            trains_text_encoder = values.get("train_text_encoder", True) not in (False, "false", 0)
+            values["caption_dropout"] = (
+                CAPTION_DROPOUT_TRAINED_TEXT_ENCODER if trains_text_encoder or preset == "tiny" else 0.0
+            )
         return values
 
     @model_validator(mode="after")
@@ -433,6 +529,31 @@ class TrainSettings(BaseModelSettings, TrainRecipe):
                 "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
             )
         return self
+
+    def batch_plan(self, processes: int) -> tuple[int, int]:
+        """(tiles per process per micro-batch, micro-batches per optimizer step) on ``processes``.
+
+        With ``global_batch_size`` G > 0 each process takes G / processes tiles per step, split into
+        the fewest micro-batches (at least ``gradient_accumulation_steps``) of at most
+        ``train_batch_size`` tiles that divide it evenly; ConfigError when G does not split.
+        """
+        if not self.global_batch_size:
+            return self.train_batch_size, self.gradient_accumulation_steps
+        if self.global_batch_size % processes:
+            raise ConfigError(
+                "global_batch_size",
+                f"{self.global_batch_size} tiles per step cannot be shared evenly by {processes} "
+                "processes: choose a multiple of the number of processes",
+            )
+        share = self.global_batch_size // processes
+        for accumulation in range(self.gradient_accumulation_steps, share + 1):
+            if share % accumulation == 0 and share // accumulation <= self.train_batch_size:
+                return share // accumulation, accumulation
+        raise ConfigError(
+            "gradient_accumulation_steps",
+            f"{self.gradient_accumulation_steps} micro-batches per step but each of the {processes} "
+            f"process(es) takes only {share} tiles of global_batch_size {self.global_batch_size}",
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: object = "training settings") -> TrainSettings:

@@ -7,6 +7,7 @@ single-band or RGB PNG, 512×512, rows = azimuth, columns = range) and a ``text`
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -99,13 +100,20 @@ def step_generators(
     ``data_device``, noise and timesteps on ``device``.
 
     They depend only on (seed, step, micro, rank), so a resumed run draws exactly what an
-    uninterrupted one would have drawn.
+    uninterrupted one would have drawn; each stream has its own key (:func:`stream_key`), so the
+    flips and dropouts are not the noise's first draws under another name.
     """
-    key = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
     return (
-        torch.Generator(device=data_device).manual_seed(key),
-        torch.Generator(device=device).manual_seed(key),
+        torch.Generator(device=data_device).manual_seed(stream_key("data", seed, step, micro, rank)),
+        torch.Generator(device=device).manual_seed(stream_key("noise", seed, step, micro, rank)),
     )
+
+
+def stream_key(stream: str, *parts: int) -> int:
+    """A 63-bit seed for the random stream ``stream`` at ``parts`` (seed, step, …): a hash, so keys of
+    different streams or neighbouring steps share nothing (no arithmetic relation between them)."""
+    text = ":".join([stream, *(str(int(p)) for p in parts)]).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
 
 
 def with_activation_token(texts: list[str], activation_token: str) -> list[str]:

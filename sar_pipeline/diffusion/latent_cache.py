@@ -8,8 +8,11 @@ once instead of every step is the largest single saving. Layout::
         train-00000.safetensors    "latents" (N×C×h×w, latent-distribution means, unscaled)
                                    "latents_flip_azimuth" (same tiles flipped along azimuth = rows)
 
-We store the latent means (not samples), as most cached-latent trainers do: the VAE's posterior std
-is tiny for SD's VAE. The azimuth-flipped tiles are encoded too, because flipping a latent is only
+We store the latent means (not samples). Most cached-latent trainers (diffusers' SDXL script,
+kohya's sd-scripts) store or draw a SAMPLE of the posterior instead; the mean is our choice, made
+because SD's VAE posterior std is tiny next to the latents' spread (the sample would differ from the
+mean by well under the diffusion noise of any training timestep) and because one fixed latent per
+tile keeps a resumed run bit-exact without storing the sampling noise. The azimuth-flipped tiles are encoded too, because flipping a latent is only
 approximately the latent of the flipped image. ``vae_id`` covers the VAE's config and weights, and
 ``resolution`` is part of the folder's identity through the index (a mismatch is an error).
 The folder is written atomically: if it exists under its final name, it is complete.
@@ -44,7 +47,8 @@ class LatentCacheSettings(Settings):
     """Which dataset splits are encoded, and on which device."""
 
     splits: list[str] = Field(
-        default=["train"], description="Dataset splits to encode (training reads 'train')."
+        default=["train", "validation"],
+        description="Dataset splits to encode (training reads 'train', its held-out loss 'validation').",
     )
     device: str = Field(
         default="auto",
@@ -193,6 +197,25 @@ def require_latent_cache(storage_root: str | Path, dataset_version: str, vae, re
             "materialise the latent_cache asset (or build_latent_cache) first",
         )
     return folder
+
+
+def check_cache_vae(folder: str | Path, vae) -> None:
+    """LatentCacheError unless the cache at ``folder`` was encoded by ``vae`` (its ``vae_id``): latents
+    of another VAE decode to garbage, and nothing else would notice."""
+    folder = Path(folder)
+    index_file = folder / INDEX_NAME
+    if not index_file.is_file():
+        raise LatentCacheError(
+            folder, "no latent cache here (index.json missing): materialise latent_cache first"
+        )
+    recorded = json.loads(index_file.read_text()).get("vae_id")
+    expected = compute_vae_id(vae)
+    if recorded != expected:
+        raise LatentCacheError(
+            folder,
+            f"encoded by VAE {recorded!r}, but the base model's VAE is {expected!r}: rebuild the cache "
+            "with this base model (build_latent_cache) or point latent_cache_dir at its cache",
+        )
 
 
 def write_latent_cache(

@@ -15,13 +15,27 @@ import torch.nn.functional as F
 
 
 def training_noise_scheduler(base_scheduler, prediction_type: str, zero_terminal_snr: bool):
-    """The DDPM schedule training draws from: the base model's, with the recipe's changes."""
+    """The DDPM schedule training draws from: the base model's, with the recipe's changes.
+
+    ``clip_sample`` is always off: diffusers' schedulers default to clipping predicted samples to
+    [-1, 1] when a config does not say, which suits pixels, not SD latents (their range is wider).
+    """
     from diffusers import DDPMScheduler
 
-    changes: dict[str, Any] = {"prediction_type": prediction_type} if prediction_type else {}
+    changes: dict[str, Any] = {"clip_sample": False}
+    if prediction_type:
+        changes["prediction_type"] = prediction_type
     if zero_terminal_snr:
         changes.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
     return DDPMScheduler.from_config(base_scheduler.config, **changes)
+
+
+def sampling_scheduler(noise_scheduler):
+    """The DDIM sampler of validation grids and saved pipelines, on the training schedule, with
+    ``clip_sample=False`` said explicitly (DDIM's default clips latents to [-1, 1])."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(noise_scheduler.config, clip_sample=False)
 
 
 def draw_noise(
@@ -83,3 +97,56 @@ def diffusion_loss(
         instance_loss, prior_loss = per_sample.chunk(2)
         return instance_loss.mean() + prior_loss_weight * prior_loss.mean()
     return per_sample.mean()
+
+
+@torch.no_grad()
+def held_out_loss(
+    unet,
+    text_encoder,
+    noise_scheduler,
+    latents: torch.Tensor,
+    input_ids: torch.Tensor,
+    timesteps: list[int],
+    *,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    autocast=contextlib.nullcontext,
+) -> tuple[float, dict[int, float]]:
+    """The plain MSE loss of ``latents`` (scaled; held-out tiles) at each of ``timesteps``, with noise
+    fixed by ``seed``: (mean over timesteps and tiles, mean per timestep).
+
+    The noise is drawn on the CPU, one tensor per timestep in order, so the same weights give the
+    same number on any device and at every checkpoint; only the weights change between two
+    checkpoints' values. The models are run in eval mode and put back as they were; nothing here
+    touches the global random state (a resumed run stays bit-exact).
+    """
+    modes = (unet.training, text_encoder.training)
+    unet.eval()
+    text_encoder.eval()
+    generator = torch.Generator().manual_seed(seed)
+    per_timestep: dict[int, float] = {}
+    try:
+        for t in timesteps:
+            noise_all = torch.randn(latents.shape, generator=generator)
+            total = 0.0
+            for start in range(0, len(latents), batch_size):
+                part = slice(start, start + batch_size)
+                x = latents[part].to(device)
+                steps = torch.full((len(x),), int(t), dtype=torch.long, device=device)
+                loss = diffusion_loss(
+                    unet,
+                    text_encoder,
+                    noise_scheduler,
+                    x,
+                    input_ids[part].to(device),
+                    noise_all[part].to(device),
+                    steps,
+                    autocast=autocast,
+                )
+                total += float(loss) * len(x)
+            per_timestep[int(t)] = total / len(latents)
+    finally:
+        unet.train(modes[0])
+        text_encoder.train(modes[1])
+    return sum(per_timestep.values()) / len(per_timestep), per_timestep

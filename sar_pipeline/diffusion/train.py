@@ -50,7 +50,7 @@ from sar_pipeline.diffusion.checkpoint import (
     remove_checkpoint_leftovers,
     save_training_state,
 )
-from sar_pipeline.diffusion.config import TrainSettings
+from sar_pipeline.diffusion.config import TrainSettings, recipe_differences, recipe_of
 from sar_pipeline.diffusion.data import (
     epoch_batches,
     load_class_images,
@@ -60,12 +60,19 @@ from sar_pipeline.diffusion.data import (
 )
 from sar_pipeline.diffusion.latent_cache import (
     LatentCacheError,
+    check_cache_vae,
     encode_latents,
     load_latent_cache,
     require_latent_cache,
 )
 from sar_pipeline.diffusion.models import assemble_pipeline, ensure_tiny_base, load_base_model
-from sar_pipeline.diffusion.objective import diffusion_loss, draw_noise, training_noise_scheduler
+from sar_pipeline.diffusion.objective import (
+    diffusion_loss,
+    draw_noise,
+    held_out_loss,
+    sampling_scheduler,
+    training_noise_scheduler,
+)
 from sar_pipeline.diffusion.reporting import LossLog, Reporter, Throughput, open_reporter, synchronize
 from sar_pipeline.diffusion.sampling import mean_brightness, prompt_grid, sample_validation_prompts
 from sar_pipeline.diffusion.trainable import build_optimizer, merged, set_up_trained_parts
@@ -97,6 +104,46 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
 
 
 @dataclass
+class HeldOut:
+    """Validation tiles for the held-out loss: scaled latents and their token ids (CPU)."""
+
+    latents: torch.Tensor
+    input_ids: torch.Tensor
+
+
+def load_held_out(
+    cfg: TrainSettings, cache_folder: Path, storage_root: Path, dataset_version: str, vae, tokenizer, reporter
+) -> HeldOut | None:
+    """The validation split's latents: from the latent cache, else encoded now with ``vae`` from the
+    dataset (a cache built for 'train' only). None, said in the log, when there is no validation split."""
+    if not cfg.validation_loss_timesteps:
+        return None
+    resolution = cfg.tile_resolution()
+    try:
+        split = load_latent_cache(cache_folder, "validation", resolution=resolution)
+        latents, texts, scale = split.latents, split.texts, split.scaling_factor
+    except LatentCacheError:
+        try:
+            from sar_pipeline.dataset import load_dataset_table
+            from sar_pipeline.diffusion.data import tiles_from_table
+
+            table = load_dataset_table(storage_root, version=dataset_version, split="validation")
+            table = table.slice(0, cfg.validation_loss_tiles)
+            images, texts, _ = tiles_from_table(table, resolution)
+        except (ConfigError, OSError) as exc:
+            reporter.log(f"no held-out loss: the validation split cannot be read ({exc})")
+            return None
+        latents = encode_latents(vae, images) if len(images) else images
+        scale = float(vae.config.scaling_factor)
+    if not len(latents):
+        reporter.log("no held-out loss: the validation split is empty")
+        return None
+    latents, texts = latents[: cfg.validation_loss_tiles], texts[: cfg.validation_loss_tiles]
+    ids = tokenize(tokenizer, with_activation_token(list(texts), cfg.activation_token))
+    return HeldOut(latents.float() * scale, ids)
+
+
+@dataclass
 class TrainingRun:
     """The models, optimizer and places of one run (after ``accelerator.prepare``)."""
 
@@ -109,10 +156,12 @@ class TrainingRun:
     noise_scheduler: Any
     optimizer: Any
     lr_scheduler: Any
-    ema: Any
+    ema: dict[str, Any]  # trained part name → diffusers EMAModel (use_ema)
     output_dir: Path
     dataset_version: str
     reporter: Reporter
+    held_out: HeldOut | None  # the validation tiles of the held-out loss (None: no validation split)
+    recipe: dict[str, Any]  # recipe_of the settings as given: a checkpoint records it, resume compares
 
     def unwrapped(self, model):
         """The plain module under DDP / torch.compile wrappers."""
@@ -209,7 +258,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
 
     ``base_model`` (a models.BaseModel) replaces loading ``cfg.base_model_path`` (benchmarks).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -217,6 +266,11 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
 
     output_dir = Path(cfg.output_dir)
     resolution = cfg.tile_resolution()
+    requested = cfg  # as given: written to train_config.json, compared on resume
+    # the global batch (the paper's 16) shared by however many processes run: per-process batch
+    # and accumulation follow from it
+    batch_size, accumulation = cfg.batch_plan(PartialState().num_processes)
+    cfg = cfg.model_copy(update={"train_batch_size": batch_size, "gradient_accumulation_steps": accumulation})
 
     # ---------------------------------------------------------------- set-up: accelerator, seeds
     accelerator = Accelerator(
@@ -238,7 +292,6 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         torch.backends.cudnn.allow_tf32 = True
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        cfg.write(output_dir / "train_config.json")
 
     # ---------------------------------------------------------------- models
     storage_root = Path(cfg.storage_root)
@@ -255,6 +308,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     # ---------------------------------------------------------------- the latent cache (no VAE in the loop)
     if cfg.latent_cache_dir:
         cache_folder = Path(cfg.latent_cache_dir)
+        check_cache_vae(cache_folder, vae)  # a folder named explicitly must still be of this VAE
     else:
         cache_folder = require_latent_cache(storage_root, dataset_version, vae, resolution)
     train_set = load_latent_cache(cache_folder, "train", resolution=resolution)
@@ -267,14 +321,19 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     if cfg.with_prior_preservation:
         class_latents = encode_latents(vae, load_class_images(cfg.class_data_dir, resolution))
         class_ids = tokenize(tokenizer, [cfg.class_prompt])[0]
+    held_out = load_held_out(cfg, cache_folder, storage_root, dataset_version, vae, tokenizer, reporter)
     vae.to("cpu")  # not used by the loop (latents are cached); kept for the checkpoints' pipelines
 
     # ---------------------------------------------------------------- what is trained, and the optimizer
     unet, text_encoder = set_up_trained_parts(cfg, unet, text_encoder, device)
-    ema = None
+    # the EMA of every trained part: a checkpoint pairs the averaged UNet with the averaged text
+    # encoder, never with the current one it was not averaged alongside
+    ema = {}
     if cfg.use_ema:
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
-        ema.to(device)
+        for name, model in (("unet", unet), ("text_encoder", text_encoder)):
+            if getattr(cfg, f"train_{name}"):
+                ema[name] = EMAModel(model.parameters(), decay=cfg.ema_decay)
+                ema[name].to(device)
     # one AdamW parameter group per trained part, each with its own learning rate (paper: 5e-5 / 5e-6)
     optimizer = build_optimizer(cfg, unet, text_encoder)
     steps_per_epoch, max_steps, num_epochs = plan_steps(cfg, len(train_set.latents), world, cache_folder)
@@ -312,11 +371,14 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         output_dir,
         dataset_version,
         reporter,
+        held_out if main else None,
+        recipe_of(requested),
     )
 
     # ---------------------------------------------------------------- resume from the latest complete checkpoint
-    progress, last_checkpoint = resume(run)
+    progress, last_checkpoint = resume(run)  # refuses a changed recipe before anything is written
     if main:
+        requested.write(output_dir / "train_config.json")
         hparams = {k: v for k, v in cfg.model_dump().items() if isinstance(v, int | float | str | bool)}
         accelerator.init_trackers("sd_model", config=hparams)
 
@@ -406,8 +468,8 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
             if not accelerator.sync_gradients:
                 continue
             # ---- one optimizer step done
-            if ema is not None:
-                ema.step(run.unwrapped(unet).parameters())
+            for name, average in ema.items():
+                average.step(run.trained_parts()[name].parameters())
             progress.global_step += 1
             losses.add(
                 progress.global_step, accelerator.reduce(torch.stack(step_losses).mean(), reduction="mean")
@@ -441,6 +503,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         last_checkpoint = save_checkpoint(run, progress, last_loss)
     accelerator.end_training()
     summary = run_summary(cfg, progress, last_checkpoint, dataset_version, throughput, peak_memory, world)
+    summary["validation_losses"] = progress.validation_history
     if main:
         atomic_write_bytes(output_dir / "losses.json", json.dumps(progress.history).encode())
         atomic_write_bytes(output_dir / "final.json", json.dumps(summary, indent=1).encode())
@@ -497,7 +560,21 @@ def resume(run: TrainingRun) -> tuple[TrainingProgress, Path | None]:
 
 
 def _load_checkpoint(run: TrainingRun, folder: Path) -> TrainingProgress:
-    check_checkpoint(folder)
+    info = check_checkpoint(folder)
+    if "recipe" in info:
+        differences = recipe_differences(
+            {**info["recipe"], "dataset_version": info.get("dataset_version")},
+            {**run.recipe, "dataset_version": run.dataset_version},
+        )
+        if differences:
+            # not a CheckpointError: an older checkpoint has the same recipe, so none is tried
+            raise ConfigError(
+                folder,
+                "resuming would continue this run under a changed recipe ("
+                + "; ".join(differences)
+                + "): restore these options, or set run_name / output_dir to train a new run, or "
+                "resume_from_checkpoint='' to start afresh in this folder",
+            )
     progress, run.accelerator.step = load_training_state(
         folder / "state",
         models=run.trained_parts(),
@@ -507,8 +584,8 @@ def _load_checkpoint(run: TrainingRun, folder: Path) -> TrainingProgress:
         ema=run.ema,
         grad_scaler=run.accelerator.scaler,
     )
-    if run.ema is not None:
-        run.ema.to(run.accelerator.device)
+    for average in run.ema.values():
+        average.to(run.accelerator.device)
     run.reporter.log(
         f"resumed from {folder}: step {progress.global_step}, epoch {progress.epoch}, "
         f"batch {progress.batch_in_epoch}"
@@ -518,15 +595,31 @@ def _load_checkpoint(run: TrainingRun, folder: Path) -> TrainingProgress:
 
 def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -> Path:
     """Resumable state + diffusers pipeline + validation grid, complete or absent (checkpoint.py)."""
-    from diffusers import DDIMScheduler
-
     cfg, accelerator = run.cfg, run.accelerator
     main = accelerator.is_main_process
     step = progress.global_step
     staging = partial_checkpoint(run.output_dir, step)
+    validation_loss, per_timestep = None, None
     if main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        if run.held_out is not None:
+            # the unwrapped modules: a DDP forward on the main process alone would wait for the others
+            validation_loss, per_timestep = held_out_loss(
+                run.unwrapped(run.unet),
+                run.unwrapped(run.text_encoder),
+                run.noise_scheduler,
+                run.held_out.latents,
+                run.held_out.input_ids,
+                cfg.validation_loss_timesteps,
+                seed=cfg.validation_seed,
+                batch_size=cfg.train_batch_size,
+                device=accelerator.device,
+                autocast=accelerator.autocast,
+            )
+            if not any(h[0] == step for h in progress.validation_history):
+                progress.validation_history.append([step, validation_loss])
+            accelerator.log({"validation_loss": validation_loss}, step=step)
     accelerator.wait_for_everyone()
     save_training_state(
         staging / "state",
@@ -542,16 +635,19 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
     )
     final = staging.with_name(checkpoint_name(step))
     if main:
-        unet = merged(run.unwrapped(run.unet))
-        if run.ema is not None:  # the pipeline carries the EMA weights
-            unet = copy.deepcopy(unet)
-            run.ema.copy_to(unet.parameters())
+        parts = {
+            "unet": merged(run.unwrapped(run.unet)),
+            "text_encoder": merged(run.unwrapped(run.text_encoder)),
+        }
+        for name, average in run.ema.items():  # the pipeline carries the EMA weights
+            parts[name] = copy.deepcopy(parts[name])
+            average.copy_to(parts[name].parameters())
         pipe = assemble_pipeline(
-            unet,
-            merged(run.unwrapped(run.text_encoder)),
+            parts["unet"],
+            parts["text_encoder"],
             run.vae,
             run.tokenizer,
-            DDIMScheduler.from_config(run.noise_scheduler.config),
+            sampling_scheduler(run.noise_scheduler),
         )
         pipe.save_pretrained(staging / "pipeline", safe_serialization=True)
         grid_path, brightness = None, None
@@ -575,7 +671,9 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
             brightness = mean_brightness(cfg.validation_prompts, images)
             run.vae.to("cpu")  # sampling moved it to the device; the loop does not use it
             grid_path = run.output_dir / "samples" / f"step-{step:08d}.png"
-            atomic_write_bytes(grid_path, png_bytes(prompt_grid(cfg.validation_prompts, images)))
+            grid_image = prompt_grid(cfg.validation_prompts, images)
+            atomic_write_bytes(grid_path, png_bytes(grid_image))
+            log_image(accelerator, "validation_grid", grid_image, step)
         info = {
             "step": step,
             "epoch": progress.epoch,
@@ -585,16 +683,29 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
                 g.get("name", str(i)): g["lr"] for i, g in enumerate(run.optimizer.param_groups)
             },
             "dataset_version": run.dataset_version,
+            "recipe": run.recipe,
             "checkpoint": str(final),
             "pipeline": str(final / "pipeline"),
             "sample_grid": str(grid_path) if grid_path else None,
             "validation_mean_brightness": brightness,
+            # held-out MSE at fixed timesteps and noise (None: no validation split)
+            "validation_loss": validation_loss,
+            "validation_loss_per_timestep": per_timestep,
         }
         publish_checkpoint(staging, info, keep_last=cfg.checkpoints_total_limit)
         run.reporter.checkpoint(info)
         run.reporter.log(f"checkpoint {final} (step {step}, loss {loss:.4f})")
     accelerator.wait_for_everyone()
     return final
+
+
+def log_image(accelerator, tag: str, image, step: int) -> None:
+    """Add a picture (PIL) to the run's TensorBoard log, beside the losses."""
+    import numpy as np
+
+    writer = accelerator.get_tracker("tensorboard", unwrap=True)
+    if hasattr(writer, "add_image"):
+        writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -131,10 +131,13 @@ def test_materialise_latent_cache_and_sd_model(tmp_path):
     assert result.success
     cache_meta = result.asset_materializations_for_node("latent_cache")[0].metadata
     assert cache_meta["dataset_version"].value == "v1" and cache_meta["train_tiles"].value == 8
+    assert cache_meta["validation_tiles"].value == 4  # encoded for the held-out loss
     observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
     assert [o.metadata["step"].value for o in observations] == [2, 4]
     first = observations[0].metadata
     assert first["learning_rates"].value == {"unet": 1e-3, "text_encoder": 1e-4}
+    # the held-out loss comes with each checkpoint observation
+    assert [o.metadata["validation_loss"].value > 0 for o in observations] == [True, True]
     assert Path(first["checkpoint"].value, "model_index.json").is_file()
     assert first["sample_grid"].value.startswith("![validation prompts](data:image/")
     (brightness,) = first["validation_mean_brightness"].value.values()
@@ -147,6 +150,7 @@ def test_materialise_latent_cache_and_sd_model(tmp_path):
     )
     assert meta["hyperparameters"].value["unet_learning_rate"] == 1e-3
     assert meta["loss_curve"].value.startswith("![loss curve](data:image/")
+    assert meta["validation_loss"].value == observations[-1].metadata["validation_loss"].value
     assert list(meta["validation_mean_brightness"].value) == ["An aerial view of a river"]
     assert meta["images_per_second"].value > 0
 

@@ -65,6 +65,61 @@ def test_full_finetune_checkpoints_reload_and_reproduce(tiny_world, tmp_path):
     assert not np.array_equal(first, _sample(tiny_world["base"]))
 
 
+def test_held_out_loss_at_each_checkpoint_is_deterministic(tiny_world, tmp_path):
+    """Fixed timesteps and noise: the same weights give the same number; training moves it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sar_pipeline.diffusion.objective import held_out_loss, training_noise_scheduler
+    from sar_pipeline.diffusion.train import Reporter, load_held_out
+
+    run = tmp_path / "run"
+    summary = train(tiny_config(tiny_world, run, max_train_steps=2, checkpoint_every_steps=1))
+    infos = [json.loads((c / "checkpoint.json").read_text()) for c in list_checkpoints(run)]
+    losses = [i["validation_loss"] for i in infos]
+    assert all(loss > 0 for loss in losses) and losses[0] != losses[1]
+    assert sorted(infos[0]["validation_loss_per_timestep"], key=int) == ["100", "300", "500", "700", "900"]
+    assert summary["validation_losses"] == [[1, losses[0]], [2, losses[1]]]
+
+    # recomputed from the step-2 checkpoint's weights (the validation tiles encoded from the dataset,
+    # the cache holding 'train' only): the same value, twice
+    cfg = tiny_config(tiny_world, run)
+    base = load_base_model(list_checkpoints(run)[-1] / "pipeline")
+    held = load_held_out(
+        cfg,
+        tiny_world["storage"] / "latents",
+        tiny_world["storage"],
+        "v1",
+        base.vae,
+        base.tokenizer,
+        Reporter(None),
+    )
+    assert held is not None and len(held.latents) == 4  # the synthetic set's 4 validation tiles
+    scheduler = training_noise_scheduler(base.scheduler, cfg.prediction_type, cfg.zero_terminal_snr)
+
+    def again():
+        return held_out_loss(
+            base.unet,
+            base.text_encoder,
+            scheduler,
+            held.latents,
+            held.input_ids,
+            cfg.validation_loss_timesteps,
+            seed=cfg.validation_seed,
+            batch_size=3,
+            device=torch.device("cpu"),
+        )[0]
+
+    assert again() == again()
+    assert again() == pytest.approx(losses[1], rel=1e-5)
+
+    # TensorBoard has the losses and the sample grids
+    tb = EventAccumulator(str(run / "logs" / "sd_model"), size_guidance={"images": 0, "scalars": 0})
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("validation_loss")] == [1, 2]
+    assert [e.step for e in tb.Images("validation_grid")] == [1, 2]
+    assert "loss" in tb.Tags()["scalars"]
+
+
 @pytest.mark.parametrize(
     ("options", "text_encoder_moves", "groups"),
     [
@@ -123,7 +178,9 @@ def test_throughput_without_warm_up_steps(tiny_world, tmp_path):
 
 
 def test_more_accumulation_steps_than_batches_per_epoch_is_refused(tiny_world, tmp_path):
-    cfg = tiny_config(tiny_world, tmp_path / "run", train_batch_size=8, gradient_accumulation_steps=5)
+    cfg = tiny_config(
+        tiny_world, tmp_path / "run", global_batch_size=0, train_batch_size=8, gradient_accumulation_steps=5
+    )
     with pytest.raises(ConfigError, match="an epoch holds only 4"):
         train(cfg)
 
@@ -163,6 +220,11 @@ def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
 
 
 def test_options_run_together(tiny_world, tmp_path):
+    from diffusers import DDPMScheduler
+
+    # a base scheduler that clips samples (diffusers' default when a config does not say)
+    base = load_base_model(tiny_world["base"])
+    base.scheduler = DDPMScheduler.from_config(base.scheduler.config, clip_sample=True)
     cfg = tiny_config(
         tiny_world,
         tmp_path / "run",
@@ -179,7 +241,7 @@ def test_options_run_together(tiny_world, tmp_path):
         channels_last=True,
         augmentation="none",
     )
-    summary = train(cfg)
+    summary = train(cfg, base_model=base)
     assert summary["steps"] == 2
     sched = json.loads(
         (
@@ -187,6 +249,7 @@ def test_options_run_together(tiny_world, tmp_path):
         ).read_text()
     )
     assert sched["prediction_type"] == "v_prediction"
+    assert sched["clip_sample"] is False  # the saved pipeline (and the validation grid) never clip
 
 
 def test_ema_weights_follow_the_decay(tiny_world, tmp_path):
@@ -200,19 +263,23 @@ def test_ema_weights_follow_the_decay(tiny_world, tmp_path):
         checkpoint_every_steps=1,
         use_ema=True,
         ema_decay=decay,
+        text_encoder_learning_rate=1e-3,
         validation_prompts=[],
     )
     train(cfg)
     first, second = list_checkpoints(tmp_path / "run")
-    live1 = load_file(str(first / "state" / "unet.safetensors"))
-    live2 = load_file(str(second / "state" / "unet.safetensors"))
-    ema1, ema2 = _weights(first / "pipeline", "unet"), _weights(second / "pipeline", "unet")
-    moved = max((live2[k] - live1[k]).abs().max().item() for k in live1)
-    assert moved > 1e-4
-    for k in live1:
-        torch.testing.assert_close(ema1[k], live1[k], rtol=0, atol=1e-6)
-        torch.testing.assert_close(ema2[k], decay * ema1[k] + (1 - decay) * live2[k], rtol=0, atol=1e-6)
-    assert max((ema2[k] - live2[k]).abs().max().item() for k in live2) > 0.05 * moved
+    # the text encoder is averaged too: the pipeline never pairs the EMA UNet with the live text encoder
+    for part in ("unet", "text_encoder"):
+        live1 = load_file(str(first / "state" / f"{part}.safetensors"))
+        live2 = load_file(str(second / "state" / f"{part}.safetensors"))
+        ema1, ema2 = _weights(first / "pipeline", part), _weights(second / "pipeline", part)
+        moved = max((live2[k] - live1[k]).abs().max().item() for k in live1)
+        assert moved > 1e-4, part
+        for k in live1:
+            torch.testing.assert_close(ema1[k], live1[k], rtol=0, atol=1e-6)
+            torch.testing.assert_close(ema2[k], decay * ema1[k] + (1 - decay) * live2[k], rtol=0, atol=1e-6)
+        assert max((ema2[k] - live2[k]).abs().max().item() for k in live2) > 0.05 * moved, part
+    assert {p.name for p in (second / "state").glob("ema*.json")} == {"ema.json", "ema_text_encoder.json"}
 
 
 def test_prior_preservation_term_changes_training(tiny_world, tmp_path):
@@ -239,6 +306,37 @@ def test_prior_preservation_term_changes_training(tiny_world, tmp_path):
     loss_with, unet_with = run("weight1", 1.0)
     assert loss_with > loss_without  # the same instance term plus a positive prior term
     assert _changed(unet_with, unet_without)  # the prior term changed the gradient, so the step
+
+
+def test_an_explicit_latent_cache_of_another_vae_is_refused(tiny_world, tmp_path):
+    from sar_pipeline.diffusion.latent_cache import write_latent_cache
+
+    other = write_latent_cache(
+        tmp_path / "other-cache",
+        torch.randn(8, 4, 16, 16),
+        ["An aerial view, water"] * 8,
+        1.0,
+        64,
+        vae_id="0123456789abcdef",
+    )
+    with pytest.raises(LatentCacheError) as err:
+        train(tiny_config(tiny_world, tmp_path / "run", latent_cache_dir=str(other), augmentation="none"))
+    assert str(other) in str(err.value) and "'0123456789abcdef'" in str(err.value)
+
+
+def test_resuming_under_a_changed_recipe_is_refused_naming_the_options(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_world, run, max_train_steps=1, validation_prompts=[]))
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config(tiny_world, run, max_train_steps=2, unet_learning_rate=5e-4, snr_gamma=5.0))
+    message = str(err.value)
+    assert "checkpoint-00000001" in message
+    assert "unet_learning_rate: 0.001 → 0.0005" in message and "snr_gamma: 0.0 → 5.0" in message
+    assert "max_train_steps" not in message  # training longer is a resume, not a new recipe
+    assert len(list_checkpoints(run)) == 1
+    # how long, how often and where may change
+    summary = train(tiny_config(tiny_world, run, max_train_steps=2, validation_prompts=[], log_every_steps=2))
+    assert summary["steps"] == 2
 
 
 def test_dataset_version_without_latent_cache(tiny_world, tmp_path):

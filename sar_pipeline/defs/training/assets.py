@@ -176,6 +176,12 @@ def sd_model(
                 metadata={
                     "step": message["step"],
                     "loss": round(float(message["loss"]), 5),
+                    # held-out MSE at fixed timesteps and noise: comparable between checkpoints
+                    **(
+                        {"validation_loss": round(float(message["validation_loss"]), 5)}
+                        if message.get("validation_loss") is not None
+                        else {}
+                    ),
                     "learning_rates": dg.MetadataValue.json(message["learning_rates"]),
                     "checkpoint": dg.MetadataValue.path(storage.uri_of(message["pipeline"])),
                     "validation_mean_brightness": dg.MetadataValue.json(
@@ -192,9 +198,14 @@ def sd_model(
     storage.push("models", "sd", run_name, prune=True)
     summary = json.loads((run_dir / "final.json").read_text())
     history = json.loads((run_dir / "losses.json").read_text())
-    loss_png = pictures.line_plot_png(
-        {"loss": ([s for s, _ in history], [v for _, v in history])}, "training loss", "step", "MSE"
-    )
+    curves = {"training": ([s for s, _ in history], [v for _, v in history])}
+    if summary.get("validation_losses"):
+        validation = summary["validation_losses"]
+        curves["validation (held-out, fixed noise)"] = (
+            [s for s, _ in validation],
+            [v for _, v in validation],
+        )
+    loss_png = pictures.line_plot_png(curves, "training and validation loss", "step", "MSE")
     last = json.loads((Path(summary["checkpoint"]) / "checkpoint.json").read_text())
     child = invocation.get_materialize_result()
     # generation's default model when no Dagster instance is at hand (sar-pipeline generate)
@@ -207,6 +218,11 @@ def sd_model(
             "final_loss": round(float(summary["final_loss"]), 5)
             if summary["final_loss"] is not None
             else "none",
+            **(
+                {"validation_loss": round(float(last["validation_loss"]), 5)}
+                if last.get("validation_loss") is not None
+                else {}
+            ),
             "checkpoint": dg.MetadataValue.path(storage.uri_of(summary["pipeline"])),
             "run": run_name,
             "dataset_version": version,
