@@ -109,7 +109,7 @@ def test_lineage_and_an_asset_page_with_its_picture_in_chromium(webserver, deplo
         link.click()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            images = browser.find_elements(By.XPATH, "//img[starts-with(@src, 'data:image/png')]")
+            images = browser.find_elements(By.XPATH, "//img[starts-with(@src, 'data:image/')]")
             drawn = [i for i in images if browser.execute_script("return arguments[0].naturalWidth", i) > 0]
             if drawn:
                 break

@@ -294,7 +294,7 @@ def controlnet_model(
                     # share of sketch patches whose class a land-cover classifier finds in the output
                     "adherence": message["adherence"],
                     "text_only_adherence": message["text_only_adherence"],
-                    **_grid_metadata(message.get("sample_grid")),
+                    **_grid_metadata(storage, message.get("sample_grid")),
                 },
             )
         )
@@ -322,6 +322,6 @@ def controlnet_model(
             "legend": dg.MetadataValue.md(
                 pictures.markdown_image(Path(summary["legend"]).read_bytes(), "sketch palette")
             ),
-            **_grid_metadata(summary["sample_grid"]),
+            **_grid_metadata(storage, summary["sample_grid"]),
         }
     )
