@@ -94,19 +94,25 @@ def compose_text(caption: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN)
     return ", ".join(parts)
 
 
-def prompt_text(prompt: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN) -> str:
+def prompt_text(
+    prompt: str, activation_token: str = DEFAULT_ACTIVATION_TOKEN, learned_token: str = ""
+) -> str:
     """The conditioning text of ``prompt`` in the form training saw: a text that already starts with
     the activation token is kept as it is, any other is composed as the dataset's texts are
-    (:func:`compose_text`: ``"An aerial view, a river"``).
+    (:func:`compose_text`: ``"An aerial view, a river"``). A ``learned_token`` (textual inversion,
+    e.g. ``"<sar>"``) leads every text once: ``"<sar> An aerial view, a river"``.
 
     The one place training (captions lacking the token, validation prompts) and generation turn a
     prompt into the text the model is conditioned on.
     """
     text = " ".join(prompt.split())
+    learned = learned_token.strip()
+    if learned and text.startswith(learned):
+        text = text[len(learned) :].lstrip()
     token = activation_token.strip()
-    if not token or text.lower().startswith(token.lower()):
-        return text
-    return compose_text(text, token)
+    if token and not text.lower().startswith(token.lower()):
+        text = compose_text(text, token)
+    return f"{learned} {text}" if learned else text
 
 
 def _finite(value: object) -> bool:

@@ -233,6 +233,29 @@ class TrainRecipe(Settings):
         default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
         description="Module names the UNet adapter wraps.",
     )
+    text_encoder_lora: bool = Field(
+        default=False,
+        description="Adapters on the text encoder only, the UNet trained in full: with learned_token, "
+        "the follow-up study's best recipe (Debuysère et al. 2025: full UNet, LoRA on the text "
+        "encoder, a learned token embedding). use_lora puts adapters on every trained part.",
+    )
+    learned_token: str = Field(
+        default="",
+        description="A new token (e.g. '<sar>') added to the tokenizer, whose embedding row is learned "
+        "(textual inversion) and which leads every training text, validation prompt and generation "
+        "prompt ('<sar> An aerial view, a river'). With the text encoder under adapters "
+        "(text_encoder_lora / use_lora) it is the only embedding row that changes; with the whole "
+        "text encoder trained the embedding matrix trains anyway. Empty: none.",
+    )
+    learned_token_init: str = Field(
+        default="radar",
+        description="Word(s) whose mean token embedding initialises learned_token's row.",
+    )
+    learned_token_learning_rate: float = Field(
+        default=5e-4,
+        ge=0.0,
+        description="AdamW learning rate of learned_token's embedding row (no weight decay).",
+    )
     text_encoder_lora_rank: int = Field(default=16, ge=1, description="Adapter rank of the text encoder.")
     text_encoder_lora_alpha: int = Field(default=16, ge=1, description="Adapter alpha of the text encoder.")
     text_encoder_lora_targets: list[str] = Field(
@@ -419,8 +442,20 @@ class TrainRecipe(Settings):
             raise ConfigError("train_unet/train_text_encoder", "nothing to train: enable at least one")
         if self.with_prior_preservation and not self.class_data_dir:
             raise ConfigError("class_data_dir", "required with with_prior_preservation=true")
-        if self.use_ema and (self.use_lora or not self.train_unet):
-            raise ConfigError("use_ema", "EMA is kept for a full UNet fine-tune only (not with LoRA)")
+        if self.use_ema and (self.use_lora or self.text_encoder_lora or not self.train_unet):
+            raise ConfigError(
+                "use_ema", "EMA is kept for full fine-tunes only (not with LoRA on the UNet or text encoder)"
+            )
+        if (self.text_encoder_lora or self.learned_token) and not self.train_text_encoder:
+            option = "text_encoder_lora" if self.text_encoder_lora else "learned_token"
+            raise ConfigError(option, "trains part of the text encoder: needs train_text_encoder=true")
+        if self.learned_token and (
+            len(self.learned_token.split()) != 1 or self.learned_token in self.activation_token
+        ):
+            raise ConfigError(
+                "learned_token",
+                f"{self.learned_token!r}: one new word (no spaces), not part of the activation token",
+            )
         return self
 
 

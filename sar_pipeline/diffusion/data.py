@@ -116,10 +116,10 @@ def stream_key(stream: str, *parts: int) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
 
 
-def with_activation_token(texts: list[str], activation_token: str) -> list[str]:
+def with_activation_token(texts: list[str], activation_token: str, learned_token: str = "") -> list[str]:
     """Captions, each starting with the activation token (composed where it is missing, in the
-    dataset's form: :func:`sar_pipeline.captioning.base.prompt_text`)."""
-    return [prompt_text(t, activation_token) for t in texts]
+    dataset's form: :func:`sar_pipeline.captioning.base.prompt_text`), led by ``learned_token``."""
+    return [prompt_text(t, activation_token, learned_token) for t in texts]
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:

@@ -21,6 +21,7 @@ def sample_validation_prompts(
     seed: int,
     device: torch.device,
     activation_token: str,
+    learned_token: str = "",
 ) -> list[Any]:
     """One image (PIL, ``resolution`` px square) per prompt; prompt i is drawn with seed ``seed + i``.
 
@@ -33,7 +34,7 @@ def sample_validation_prompts(
         generator = torch.Generator(device="cpu").manual_seed(seed + i)
         images.append(
             pipeline(
-                prompt_text(prompt, activation_token),
+                prompt_text(prompt, activation_token, learned_token),
                 num_inference_steps=steps,
                 guidance_scale=guidance_scale,
                 height=resolution,

@@ -75,7 +75,12 @@ from sar_pipeline.diffusion.objective import (
 )
 from sar_pipeline.diffusion.reporting import LossLog, Reporter, Throughput, open_reporter, synchronize
 from sar_pipeline.diffusion.sampling import mean_brightness, prompt_grid, sample_validation_prompts
-from sar_pipeline.diffusion.trainable import build_optimizer, merged, set_up_trained_parts
+from sar_pipeline.diffusion.trainable import (
+    add_learned_token,
+    build_optimizer,
+    merged,
+    set_up_trained_parts,
+)
 from sar_pipeline.errors import ConfigError
 from sar_pipeline.pictures import png_bytes
 from sar_pipeline.storage import atomic_write_bytes
@@ -139,7 +144,7 @@ def load_held_out(
         reporter.log("no held-out loss: the validation split is empty")
         return None
     latents, texts = latents[: cfg.validation_loss_tiles], texts[: cfg.validation_loss_tiles]
-    ids = tokenize(tokenizer, with_activation_token(list(texts), cfg.activation_token))
+    ids = tokenize(tokenizer, with_activation_token(list(texts), cfg.activation_token, cfg.learned_token))
     return HeldOut(latents.float() * scale, ids)
 
 
@@ -304,6 +309,12 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     base = base_model or load_base_model(base_path, cfg.single_file_config)
     unet, text_encoder, vae, tokenizer = base.unet, base.text_encoder, base.vae, base.tokenizer
     noise_scheduler = training_noise_scheduler(base.scheduler, cfg.prediction_type, cfg.zero_terminal_snr)
+    learned_token_id = None
+    if cfg.learned_token:  # textual inversion: a new token, its own embedding row
+        learned_token_id = add_learned_token(
+            tokenizer, text_encoder, cfg.learned_token, cfg.learned_token_init
+        )
+    token_embedding = text_encoder.get_input_embeddings().weight
 
     # ---------------------------------------------------------------- the latent cache (no VAE in the loop)
     if cfg.latent_cache_dir:
@@ -316,7 +327,9 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         raise LatentCacheError(
             cache_folder, "augmentation='flip_azimuth' needs a cache built with_azimuth_flip"
         )
-    input_ids = tokenize(tokenizer, with_activation_token(train_set.texts, cfg.activation_token))
+    input_ids = tokenize(
+        tokenizer, with_activation_token(train_set.texts, cfg.activation_token, cfg.learned_token)
+    )
     empty_ids = tokenize(tokenizer, [""])[0]
     if cfg.with_prior_preservation:
         class_latents = encode_latents(vae, load_class_images(cfg.class_data_dir, resolution))
@@ -325,7 +338,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     vae.to("cpu")  # not used by the loop (latents are cached); kept for the checkpoints' pipelines
 
     # ---------------------------------------------------------------- what is trained, and the optimizer
-    unet, text_encoder = set_up_trained_parts(cfg, unet, text_encoder, device)
+    unet, text_encoder = set_up_trained_parts(cfg, unet, text_encoder, device, learned_token_id)
     # the EMA of every trained part: a checkpoint pairs the averaged UNet with the averaged text
     # encoder, never with the current one it was not averaged alongside
     ema = {}
@@ -335,7 +348,13 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
                 ema[name] = EMAModel(model.parameters(), decay=cfg.ema_decay)
                 ema[name].to(device)
     # one AdamW parameter group per trained part, each with its own learning rate (paper: 5e-5 / 5e-6)
-    optimizer = build_optimizer(cfg, unet, text_encoder)
+    text_encoder_adapter = cfg.use_lora or cfg.text_encoder_lora
+    optimizer = build_optimizer(
+        cfg,
+        unet,
+        text_encoder,
+        token_embedding if learned_token_id is not None and text_encoder_adapter else None,
+    )
     steps_per_epoch, max_steps, num_epochs = plan_steps(cfg, len(train_set.latents), world, cache_folder)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
@@ -667,6 +686,7 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
                     seed=cfg.validation_seed,
                     device=accelerator.device,
                     activation_token=cfg.activation_token,
+                    learned_token=cfg.learned_token,
                 )
             brightness = mean_brightness(cfg.validation_prompts, images)
             run.vae.to("cpu")  # sampling moved it to the device; the loop does not use it

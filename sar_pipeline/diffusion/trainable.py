@@ -30,15 +30,49 @@ def merged(model):
     return model
 
 
-def set_up_trained_parts(recipe: TrainRecipe, unet, text_encoder, device: torch.device):
+def add_learned_token(tokenizer, text_encoder, token: str, init_words: str) -> int:
+    """Add ``token`` to ``tokenizer`` and a row to ``text_encoder``'s embedding, initialised to the mean
+    embedding of ``init_words``' tokens; return the token's id. Deterministic (no random draw), so a
+    resumed run rebuilds the same row before loading the checkpoint's."""
+    if token in tokenizer.get_vocab():
+        raise ModelError(f"learned_token {token!r}", "already a token of the tokenizer: choose a new word")
+    init_ids = tokenizer(init_words, add_special_tokens=False).input_ids
+    if not init_ids:
+        raise ModelError(f"learned_token_init {init_words!r}", "gives no tokens")
+    tokenizer.add_tokens([token])
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[token_id] = weight[init_ids].mean(dim=0)
+    return token_id
+
+
+def learn_only_row(embedding: torch.nn.Embedding, row: int) -> torch.nn.Parameter:
+    """Make ``embedding``'s weight trainable with the gradient of every row but ``row`` zeroed: with
+    no weight decay, AdamW then leaves every other row bit-identical (zero moments, zero update)."""
+    weight = embedding.weight
+    weight.requires_grad_(True)
+    mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    mask[row] = 1.0
+    weight.register_hook(lambda grad: grad * mask.to(grad.device, grad.dtype))
+    return weight
+
+
+def set_up_trained_parts(
+    recipe: TrainRecipe, unet, text_encoder, device: torch.device, learned_token_id: int | None = None
+):
     """Freeze or unfreeze each part, add adapters, set train/eval mode and memory switches.
 
-    Returns (unet, text_encoder), adapter-wrapped where ``use_lora``. A frozen part moves to
-    ``device`` now (accelerate moves the trained ones) and stays fp32: autocast computes in
-    bf16/fp16, so checkpoints keep full-precision weights.
+    Returns (unet, text_encoder), adapter-wrapped where ``use_lora`` (both) or ``text_encoder_lora``
+    (the text encoder). A frozen part moves to ``device`` now (accelerate moves the trained ones)
+    and stays fp32: autocast computes in bf16/fp16, so checkpoints keep full-precision weights.
+    ``learned_token_id``: with the text encoder under adapters, its embedding row alone trains.
     """
+    te_adapter = recipe.use_lora or recipe.text_encoder_lora
     unet.requires_grad_(recipe.train_unet and not recipe.use_lora)
-    text_encoder.requires_grad_(recipe.train_text_encoder and not recipe.use_lora)
+    text_encoder.requires_grad_(recipe.train_text_encoder and not te_adapter)
+    embedding = text_encoder.get_input_embeddings()
     # from_pretrained returns eval-mode modules: a trained part must be in train mode (transformers
     # checkpoints activations only in train mode), a frozen one in eval mode
     unet.train(recipe.train_unet)
@@ -54,7 +88,7 @@ def set_up_trained_parts(recipe: TrainRecipe, unet, text_encoder, device: torch.
         unet = add_adapter(
             unet, recipe.adapter_type, recipe.unet_lora_rank, recipe.unet_lora_alpha, recipe.unet_lora_targets
         )
-    if recipe.use_lora and recipe.train_text_encoder:
+    if te_adapter and recipe.train_text_encoder:
         text_encoder = add_adapter(
             text_encoder,
             recipe.adapter_type,
@@ -62,6 +96,8 @@ def set_up_trained_parts(recipe: TrainRecipe, unet, text_encoder, device: torch.
             recipe.text_encoder_lora_alpha,
             recipe.text_encoder_lora_targets,
         )
+    if learned_token_id is not None and te_adapter:
+        learn_only_row(embedding, learned_token_id)
     if recipe.channels_last:
         unet.to(memory_format=torch.channels_last)
     if not recipe.train_unet:
@@ -71,9 +107,14 @@ def set_up_trained_parts(recipe: TrainRecipe, unet, text_encoder, device: torch.
     return unet, text_encoder
 
 
-def build_optimizer(recipe: TrainRecipe, unet, text_encoder) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, one named group per trained part with its learning rate."""
+def build_optimizer(
+    recipe: TrainRecipe, unet, text_encoder, learned_embedding: torch.nn.Parameter | None = None
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, one named group per trained part with its learning rate;
+    ``learned_embedding`` (the embedding matrix of which only the learned token's row moves) in a
+    group of its own, without weight decay (decay would move the other rows)."""
     param_groups = []
+    learned = [learned_embedding] if learned_embedding is not None and learned_embedding.requires_grad else []
     if recipe.train_unet:
         param_groups.append(
             {
@@ -86,8 +127,21 @@ def build_optimizer(recipe: TrainRecipe, unet, text_encoder) -> torch.optim.Opti
         param_groups.append(
             {
                 "name": "text_encoder",
-                "params": [p for p in text_encoder.parameters() if p.requires_grad],
+                "params": [
+                    p
+                    for p in text_encoder.parameters()
+                    if p.requires_grad and all(p is not q for q in learned)
+                ],
                 "lr": recipe.text_encoder_learning_rate,
+            }
+        )
+    if learned:
+        param_groups.append(
+            {
+                "name": "learned_token",
+                "params": learned,
+                "lr": recipe.learned_token_learning_rate,
+                "weight_decay": 0.0,
             }
         )
     adam_kwargs = {

@@ -199,7 +199,9 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     conditions, _, _ = conditioning_tensors(
         cfg.storage_root, cfg.dataset_version, "train", cache.tile_ids, resolution
     )
-    input_ids = tokenize(pipe.tokenizer, with_activation_token(cache.texts, model.activation_token))
+    input_ids = tokenize(
+        pipe.tokenizer, with_activation_token(cache.texts, model.activation_token, model.learned_token)
+    )
     empty_ids = tokenize(pipe.tokenizer, [""])[0]
     with torch.no_grad():  # the text encoder is frozen: encode every caption once
         embeds = torch.cat(

@@ -44,6 +44,7 @@ class GenerationModel:
     pipe: Any  # diffusers StableDiffusionPipeline
     path: Path
     activation_token: str = DEFAULT_ACTIVATION_TOKEN
+    learned_token: str = ""  # the textual-inversion token training put before every text
     zero_terminal_snr: bool = False
     checkpoint_step: int | None = None
     dataset_version: str | None = None
@@ -129,6 +130,7 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
         pipe=pipe,
         path=folder,
         activation_token=train_config.get("activation_token", DEFAULT_ACTIVATION_TOKEN),
+        learned_token=train_config.get("learned_token", ""),
         zero_terminal_snr=bool(scheduler_config.get("rescale_betas_zero_snr", False)),
         checkpoint_step=checkpoint.get("step"),
         dataset_version=checkpoint.get("dataset_version") or train_config.get("dataset_version"),

@@ -82,7 +82,7 @@ def _encode(model: GenerationModel, texts: list[str]) -> torch.Tensor:
 
 def conditioning_texts(model: GenerationModel, prompt: str, negative_prompt: str) -> tuple[str, str]:
     """(prompt as training saw texts, negative prompt as written), both checked against the window."""
-    text = prompt_text(prompt, model.activation_token)
+    text = prompt_text(prompt, model.activation_token, model.learned_token)
     check_prompt(model.pipe.tokenizer, text, "prompt")
     check_prompt(model.pipe.tokenizer, negative_prompt, "negative prompt")
     return text, negative_prompt

@@ -104,3 +104,28 @@ def test_training_texts_validation_prompts_and_generation_share_one_text_form():
     ]
     # validation grids and generation call the same function (sampling.py, generation/sample.py)
     assert [prompt_text(c, token) for c in captions] == with_activation_token(captions, token)
+
+
+def test_learned_token_leads_every_text_once():
+    from sar_pipeline.captioning.base import prompt_text
+
+    assert prompt_text("a river", "An aerial view", "<sar>") == "<sar> An aerial view, a river"
+    assert prompt_text("<sar> An aerial view, a river", "An aerial view", "<sar>") == (
+        "<sar> An aerial view, a river"
+    )
+    assert (
+        prompt_text("An aerial view of fields", "An aerial view", "<sar>") == "<sar> An aerial view of fields"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"text_encoder_lora": True, "train_text_encoder": False}, "text_encoder_lora.*train_text_encoder"),
+        ({"learned_token": "<a> <b>"}, "one new word"),
+        ({"use_ema": True, "text_encoder_lora": True}, "use_ema"),
+    ],
+)
+def test_impossible_hybrid_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings.from_dict({"base_model_path": "/m", **options})

@@ -219,6 +219,45 @@ def test_adapter_finetune_runs_and_merges(tiny_world, tmp_path, adapter):
     _sample(pipeline)
 
 
+def test_hybrid_recipe_full_unet_text_encoder_lora_and_a_learned_token(tiny_world, tmp_path):
+    """The follow-up study's best recipe: every UNet weight may move, in the text encoder only the
+    adapted projections and the new token's embedding row; every other row is bit-identical."""
+    from sar_pipeline.generation.model import load_generation_model
+    from sar_pipeline.generation.sample import conditioning_texts
+
+    cfg = tiny_config(
+        tiny_world,
+        tmp_path / "run",
+        max_train_steps=2,
+        text_encoder_lora=True,
+        text_encoder_lora_rank=4,
+        text_encoder_lora_alpha=4,
+        learned_token="<sar>",
+        learned_token_learning_rate=1e-2,
+    )
+    train(cfg)
+    ckpt = list_checkpoints(tmp_path / "run")[-1]
+    info = json.loads((ckpt / "checkpoint.json").read_text())
+    assert info["learning_rates"] == {"unet": 1e-3, "text_encoder": 1e-4, "learned_token": 1e-2}
+    pipeline = ckpt / "pipeline"
+    trained, base = _weights(pipeline, "text_encoder"), _weights(tiny_world["base"], "text_encoder")
+    (key,) = [k for k in base if k.endswith("token_embedding.weight")]
+    assert trained[key].shape[0] == base[key].shape[0] + 1 == 49409
+    assert torch.equal(trained[key][:-1], base[key])  # every existing token's row, bit for bit
+    tokenizer = load_base_model(tiny_world["base"]).tokenizer
+    radar = base[key][tokenizer("radar", add_special_tokens=False).input_ids].mean(0)
+    assert (trained[key][-1] - radar).abs().max() > 1e-3  # the new row learned from its initial value
+    moved = {k for k in base if k != key and not torch.equal(trained[k], base[k])}
+    assert moved and all(any(f".{t}." in k for t in cfg.text_encoder_lora_targets) for k in moved)
+    unet, base_unet = _weights(pipeline, "unet"), _weights(tiny_world["base"], "unet")
+    assert not torch.equal(unet["conv_in.weight"], base_unet["conv_in.weight"])  # the UNet in full
+    # generation conditions on the texts training saw, through the saved tokenizer's new token
+    model = load_generation_model(pipeline, device="cpu")
+    text, _ = conditioning_texts(model, "a river", "")
+    assert text == "<sar> An aerial view, a river"
+    assert model.pipe.tokenizer(text).input_ids[1] == 49408
+
+
 def test_options_run_together(tiny_world, tmp_path):
     from diffusers import DDPMScheduler
 
