@@ -86,6 +86,7 @@ def validate_run_config(defs, run_config: dict, source: str | os.PathLike) -> No
     import dagster as dg
     import pydantic
 
+    from sar_pipeline.archive.plugins import ArchiveSettings, resolve_archive_class
     from sar_pipeline.errors import ConfigError
     from sar_pipeline.settings import settings_models
     from sar_pipeline.settings_reference import configurable_classes
@@ -103,9 +104,15 @@ def validate_run_config(defs, run_config: dict, source: str | os.PathLike) -> No
             if not models or not isinstance(entry, dict):
                 continue
             try:
-                models[0](**(entry.get("config") or {}))
-            except pydantic.ValidationError as exc:
+                settings = models[0](**(entry.get("config") or {}))
+            except (pydantic.ValidationError, ConfigError) as exc:
                 raise ConfigError(source, f"{section}.{key}.config: {exc}") from exc
+            if isinstance(settings, ArchiveSettings):
+                # a class name that is no installed plug-in is refused now, not when the first run starts
+                try:
+                    resolve_archive_class(settings.archive_class)
+                except ConfigError as exc:
+                    raise ConfigError(source, f"{section}.{key}.config: {exc}") from exc
 
 
 def job_run_config(job, run_config: dict | None) -> dict:

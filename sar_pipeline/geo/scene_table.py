@@ -199,6 +199,19 @@ def with_live_hrefs(scenes: Sequence[SceneRecord], archive: SarArchive, flight_i
     return [live.get(s.scene_id, s) if s in redacted else s for s in scenes]
 
 
+#: what a quick-look may decode from a raster without overviews (a picture for people, not the data)
+QUICKLOOK_MAX_DECODED_BYTES = 32 * 2**30
+
+
+def _quicklook_decoded_bytes(src, out_shape: tuple[int, int]) -> int:
+    """Bytes GDAL decodes to read ``src`` at ``out_shape`` without overviews: every block that holds a
+    sampled row and column (each output row or column touches at most one block row or column)."""
+    block_rows, block_cols = src.block_shapes[0]
+    n_rows, n_cols = -(-src.height // block_rows), -(-src.width // block_cols)
+    touched = min(out_shape[0], n_rows) * min(out_shape[1], n_cols)
+    return touched * block_rows * block_cols * np.dtype(src.dtypes[0]).itemsize
+
+
 def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) -> bytes:
     """A small 8-bit quick-look of a scene in its native (raster) orientation, in dB, decimated.
 
@@ -211,6 +224,15 @@ def quicklook_png(archive: SarArchive, scene: SceneRecord, max_size: int = 384) 
         # averaging reads every source pixel: past 8× decimation without overviews, sample instead
         # (a picture must not cost a pass over a 10⁹-pixel scene, or hang on a hostile header)
         sampled = scale > 8 and not src.overviews(1)
+        decoded = _quicklook_decoded_bytes(src, out_shape)
+        if not src.overviews(1) and decoded > QUICKLOOK_MAX_DECODED_BYTES:
+            # a hostile header (10⁶ × 10⁶ pixels in 8192² blocks) would hang here for hours
+            raise ArchiveError(
+                scene.raster_href,
+                f"no quick-look: a {src.height} × {src.width} raster without overviews would decode "
+                f"{decoded / 2**30:.0f} GiB (limit {QUICKLOOK_MAX_DECODED_BYTES / 2**30:.0f} GiB; "
+                "add overviews, e.g. gdaladdo)",
+            )
         try:
             band = src.read(
                 1,
