@@ -264,7 +264,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     ``base_model`` (a models.BaseModel) replaces loading ``cfg.base_model_path`` (benchmarks).
     """
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
@@ -274,7 +274,10 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     requested = cfg  # as given: written to train_config.json, compared on resume
     # the global batch (the paper's 16) shared by however many processes run: per-process batch
     # and accumulation follow from it
-    batch_size, accumulation = cfg.batch_plan(PartialState().num_processes)
+    # (the same process state the Accelerator below adopts: PartialState alone ignores
+    # ACCELERATE_USE_CPU and would set up several CPU processes as independent single ones)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    batch_size, accumulation = cfg.batch_plan(state.num_processes)
     cfg = cfg.model_copy(update={"train_batch_size": batch_size, "gradient_accumulation_steps": accumulation})
 
     # ---------------------------------------------------------------- set-up: accelerator, seeds
