@@ -178,8 +178,12 @@ def load_latent_cache(folder: str | Path, split: str = "train", resolution: int 
         if not (folder / name).is_file():
             raise LatentCacheError(folder / name, "shard listed in index.json is missing")
     parts = [load_file(str(folder / name)) for name in entry["shards"]]
-    latents = torch.cat([p["latents"] for p in parts])
-    flips = torch.cat([p["latents_flip_azimuth"] for p in parts]) if index.get("with_azimuth_flip") else None
+
+    def joined(key: str) -> torch.Tensor:  # an empty split (a small dataset) has no shard
+        return torch.cat([p[key] for p in parts]) if parts else torch.empty(0)
+
+    latents = joined("latents")
+    flips = joined("latents_flip_azimuth") if index.get("with_azimuth_flip") else None
     if latents.shape[0] != entry["count"]:
         raise LatentCacheError(folder, f"{split}: {latents.shape[0]} latents for {entry['count']} rows")
     return CachedSplit(

@@ -46,13 +46,23 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def write_synthetic_dataset(
-    storage_root: str | Path, version: str = "v1", n_per_class: int = 16, size: int = 64, seed: int = 0
+    storage_root: str | Path,
+    version: str = "v1",
+    n_per_class: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    held_out_per_class: int = 2,
 ) -> Path:
-    """Write the dataset; return ``<storage>/dataset/<version>``."""
+    """Write the dataset (``held_out_per_class`` tiles per class in validation and in test);
+    return ``<storage>/dataset/<version>``."""
     rng = np.random.default_rng(seed)
     folder = Path(storage_root) / "dataset" / version
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_per_class), ("validation", 2), ("test", 2)):
+    for split, n in (
+        ("train", n_per_class),
+        ("validation", held_out_per_class),
+        ("test", held_out_per_class),
+    ):
         rows = {"image": [], "text": [], "split": [], "tile_id": [], "flight_id": []}
         for i in range(n):
             for kind, captions in (("water", WATER_CAPTIONS), ("urban", URBAN_CAPTIONS)):

@@ -72,3 +72,15 @@ def test_cache_without_flips_is_rebuilt_when_flips_are_asked_for(tiny_world, tmp
     assert load_latent_cache(folder).latents_flip_azimuth is None
     assert build_latent_cache(storage, "v4", vae, 64) == folder
     assert load_latent_cache(folder).latents_flip_azimuth.shape == (4, 4, 16, 16)
+
+
+def test_an_empty_validation_split_reads_back_as_no_tiles(tiny_world, tmp_path):
+    # a small dataset's spatial-block split can leave validation empty: the held-out loss is then
+    # skipped, and reading the split must not fail
+    storage = tmp_path / "storage"
+    write_synthetic_dataset(storage, "v5", n_per_class=2, size=64, held_out_per_class=0)
+    vae = load_base_model(tiny_world["base"]).vae
+    folder = build_latent_cache(storage, "v5", vae, 64, splits=("train", "validation"))
+    validation = load_latent_cache(folder, "validation", resolution=64)
+    assert len(validation.latents) == 0 and validation.texts == []
+    assert len(load_latent_cache(folder, "train", resolution=64).latents) == 4
