@@ -3,7 +3,8 @@ written by this script (no binary blobs in git), each with the outcome the pipel
 
 ``python sar_pipeline_tests/reliability/corpus.py DIR`` writes it (to look at); the tests call
 :func:`write_corpus` into a temporary folder. ``docs/reliability.md``'s table is generated from
-:data:`KINDS` (``python sar_pipeline_tests/reliability/corpus.py --doc``; a test fails when it is stale).
+:data:`KINDS` (``python sar_pipeline_tests/reliability/corpus.py --doc`` rewrites it in place;
+``test_reliability_doc.py`` fails when it is stale).
 
 Layout of what :func:`write_corpus` writes under ``DIR``:
 
@@ -515,11 +516,25 @@ def reliability_table() -> str:
     return "\n".join(lines)
 
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+TABLE_START = (
+    "<!-- bad-input table: written by `python sar_pipeline_tests/reliability/corpus.py --doc` from KINDS -->"
+)
+TABLE_END = "<!-- end of the bad-input table -->"
+
+
+def doc_with_table(text: str) -> str:
+    """``text`` (docs/reliability.md) with the table between its markers replaced by :func:`reliability_table`."""
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    return text[:start] + "\n" + reliability_table() + "\n" + text[end:]
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python sar_pipeline_tests/reliability/corpus.py DIR | --doc")
     if sys.argv[1] == "--doc":
-        print(reliability_table())
+        DOC.write_text(doc_with_table(DOC.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"rewrote the bad-input table of {DOC} ({len(KINDS)} kinds)")
     else:
         corpus = write_corpus(Path(sys.argv[1]))
         print(f"wrote {len(corpus.files)} inputs under {corpus.root}")
