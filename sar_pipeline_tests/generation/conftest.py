@@ -51,6 +51,7 @@ def gen_world(tmp_path_factory) -> dict:
         max_train_steps=16,
         checkpoint_every_steps=16,
         train_batch_size=4,
+        learning_rate=5e-3,  # 16 steps must move the zero-initialised output convolutions visibly
         validation_tiles=1,
         validation_steps=2,
     )
