@@ -20,6 +20,7 @@ def test_all_definitions_load_and_the_graph_is_wired():
     assert dg.AssetKey("training_dataset") in d.resolve_job_def("dataset_job").asset_layer.executable_asset_keys
     training = set(d.resolve_job_def("training_job").asset_layer.executable_asset_keys)
     assert {dg.AssetKey("latent_cache"), dg.AssetKey("sd_model"), dg.AssetKey("controlnet_model")} <= training
+    assert dg.AssetKey("sar_clip") in training  # the evaluation group runs with training
     assert set(d.resources) >= {
         "storage",
         "archive",

@@ -10,9 +10,11 @@ flight_job = dg.define_asset_job(
     description="The per-flight stages for one flight partition.",
 )
 
-# Latent cache and Stable Diffusion fine-tuning on the current training dataset (pool "gpu").
+# Latent cache, Stable Diffusion fine-tuning on the current training dataset, and the SAR-CLIP that
+# judges prompt adherence (pool "gpu").
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training"),
-    description="Cache VAE latents of the current dataset version, then fine-tune the diffusion model.",
+    selection=dg.AssetSelection.groups("training", "evaluation"),
+    description="Cache VAE latents of the current dataset version, fine-tune the diffusion model, train the "
+    "SAR-CLIP that judges prompt adherence.",
 )

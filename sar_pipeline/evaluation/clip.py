@@ -244,7 +244,9 @@ def load_sar_clip(path: str | Path, device: str = "auto") -> SarClip:
     model, tokenizer, processor = load_pretrained_clip(path)
     info_path = Path(path) / SAR_CLIP_INFO
     info = json.loads(info_path.read_text()) if info_path.is_file() else None
-    return SarClip(model.to(torch.device(resolve_device(device))).eval(), tokenizer, processor, Path(path), info)
+    return SarClip(
+        model.to(torch.device(resolve_device(device))).eval(), tokenizer, processor, Path(path), info
+    )
 
 
 def contrastive_loss(
@@ -404,3 +406,43 @@ def adherence(clip: SarClip, greys: list[np.ndarray], captions: list[str]) -> di
         "retrieval_r1": float((ranked == truth).float().mean()),
         "chance_r1": 1.0 / len(distinct),
     }
+
+
+def input_side_px(settings: SarClipSettings) -> int:
+    """Tile side (pixels) the SAR-CLIP reads: the pretrained model's crop size, else ``image_size_px``."""
+    if not settings.base_model_path:
+        return settings.image_size_px
+    from transformers import CLIPImageProcessor
+
+    folder = Path(settings.base_model_path)
+    try:
+        processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(folder, f"cannot read the CLIP image processor: {exc}") from exc
+    return _crop_size(processor)
+
+
+def train_on_dataset(
+    storage_root: str | Path, version: str, settings: SarClipSettings, progress: bool = False
+) -> tuple[SarClip, list[float], dict[str, Any]]:
+    """Train a SAR-CLIP on the train split of dataset ``version`` and evaluate its retrieval on the
+    held-out split (test, else validation); returns it, the loss per step and what
+    :func:`save_sar_clip` records (settings, splits, pair counts, retrieval with chance levels)."""
+    from sar_pipeline.evaluation.tiles import held_out_split, read_split_tiles
+
+    side = input_side_px(settings)
+    train = read_split_tiles(storage_root, version, "train", side, settings.text_column)
+    held_out = read_split_tiles(
+        storage_root, version, held_out_split(storage_root, version), side, settings.text_column
+    )
+    clip, losses = train_sar_clip(train.greys, train.texts, settings, progress=progress)
+    info = {
+        "settings": settings.model_dump(),
+        "dataset_version": version,
+        "train_pairs": len(train),
+        "train_distinct_captions": len(set(train.texts)),
+        "evaluation_split": held_out.split,
+        "retrieval": evaluate_retrieval(clip, held_out.greys, held_out.texts),
+        "final_loss": losses[-1],
+    }
+    return clip, losses, info

@@ -177,9 +177,10 @@ def default_guidance_rescale(model: GenerationModel, value: float | None) -> flo
 LATEST_POINTERS = {
     "sd_model": ("models", "sd", "latest.json"),
     "controlnet_model": ("models", "controlnet", "latest.json"),
+    "sar_clip": ("models", "sar_clip", "latest.json"),
 }
 #: asset → the metadata key / pointer field holding the folder generation loads
-MODEL_KEYS = {"sd_model": "checkpoint", "controlnet_model": "controlnet"}
+MODEL_KEYS = {"sd_model": "checkpoint", "controlnet_model": "controlnet", "sar_clip": "sar_clip"}
 
 
 def write_latest(storage_root: str | Path, asset: str, info: dict[str, Any]) -> Path:
