@@ -1,0 +1,75 @@
+"""The pipeline stages the kill -9 trials run in a child process (``killpoints.KillServer``), each
+through the same entry point a deployment uses: the Dagster assets (materialised in process on an
+ephemeral instance) for a flight and for the dataset, the trainer's ``train`` for a training run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the per-flight stages of ``flight_job``, in order
+FLIGHT_ASSETS = ("sar_scenes", "sar_tiles", "optical_tiles", "captions")
+
+
+def _flight_assets():
+    from sar_pipeline.defs.captions.assets import captions
+    from sar_pipeline.defs.flights.assets import sar_scenes
+    from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
+
+    return [sar_scenes, sar_tiles, optical_tiles, captions]
+
+
+def materialise_flight(
+    storage: str, catalog: str, optical: str, flight_id: str, tiling: dict[str, Any]
+) -> None:
+    """Materialise one flight's per-flight assets (sar_scenes → captions) into ``storage``."""
+    import dagster as dg
+
+    from sar_pipeline.defs.captions.resources import CaptionerResource
+    from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
+    from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("flight", [flight_id])
+    result = dg.materialize(
+        _flight_assets(),
+        partition_key=flight_id,
+        instance=instance,
+        resources={
+            "storage": StorageRoot(uri=storage),
+            "archive": SarArchiveResource(uri=catalog),
+            "landcover": LandCoverResource(),
+            "optical": OpticalResource(kind="mosaic", uri=optical),
+            "captioner": CaptionerResource(),
+        },
+        run_config={"ops": {"sar_tiles": {"config": tiling}}},
+    )
+    assert result.success
+
+
+def materialise_dataset(storage: str, flight_ids: list[str], settings: dict[str, Any]) -> None:
+    """Materialise ``training_dataset`` over ``flight_ids`` (their tiles and captions already in ``storage``)."""
+    import dagster as dg
+
+    from sar_pipeline.defs.dataset.assets import training_dataset
+    from sar_pipeline.defs.resources import StorageRoot
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("flight", list(flight_ids))
+    result = dg.materialize(
+        [training_dataset],
+        instance=instance,
+        resources={"storage": StorageRoot(uri=storage)},
+        run_config={"ops": {"training_dataset": {"config": settings}}},
+    )
+    assert result.success
+
+
+def train_run(settings: dict[str, Any]) -> None:
+    """Run (or resume) one training run with these ``TrainSettings`` values."""
+    import torch
+
+    from sar_pipeline.diffusion.config import TrainSettings
+    from sar_pipeline.diffusion.train import train
+
+    torch.set_num_threads(1)
+    train(TrainSettings.from_dict(settings))
