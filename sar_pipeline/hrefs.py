@@ -27,9 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 REDACTED = "[redacted]"
 ROOTS_SETTING = "archive.allowed_href_roots"
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},;]+")
+# a URL ends at a quote, bracket, comma or semicolon (text around it: "(s3://…)", "'…'", "a, b");
+# once its query starts, only what a URL cannot hold ends it (a signature may hold any of those)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},;?]+(?:\?[^\s\"<>]*)?")
+# userinfo may hold any RFC 3986 sub-delimiter (``!$&'()*+,;=``), which ends a URL for _URL above:
+# whatever lies between ``://`` and an ``@`` with no ``/``, ``?``, ``#`` or space between them
+_USERINFO = re.compile(r"(?<=://)[^\s/?#@]+@")
 # a query string (``?a=b&…``) after a path outside a URL (``scene.tif?X-Amz-Signature=…``)
-_BARE_QUERY = re.compile(r"(?<=[^\s'\"?])\?[^\s'\"<>?]*=[^\s'\"<>]*")
+_BARE_QUERY = re.compile(r"(?<=[^\s'\"?])\?[^\s'\"<>?]*=[^\s\"<>]*")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -55,6 +60,7 @@ def redact_text(text: str) -> str:
     if not isinstance(text, str) or ("?" not in text and "@" not in text):
         return text
     text = _URL.sub(lambda m: redact(m.group(0)), text)
+    text = _USERINFO.sub(REDACTED + "@", text)
     return _BARE_QUERY.sub("?" + REDACTED, text)
 
 

@@ -22,7 +22,7 @@ from sar_pipeline.errors import ArchiveError, SarPipelineError
 from sar_pipeline.geo.footprints import area_m2, grid_footprint, to_wgs84
 from sar_pipeline.geo.grid import auto_output_crs, build_output_grid
 from sar_pipeline.geo.settings import SceneSettings
-from sar_pipeline.hrefs import HrefPolicy, is_redacted
+from sar_pipeline.hrefs import HrefPolicy, is_redacted, redact
 from sar_pipeline.pictures import grid, png_bytes, to_uint8
 from sar_pipeline.storage import as_path, is_local, local_str
 from sar_pipeline.timestamps import parse_utc
@@ -112,7 +112,8 @@ def grid_scenes(scenes: Sequence[SceneRecord], settings: SceneSettings) -> Gridd
     """
     kept, rejected, warnings = [], {}, []
     for scene in scenes:
-        name = f"scene {scene.scene_id} ({scene.raster_href})"
+        # the name reaches warnings (logs, metadata) as plain text: a pre-signed href's credential must not
+        name = f"scene {scene.scene_id} ({redact(scene.raster_href)})"
         problems = georeferencing_problems(scene)
         if problems:
             rejected[scene.scene_id] = "; ".join(problems)
