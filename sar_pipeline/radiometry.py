@@ -8,9 +8,11 @@ Conventions
   (STAC ``raster:bands`` convention), then are read in the declared unit
   (``"amplitude"``, ``"intensity"``, ``"db"`` or ``"complex"``).
 * Resampling averages in intensity, never in dB (the mean of dB values is biased low).
-* Quantised images reserve the value 0 for nodata; valid pixels map linearly
-  ``[db_min, db_max] → [1, 2**bit_depth - 1]``. :func:`to_db` inverts the mapping with the
-  :class:`RadiometryParams` recorded beside each tile.
+* Quantised images reserve the value 0 for nodata. Valid pixels map to ``[1, 2**bit_depth - 1]``
+  by one of two normalisations (:data:`Normalisation`): ``"db"``, linear in dB over
+  ``[db_min, db_max]`` (the paper); or ``"amplitude"``, linear in amplitude as ``A / (μ + 3σ)``
+  clipped to ``[0, 1]`` (the follow-up study, Debuysère et al. 2025). :func:`to_db` inverts either
+  with the :class:`RadiometryParams` recorded beside each tile or dataset row.
 """
 
 from __future__ import annotations
@@ -28,10 +30,25 @@ from sar_pipeline.errors import ConfigError, RasterError
 ValueUnit = Literal["amplitude", "intensity", "db", "complex"]
 VALUE_UNITS: tuple[str, ...] = get_args(ValueUnit)
 
+#: how backscatter maps to grey levels: linear in dB over [db_min, db_max], or A / (μ + 3σ) in amplitude
+Normalisation = Literal["db", "amplitude"]
+NORMALISATIONS: tuple[str, ...] = get_args(Normalisation)
+
+#: the amplitude normalisation's top level is the mean plus this many standard deviations (μ + 3σ)
+AMPLITUDE_SIGMAS = 3.0
+
 
 @dataclasses.dataclass(frozen=True)
 class RadiometryParams:
-    """How a quantised tile maps back to dB: ``db = db_min + (v - 1) / (2**bit_depth - 2) * (db_max - db_min)``.
+    """How a quantised tile maps back to backscatter (level ``v``, ``m = 2**bit_depth - 1``; 0 = nodata).
+
+    * ``normalisation="db"``: ``db = db_min + (v - 1) / (m - 1) * (db_max - db_min)``.
+    * ``normalisation="amplitude"``: amplitude ``A = max(v - 1, 0.5) / (m - 1) * amplitude_scale``
+      with ``amplitude_scale = amplitude_mean + 3 * amplitude_std`` (amplitude in the scenes' own
+      calibration, ``A² = intensity``); level 1 holds amplitudes below half a step and comes back as
+      half a step. ``db_max`` is then the dB of ``amplitude_scale`` (brighter pixels are clipped) and
+      ``db_min`` the dB of half a step (darker pixels all read as level 1): build these params with
+      :meth:`amplitude`.
 
     ``unit`` is the physical quantity the dB values are of (always ``"db"`` of intensity here);
     ``nodata_value`` (0) marks pixels without data.
@@ -42,14 +59,55 @@ class RadiometryParams:
     bit_depth: int = 8
     unit: str = "db"
     nodata_value: int = 0
+    normalisation: str = "db"
+    #: amplitude mapped to the top level (μ + 3σ), "amplitude" normalisation only
+    amplitude_scale: float | None = None
+    #: mean and standard deviation of the amplitude the scale was computed from (for the record)
+    amplitude_mean: float | None = None
+    amplitude_std: float | None = None
 
     def __post_init__(self):
         if self.bit_depth not in (8, 16):
             raise ConfigError("bit_depth", f"must be 8 or 16, got {self.bit_depth}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError("normalisation", f"must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.normalisation == "amplitude" and not (
+            self.amplitude_scale is not None
+            and np.isfinite(self.amplitude_scale)
+            and self.amplitude_scale > 0
+        ):
+            raise ConfigError(
+                "amplitude_scale",
+                f"the amplitude normalisation needs a finite scale > 0, got {self.amplitude_scale}",
+            )
         if not (np.isfinite(self.db_min) and np.isfinite(self.db_max) and self.db_max > self.db_min):
             raise ConfigError(
                 "db_min/db_max", f"need finite db_min < db_max, got {self.db_min}, {self.db_max}"
             )
+
+    @classmethod
+    def amplitude(cls, mean: float, std: float, bit_depth: int = 8) -> RadiometryParams:
+        """The ``A / (μ + 3σ)`` normalisation of amplitudes of mean ``mean`` and standard deviation ``std``."""
+        scale = float(mean) + AMPLITUDE_SIGMAS * float(std)
+        if not (np.isfinite(scale) and scale > 0):
+            raise ConfigError("amplitude_scale", f"μ + 3σ must be finite and > 0, got μ={mean}, σ={std}")
+        half_step = scale / (2 * (2**bit_depth - 2))
+        return cls(
+            db_min=float(20 * np.log10(half_step)),
+            db_max=float(20 * np.log10(scale)),
+            bit_depth=bit_depth,
+            normalisation="amplitude",
+            amplitude_scale=scale,
+            amplitude_mean=float(mean),
+            amplitude_std=float(std),
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RadiometryParams:
+        """The params a dict records (a manifest or dataset row, :meth:`to_dict`); keys it lacks or
+        holds as None take their defaults, other keys are ignored."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: values[k] for k in names if values.get(k) is not None})
 
     @property
     def max_value(self) -> int:
@@ -289,8 +347,11 @@ class DbHistogram:
         used = np.nonzero(levels)[0]
         if used.size == 0:
             return cls(0, np.zeros(0, np.int64))
-        step = (params.db_max - params.db_min) / (params.max_value - 1)
-        db = params.db_min + used * step
+        if params.normalisation == "amplitude":
+            db = to_db(used + 1, params).astype(np.float64)
+        else:
+            step = (params.db_max - params.db_min) / (params.max_value - 1)
+            db = params.db_min + used * step
         bins = np.floor(db / DB_HISTOGRAM_BIN_DB + 1e-9).astype(np.int64)
         first = int(bins.min())
         return cls(first, np.bincount(bins - first, weights=levels[used]).astype(np.int64))
@@ -332,6 +393,19 @@ class DbHistogram:
         lo, hi = edge(low), edge(high)
         return lo, hi if hi > lo else lo + DB_HISTOGRAM_BIN_DB
 
+    def amplitude_moments(self) -> tuple[float, float]:
+        """Mean and standard deviation of the amplitude (``10**(dB / 20)``) of the counted values, each
+        bin taken at its centre (0.1 dB bins: amplitudes within 0.6 % of each pixel's)."""
+        total = self.total
+        if total == 0:
+            raise RasterError("dB histogram", "no valid pixels to compute the amplitude statistics from")
+        centres_db = (self.first_bin + np.arange(self.counts.size) + 0.5) * DB_HISTOGRAM_BIN_DB
+        amplitude = np.power(10.0, centres_db / 20.0)
+        weights = self.counts / total
+        mean = float(weights @ amplitude)
+        variance = float(weights @ (amplitude - mean) ** 2)
+        return mean, float(np.sqrt(max(variance, 0.0)))
+
     def fractions_outside(self, db_min: float, db_max: float) -> tuple[float, float]:
         """Shares of the counted values below ``db_min`` and above ``db_max`` (bins split linearly)."""
         total = self.total
@@ -344,14 +418,22 @@ class DbHistogram:
 
 
 def quantize_db(db: np.ndarray, params: RadiometryParams) -> np.ndarray:
-    """Clip dB to ``[db_min, db_max]`` and map to ``1 … 2**bit_depth - 1`` (NaN → 0 = nodata)."""
+    """Map dB to ``1 … 2**bit_depth - 1`` (NaN → 0 = nodata) by ``params``' normalisation: dB clipped
+    to ``[db_min, db_max]`` and mapped linearly, or amplitude ``A / amplitude_scale`` clipped to
+    ``[0, 1]`` and mapped linearly."""
     db = np.asarray(db, dtype=np.float32)
-    span = params.db_max - params.db_min
     levels = params.max_value - 1
-    # one temporary, updated in place (same arithmetic, in the same order, as the plain expression)
-    scaled = np.clip(db, params.db_min, params.db_max)
-    scaled -= np.float32(params.db_min)
-    scaled *= np.float32(levels / span)
+    if params.normalisation == "amplitude":
+        with np.errstate(over="ignore"):
+            scaled = np.power(np.float32(10.0), db / np.float32(20.0), dtype=np.float32)
+        scaled *= np.float32(levels / params.amplitude_scale)
+        np.clip(scaled, 0, levels, out=scaled)
+    else:
+        span = params.db_max - params.db_min
+        # one temporary, updated in place (same arithmetic, in the same order, as the plain expression)
+        scaled = np.clip(db, params.db_min, params.db_max)
+        scaled -= np.float32(params.db_min)
+        scaled *= np.float32(levels / span)
     np.rint(scaled, out=scaled)
     scaled += 1
     missing = np.isnan(db)
@@ -363,14 +445,20 @@ def quantize_db(db: np.ndarray, params: RadiometryParams) -> np.ndarray:
 def to_db(png_values: np.ndarray, params: RadiometryParams | dict) -> np.ndarray:
     """Invert :func:`quantize_db`: quantised values → dB (float32), nodata (0) → NaN.
 
-    Values that were clipped come back as ``db_min``/``db_max``; within the range the error is at
-    most half a quantisation step, ``(db_max - db_min) / (2 * (2**bit_depth - 2))``.
+    ``"db"`` normalisation: values that were clipped come back as ``db_min``/``db_max``; within the
+    range the error is at most half a quantisation step, ``(db_max - db_min) / (2 * (2**bit_depth - 2))``.
+    ``"amplitude"``: the amplitude comes back within half a step, ``amplitude_scale / (2 * (2**bit_depth
+    - 2))`` (level 1 as half a step), amplitudes above ``amplitude_scale`` as ``amplitude_scale``.
     """
     if isinstance(params, dict):
-        params = RadiometryParams(**{k: params[k] for k in ("db_min", "db_max", "bit_depth") if k in params})
+        params = RadiometryParams.from_dict(params)
     v = np.asarray(png_values).astype(np.float32)
     levels = params.max_value - 1
-    db = params.db_min + (v - 1) * np.float32((params.db_max - params.db_min) / levels)
+    if params.normalisation == "amplitude":
+        amplitude = np.maximum(v - 1, np.float32(0.5)) * np.float32(params.amplitude_scale / levels)
+        db = np.float32(20.0) * np.log10(amplitude)
+    else:
+        db = params.db_min + (v - 1) * np.float32((params.db_max - params.db_min) / levels)
     db[v == params.nodata_value] = np.nan
     return db.astype(np.float32)
 

@@ -28,6 +28,46 @@ def test_quantisation_inverts_within_half_a_step(bit_depth, db_min, span, seed):
     assert np.max(np.abs(back[ok] - expected[ok])) <= step / 2 + 1e-4 * span
 
 
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@settings(max_examples=50, deadline=None)
+@given(mean=st.floats(1e-3, 1e4), cv=st.floats(0.05, 3), seed=st.integers(0, 1000))
+def test_amplitude_normalisation_inverts_within_half_a_step(bit_depth, mean, cv, seed):
+    params = RadiometryParams.amplitude(mean, cv * mean, bit_depth)
+    scale = mean * (1 + 3 * cv)
+    assert params.normalisation == "amplitude" and params.amplitude_scale == pytest.approx(scale)
+    amplitude = np.random.default_rng(seed).uniform(0, 1.5 * scale, size=500)
+    amplitude[1:4] = (0.0, scale, 2 * scale)
+    db = radiometry.intensity_to_db(amplitude**2, floor_db=-np.inf)
+    db[::17] = np.nan
+    q = radiometry.quantize_db(db, params)
+    assert q.dtype == (np.uint8 if bit_depth == 8 else np.uint16)
+    ok = ~np.isnan(db)
+    assert (q[~ok] == 0).all() and (q[ok] >= 1).all()
+    # A / (μ + 3σ) clipped to [0, 1], on the levels 1 … max
+    assert q[1] == 1 and q[2] == q[3] == params.max_value
+    # the recorded mapping (as a dataset row holds it) gives the amplitude back within half a step
+    back_db = radiometry.to_db(q, {k: v for k, v in params.to_dict().items() if v is not None})
+    assert np.isnan(back_db[~ok]).all()
+    back = 10 ** (back_db[ok].astype(np.float64) / 20)
+    step = scale / (params.max_value - 1)
+    # (plus the rounding of float32 dB in and out, a few 1e-6 relative)
+    assert np.max(np.abs(back - np.clip(amplitude[ok], 0, scale))) <= step / 2 + 5e-6 * scale
+    assert params.db_max == pytest.approx(20 * np.log10(scale))
+    assert back_db[ok].min() >= params.db_min - 1e-3
+
+
+def test_amplitude_statistics_from_the_db_histogram():
+    amplitude = np.random.default_rng(3).rayleigh(2.0, 50_000) * np.repeat([1.0, 4.0], 25_000)
+    histogram = radiometry.DbHistogram.of(radiometry.intensity_to_db(amplitude**2))
+    mean, std = histogram.amplitude_moments()
+    assert mean == pytest.approx(amplitude.mean(), rel=0.006)
+    assert std == pytest.approx(amplitude.std(), rel=0.006)
+    with pytest.raises(RasterError, match="no valid pixels"):
+        radiometry.DbHistogram.of(np.array([np.nan])).amplitude_moments()
+    with pytest.raises(ConfigError, match="amplitude_scale"):
+        RadiometryParams(db_min=-1, db_max=1, normalisation="amplitude")
+
+
 def test_units_all_reach_the_same_intensity():
     intensity = np.array([[0.01, 1.0], [4.0, 0.25]], dtype=np.float32)
     amplitude = np.sqrt(intensity)

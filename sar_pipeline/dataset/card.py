@@ -129,7 +129,7 @@ def build_card(
         for r in sample_rows(rows, mosaic_tiles):
             data = (root / r["image_path"]).read_bytes()
             if r.get("image_tile_radiometry") and r.get("db_min") is not None:
-                dataset = RadiometryParams(db_min=r["db_min"], db_max=r["db_max"], bit_depth=r["bit_depth"])
+                dataset = RadiometryParams.from_dict(r)
                 data = requantise(data, r["image_tile_radiometry"], dataset, root / r["image_path"])
             samples.append((data, r.get("caption") or r["text"]))
     return DatasetCard(

@@ -1,4 +1,4 @@
-"""The training images' radiometry: one dB range pooled over every flight of the dataset.
+"""The training images' radiometry: one mapping (a dB range, or an amplitude scale) pooled over every flight.
 
 Why here and not when tiling
 ----------------------------
@@ -13,6 +13,13 @@ run by ``training_dataset`` over every flight it writes, chooses the range from 
 histograms — robust percentiles (default 0.5 % and 99.5 %) of the valid pixels of every tile that
 enters the dataset, or a fixed ``db_min``/``db_max`` — and re-quantises each tile into it. Re-running
 ``training_dataset`` after a new flight re-chooses the range for all flights; no flight is re-tiled.
+
+The ``"amplitude"`` normalisation (the follow-up study's ``A / (μ + 3σ)`` clipped to [0, 1]) is
+chosen the same way and for the same reason: μ and σ are the mean and standard deviation of the
+amplitude of the valid pixels pooled over every tile of the dataset (from the same histograms), not
+per scene or per tile. A generated tile belongs to no scene, so only a dataset-wide scale can be
+inverted at generation time; and per-scene scales would make one grey level mean different
+backscatter in different scenes, the fault the pooled dB range avoids.
 
 Saturation is measured against the chosen range per tile (share of valid pixels below ``db_min``
 and above ``db_max``): the ``training_dataset_saturation`` check warns about flights clipped more
@@ -39,7 +46,17 @@ DATASET_PNG_COMPRESS_LEVEL = 1
 
 
 class DatasetRadiometrySettings(Settings):
-    """How the dataset's SAR images map dB to 8/16-bit: one range for every flight."""
+    """How the dataset's SAR images map backscatter to 8/16-bit: one mapping for every flight."""
+
+    normalisation: radiometry.Normalisation = Field(
+        default="db",
+        description="How backscatter becomes grey levels. 'db': linear in dB between the pooled "
+        "percentiles (or db_min/db_max) — the paper. 'amplitude': A / (μ + 3σ) clipped to [0, 1], "
+        "linear in amplitude, with μ and σ the mean and standard deviation of the amplitude of the valid "
+        "pixels pooled over every tile of the dataset — the follow-up study (Debuysère et al. 2025); "
+        "percentile_*/db_min/db_max are then unused. Either is recorded per row (normalisation, db_min, "
+        "db_max, amplitude_scale/mean/std) so generation's --geotiff inverts it.",
+    )
 
     percentile_low: float = Field(
         default=0.5,
@@ -120,9 +137,13 @@ class DatasetRadiometrySettings(Settings):
 
     def radiometry_json(self) -> dict:
         """What of these settings shapes the images (enters the dataset version)."""
+        amplitude = self.normalisation == "amplitude"
         return {
-            "percentiles": None if self.fixed_range else [self.percentile_low, self.percentile_high],
-            "fixed_range": list(self.fixed_range) if self.fixed_range else None,
+            "normalisation": self.normalisation,
+            "percentiles": None
+            if self.fixed_range or amplitude
+            else [self.percentile_low, self.percentile_high],
+            "fixed_range": list(self.fixed_range) if self.fixed_range and not amplitude else None,
             "bit_depth": self.bit_depth,
             "max_nodata_fraction": self.max_nodata_fraction,
         }
@@ -153,7 +174,17 @@ def stored_histogram(row: dict, data: bytes | None, source: object) -> radiometr
 def choose_range(
     histograms: Sequence[radiometry.DbHistogram], settings: DatasetRadiometrySettings
 ) -> tuple[radiometry.RadiometryParams, str]:
-    """The dataset's dB → level mapping and how it was chosen (for metadata and the card)."""
+    """The dataset's backscatter → level mapping and how it was chosen (for metadata and the card)."""
+    if settings.normalisation == "amplitude":
+        pooled = radiometry.DbHistogram.pooled(histograms)
+        mean, std = pooled.amplitude_moments()
+        params = radiometry.RadiometryParams.amplitude(mean, std, settings.bit_depth)
+        how = (
+            f"amplitude / (μ + 3σ) with μ = {mean:.4g}, σ = {std:.4g} (amplitude of {pooled.total} valid "
+            f"pixels pooled over {len(histograms)} tiles): top level at {params.amplitude_scale:.4g} "
+            f"({params.db_max:.2f} dB)"
+        )
+        return params, how
     if settings.fixed_range is not None:
         lo, hi = settings.fixed_range
         how = f"fixed {lo:g} … {hi:g} dB"
@@ -165,6 +196,17 @@ def choose_range(
             f"pixels pooled over {len(histograms)} tiles: {lo:.2f} … {hi:.2f} dB"
         )
     return radiometry.RadiometryParams(db_min=lo, db_max=hi, bit_depth=settings.bit_depth), how
+
+
+#: the dataset columns that record its mapping (every row the same; RadiometryParams.from_dict reads them)
+RADIOMETRY_COLUMNS = (
+    "normalisation", "db_min", "db_max", "bit_depth", "amplitude_scale", "amplitude_mean", "amplitude_std",
+)  # fmt: skip
+
+
+def dataset_radiometry_columns(params: radiometry.RadiometryParams) -> dict:
+    """The values of :data:`RADIOMETRY_COLUMNS` that record ``params`` on a dataset row."""
+    return {name: getattr(params, name) for name in RADIOMETRY_COLUMNS}
 
 
 def requantise(

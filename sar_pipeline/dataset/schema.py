@@ -18,7 +18,7 @@ import shapely
 from pyproj import CRS
 
 #: bumped when a column is added, renamed or changes meaning (it enters the dataset version hash)
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -68,10 +68,34 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("incidence_angle_deg", pa.float64(), "incidence angle at the scene centre, degrees"),
     ("heading_deg", pa.float64(), "platform heading, degrees clockwise from grid north"),
     ("observation_direction", pa.string(), "look direction: left or right"),
-    ("value_unit", pa.string(), "unit the image values map back to (db)"),
-    ("db_min", pa.float64(), "backscatter (dB) mapped to pixel value 1, the same for every row (0 = nodata)"),
+    ("value_unit", pa.string(), "what the image levels are linear in: db, or amplitude (normalisation)"),
+    (
+        "normalisation",
+        pa.string(),
+        "how backscatter became levels, the same for every row: 'db' (linear in dB over db_min…db_max) "
+        "or 'amplitude' (A / amplitude_scale clipped to [0, 1]); sar_pipeline.radiometry.to_db inverts both",
+    ),
+    (
+        "db_min",
+        pa.float64(),
+        "backscatter (dB) at or below which pixels have value 1, the same for every row (0 = nodata); "
+        "'amplitude': the dB of half a level",
+    ),
     ("db_max", pa.float64(), "backscatter (dB) mapped to the top pixel value, the same for every row"),
     ("bit_depth", pa.int32(), "bits per pixel of the SAR image (8 or 16)"),
+    (
+        "amplitude_scale",
+        pa.float64(),
+        "'amplitude' normalisation: the amplitude mapped to the top value, amplitude_mean + 3 amplitude_std "
+        "(null for 'db')",
+    ),
+    (
+        "amplitude_mean",
+        pa.float64(),
+        "'amplitude' normalisation: mean amplitude (sqrt of intensity) of the valid pixels pooled over "
+        "every tile of the dataset",
+    ),
+    ("amplitude_std", pa.float64(), "'amplitude' normalisation: standard deviation of those amplitudes"),
     ("nodata_fraction", pa.float64(), "share of the tile's pixels without data (value 0)"),
     (
         "clipped_low_fraction",

@@ -32,6 +32,7 @@ from sar_pipeline.dataset.collect import DatasetError, collect_tiles, read_image
 from sar_pipeline.dataset.radiometry import (
     DatasetRadiometrySettings,
     choose_range,
+    dataset_radiometry_columns,
     requantise,
     stored_histogram,
 )
@@ -287,18 +288,17 @@ def _apply_dataset_radiometry(
         data = None if tile.get("db_histogram") is not None else read_image_file(path, "SAR tile")
         histograms.append(stored_histogram(tile, data, path))
     params, how = choose_range(histograms, settings)
+    recorded = dataset_radiometry_columns(params)
     for row, histogram in zip(rows, histograms, strict=True):
         low, high = histogram.fractions_outside(params.db_min, params.db_max)
         row.update(
-            db_min=params.db_min,
-            db_max=params.db_max,
-            bit_depth=params.bit_depth,
-            value_unit="db",
+            recorded,
+            value_unit="amplitude" if params.normalisation == "amplitude" else "db",
             clipped_low_fraction=low,
             clipped_high_fraction=high,
             _dataset_radiometry=params,
         )
-    return {"db_min": params.db_min, "db_max": params.db_max, "bit_depth": params.bit_depth, "chosen": how}
+    return {**recorded, "chosen": how}
 
 
 def _public_row(row: dict[str, Any]) -> dict[str, Any]:

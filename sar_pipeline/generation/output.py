@@ -2,8 +2,9 @@
 
 Grey scale: the model draws tiles on the grey scale training decoded them to, ``value / max`` of
 the stored 8- or 16-bit tile (``diffusion.data.decode_tile``). Calibrated values go through the
-dataset's recorded radiometric mapping with the radiometry module's functions: grey → stored level
-→ dB (``radiometry.to_db``), and for physical inputs dB → level (``radiometry.quantize_db``).
+dataset's recorded radiometric mapping (linear in dB, or ``A / (μ + 3σ)`` in amplitude) with the
+radiometry module's functions: grey → stored level → dB (``radiometry.to_db``), and for physical
+inputs dB → level (``radiometry.quantize_db``).
 
 Provenance: every PNG written here carries what made it as PNG text chunks (iTXt, one key per
 field of :class:`Provenance`; strings as written, other values as JSON), readable by any PNG tool
@@ -60,9 +61,11 @@ class Provenance(BaseModel):
     input: str | None = None
     channel_spread_mean: float | None = None
     channel_spread_max: float | None = None
+    normalisation: str | None = None
     db_min: float | None = None
     db_max: float | None = None
     bit_depth: int | None = None
+    amplitude_scale: float | None = None
     created_utc: str = ""
 
     def text_chunks(self) -> dict[str, str]:
@@ -106,27 +109,27 @@ def now_utc() -> str:
 
 
 def dataset_radiometry(storage_root: str | Path, version: str) -> radiometry.RadiometryParams | None:
-    """The dB mapping of the dataset's tiles (``db_min``, ``db_max``, ``bit_depth`` columns of its
-    train split): the one every row shares, else the most common; None when not recorded."""
+    """The mapping of the dataset's tiles as its train split records it (``normalisation``,
+    ``db_min``, ``db_max``, ``bit_depth``, ``amplitude_scale``… columns, see
+    :data:`~sar_pipeline.dataset.radiometry.RADIOMETRY_COLUMNS`; a dataset without ``normalisation``
+    is ``"db"``): the one every row shares, else the most common; None when not recorded."""
     from sar_pipeline.dataset import load_dataset_table
+    from sar_pipeline.dataset.radiometry import RADIOMETRY_COLUMNS
 
     try:
         table = load_dataset_table(storage_root, version=version, split="train")
     except SarPipelineError:
         return None
-    names = [c for c in ("db_min", "db_max", "bit_depth") if c in table.column_names]
-    if len(names) < 2:
+    names = [c for c in RADIOMETRY_COLUMNS if c in table.column_names]
+    if not {"db_min", "db_max"} <= set(names):
         return None
     rows = zip(*(table.column(c).to_pylist() for c in names), strict=True)
-    counts = Counter(r for r in rows if all(v is not None for v in r[:2]))
+    low, high = names.index("db_min"), names.index("db_max")
+    counts = Counter(r for r in rows if r[low] is not None and r[high] is not None)
     if not counts:
         return None
     values = dict(zip(names, counts.most_common(1)[0][0], strict=True))
-    return radiometry.RadiometryParams(
-        db_min=float(values["db_min"]),
-        db_max=float(values["db_max"]),
-        bit_depth=int(values.get("bit_depth") or 8),
-    )
+    return radiometry.RadiometryParams.from_dict(values)
 
 
 def grey_to_db(grey: np.ndarray, params: radiometry.RadiometryParams) -> np.ndarray:
@@ -360,7 +363,8 @@ def write_geotiff(
     transform: Any = None,
     valid: np.ndarray | None = None,
 ) -> Path:
-    """Write calibrated values as a float32 GeoTIFF: dB through the dataset's mapping, NaN where
+    """Write calibrated values as a float32 GeoTIFF: dB through the dataset's mapping (either
+    normalisation, :func:`grey_to_db`), NaN where
     ``valid`` is False, georeferenced with ``crs``/``transform`` when given; the provenance as tags."""
     import rasterio
 
@@ -420,9 +424,11 @@ def provenance_of(
         input=input_path,
         channel_spread_mean=generated.channel_spread_mean,
         channel_spread_max=generated.channel_spread_max,
+        normalisation=params.normalisation if params else None,
         db_min=params.db_min if params else None,
         db_max=params.db_max if params else None,
         bit_depth=params.bit_depth if params else None,
+        amplitude_scale=params.amplitude_scale if params else None,
         created_utc=now_utc(),
     )
 

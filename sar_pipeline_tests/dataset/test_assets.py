@@ -85,6 +85,25 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         assert load_dataset_table(tmp_path, split="train").num_rows == meta["row_count_train"].value
 
 
+def test_the_amplitude_normalisation_is_a_run_config_setting(tmp_path):
+    make_flight(tmp_path, "flight-a", rows=3, cols=3)
+    config = {**RUN_CONFIG["ops"]["training_dataset"]["config"], "normalisation": "amplitude"}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(flight_partitions.name, ["flight-a"])
+        result = dg.materialize(
+            [training_dataset, *UPSTREAM],
+            selection=[training_dataset.key],
+            instance=instance,
+            resources={"storage": StorageRoot(uri=str(tmp_path))},
+            run_config={"ops": {"training_dataset": {"config": config}}},
+        )
+    meta = result.asset_materializations_for_node("training_dataset")[0].metadata
+    assert meta["normalisation"].value == "amplitude" and "μ + 3σ" in meta["radiometry"].value
+    table = load_dataset_table(tmp_path, columns=["normalisation", "amplitude_scale"])
+    assert set(table.column("normalisation").to_pylist()) == {"amplitude"}
+    assert all(scale > 0 for scale in table.column("amplitude_scale").to_pylist())
+
+
 def test_fails_clearly_when_no_flight_has_captions(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(flight_partitions.name, ["flight-a"])

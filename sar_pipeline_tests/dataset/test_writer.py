@@ -64,6 +64,7 @@ def test_pyarrow_reads_every_column(built):
     info = dataset_info(root)
     assert row["db_min"] == info["radiometry"]["db_min"] and row["bit_depth"] == 8
     assert -25.0 < row["db_min"] < -24.5 and 4.5 < row["db_max"] < 5.0
+    assert row["normalisation"] == "db" and row["value_unit"] == "db" and row["amplitude_scale"] is None
     assert row["acquisition_datetime"].isoformat() == "2024-05-17T10:30:00+00:00"
     assert len(row["transform"]) == 6 and row["crs"] == "EPSG:32631"
     assert row["split"] == "train" and row["captioner_id"] == "template"
@@ -264,6 +265,53 @@ def test_tiles_that_failed_a_blocking_check_or_have_nodata_stay_out(tmp_path):
         skipped.append,
     )
     assert ids[1] in {r["tile_id"] for r in lenient.rows}
+
+
+def test_amplitude_normalisation_is_recorded_with_its_inverse(tmp_path):
+    import io
+
+    import numpy as np
+
+    from sar_pipeline import radiometry
+
+    ids = make_flight(tmp_path, "flight-n", rows=2, cols=3)
+    settings = TrainingDatasetSettings(block_size_m=1e6, normalisation="amplitude")
+    result = build_dataset(tmp_path, ["flight-n"], settings)
+    # μ and σ of the amplitude of every valid pixel of every tile (the fixture's tiles: 8-bit dB levels
+    # over -25…5 dB, 0 = nodata)
+    tile_params = {"db_min": -25.0, "db_max": 5.0, "bit_depth": 8}
+    tiles = {
+        i: np.asarray(Image.open(tmp_path / "flights" / "flight-n" / "sar_tiles" / f"{i}.png")) for i in ids
+    }
+    amplitudes = {
+        i: 10 ** (radiometry.to_db(t, tile_params).astype(np.float64) / 20) for i, t in tiles.items()
+    }
+    pooled = np.concatenate([a[np.isfinite(a)] for a in amplitudes.values()])
+    info = dataset_info(tmp_path)["radiometry"]
+    assert info["normalisation"] == "amplitude" and "μ + 3σ" in info["chosen"]
+    assert info["amplitude_mean"] == pytest.approx(pooled.mean(), rel=0.006)
+    assert info["amplitude_std"] == pytest.approx(pooled.std(), rel=0.006)
+    scale = info["amplitude_mean"] + 3 * info["amplitude_std"]
+    assert info["amplitude_scale"] == pytest.approx(scale)
+    table = load_dataset_table(tmp_path, version=result.version)
+    assert table.num_rows == len(ids)
+    for row in table.to_pylist():
+        assert (row["normalisation"], row["value_unit"]) == ("amplitude", "amplitude")
+        assert row["amplitude_scale"] == info["amplitude_scale"] and row["db_max"] == info["db_max"]
+        image = np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])))
+        original = amplitudes[row["tile_id"]]
+        # nodata kept; every level is A / (μ + 3σ) clipped to [0, 1], and the row's mapping inverts it
+        # within half a level
+        assert np.array_equal(image == 0, ~np.isfinite(original))
+        back = 10 ** (radiometry.to_db(image, row).astype(np.float64) / 20)
+        valid = image > 0
+        step = scale / 254
+        assert np.abs(back[valid] - np.clip(original[valid], 0, scale)).max() <= step / 2 + 1e-5 * scale
+        assert row["clipped_high_fraction"] == pytest.approx(np.mean(original[valid] > scale), abs=0.02)
+    # another normalisation is another dataset version
+    assert build_dataset(tmp_path, ["flight-n"], TrainingDatasetSettings(block_size_m=1e6)).version != (
+        result.version
+    )
 
 
 def test_a_reversed_percentile_pair_or_half_a_fixed_range_is_refused():

@@ -123,6 +123,38 @@ def test_img2img_strength_changes_output_and_geotiff_is_georeferenced(gen_world,
     assert p.mode == "img2img" and p.strength == 0.3 and p.input == str(tif)
 
 
+def test_geotiff_inverts_the_amplitude_normalisation_the_dataset_records(gen_world, tmp_path, capsys):
+    from sar_pipeline import radiometry
+    from sar_pipeline_tests.generation.world import write_world
+
+    # the trained model, as if trained on a dataset normalised as A / (μ + 3σ)
+    storage = tmp_path / "storage"
+    amplitude = radiometry.RadiometryParams.amplitude(mean=0.2, std=0.1)
+    write_world(storage, "amp1", n_train=2, size=64, params=amplitude)
+    run_dir = storage / "models" / "sd" / "run1"
+    shutil.copytree(gen_world["storage"] / "models" / "sd" / "run1", run_dir)
+    for name, values in (("train_config.json", {"storage_root": str(storage)}), ("checkpoint.json", {})):
+        for path in run_dir.rglob(name):
+            path.write_text(json.dumps({**json.loads(path.read_text()), **values, "dataset_version": "amp1"}))
+    model = gen_world["pipeline"].relative_to(gen_world["storage"] / "models" / "sd" / "run1")
+    args = ["generate", "fields", "--model", str(run_dir / model), "--out", str(tmp_path / "out")]
+    code, _, err = run([*args, *FAST, "--geotiff"], capsys)
+    assert code == 0, err
+    levels = pixels(only(tmp_path / "out"))
+    with rasterio.open(only(tmp_path / "out", "*.tif")) as ds:
+        db = ds.read(1)
+    # the GeoTIFF holds the PNG's levels through the recorded inverse: amplitude (level - 1) / 254 × (μ + 3σ)
+    expected_amplitude = np.maximum(np.maximum(levels.astype(np.float64), 1) - 1, 0.5) / 254 * 0.5
+    assert np.allclose(10 ** (db / 20), expected_amplitude, rtol=1e-5)
+    assert not np.allclose(db, radiometry.to_db(np.maximum(levels, 1), PARAMS), atol=0.5)
+    p = read_provenance(only(tmp_path / "out"))
+    assert (p.normalisation, p.amplitude_scale, p.dataset_version) == (
+        "amplitude",
+        pytest.approx(0.5),
+        "amp1",
+    )
+
+
 def pixels_of_dataset_tile(gen_world) -> np.ndarray:
     import io
 

@@ -1,8 +1,10 @@
 """A small land-cover world in the dataset's real layout, and a tiny model trained on it, for generation tests.
 
 Each tile has a land-cover map (water, field, forest, urban blocks), a noise-free "idealised"
-backscatter image and the SAR tile (the same with gamma speckle), stored as 8-bit dB levels with
-the mapping recorded (``db_min``, ``db_max``, ``bit_depth``) like the ``training_dataset`` rows.
+backscatter image and the SAR tile (the same with gamma speckle), stored as 8-bit levels (dB by
+default, or any other :class:`~sar_pipeline.radiometry.RadiometryParams`) with the mapping recorded
+(``normalisation``, ``db_min``, ``db_max``, ``bit_depth``, ``amplitude_scale``) like the
+``training_dataset`` rows.
 Run ``python -m sar_pipeline_tests.generation.world OUT`` to write one and look at it.
 """
 
@@ -38,15 +40,20 @@ def landcover(rng: np.random.Generator, size: int) -> np.ndarray:
     return codes
 
 
-def tile_images(codes: np.ndarray, rng: np.random.Generator, looks: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(speckled SAR levels, idealised levels), uint8 quantised dB."""
+def tile_images(
+    codes: np.ndarray,
+    rng: np.random.Generator,
+    looks: int = 4,
+    params: radiometry.RadiometryParams = PARAMS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(speckled SAR levels, idealised levels), uint8 quantised through ``params``."""
     db = np.zeros(codes.shape, np.float32)
     for code, level in CLASS_DB.items():
         db[codes == code] = level
     intensity = radiometry.db_to_intensity(db)
     speckled = intensity * rng.gamma(looks, 1.0 / looks, codes.shape)
-    sar = radiometry.quantize_db(radiometry.intensity_to_db(speckled), PARAMS)
-    ideal = radiometry.quantize_db(db, PARAMS)
+    sar = radiometry.quantize_db(radiometry.intensity_to_db(speckled), params)
+    ideal = radiometry.quantize_db(db, params)
     return sar, ideal
 
 
@@ -57,9 +64,15 @@ def png(array: np.ndarray) -> bytes:
 
 
 def write_world(
-    storage_root: str | Path, version: str = "g1", n_train: int = 24, size: int = 64, seed: int = 0
+    storage_root: str | Path,
+    version: str = "g1",
+    n_train: int = 24,
+    size: int = 64,
+    seed: int = 0,
+    params: radiometry.RadiometryParams = PARAMS,
 ) -> Path:
-    """Write the dataset version and ``dataset/current.json``; return the version folder."""
+    """Write the dataset version (tiles quantised through ``params``, recorded in its columns) and
+    ``dataset/current.json``; return the version folder."""
     rng = np.random.default_rng(seed)
     folder = Path(storage_root) / "dataset" / version
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +83,7 @@ def write_world(
         meta = {k: [] for k in ("tile_id", "flight_id", "split", "text", "caption")}
         for i in range(n):
             codes = landcover(rng, size)
-            sar, ideal = tile_images(codes, rng)
+            sar, ideal = tile_images(codes, rng, params=params)
             tile_id = f"{split}-{i:03d}"
             main = max(CLASS_DB, key=lambda c: (codes == c).sum())
             rows["image"].append({"bytes": png(sar), "path": f"{tile_id}.png"})
@@ -85,9 +98,11 @@ def write_world(
             {
                 **{k: pa.array(v, type=image_type) for k, v in rows.items()},
                 **{k: pa.array(v, type=pa.string()) for k, v in meta.items()},
-                "db_min": pa.array([PARAMS.db_min] * n, pa.float64()),
-                "db_max": pa.array([PARAMS.db_max] * n, pa.float64()),
-                "bit_depth": pa.array([8] * n, pa.int32()),
+                "normalisation": pa.array([params.normalisation] * n, pa.string()),
+                "db_min": pa.array([params.db_min] * n, pa.float64()),
+                "db_max": pa.array([params.db_max] * n, pa.float64()),
+                "bit_depth": pa.array([params.bit_depth] * n, pa.int32()),
+                "amplitude_scale": pa.array([params.amplitude_scale] * n, pa.float64()),
                 "ground_sample_distance_m": pa.array([8.0] * n, pa.float64()),
             }
         )

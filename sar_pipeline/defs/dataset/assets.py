@@ -105,6 +105,7 @@ def training_dataset(
     if card.mosaic_png:
         metadata["mosaic"] = picture(storage, card.mosaic_png, "tiles and captions")
     metadata["db_range"] = f"{result.radiometry['db_min']:.2f} … {result.radiometry['db_max']:.2f} dB"
+    metadata["normalisation"] = result.radiometry["normalisation"]
     metadata["radiometry"] = result.radiometry["chosen"]
     metadata["left_out_tiles"] = len(result.left_out)
     metadata["left_out"] = dg.MetadataValue.md("\n".join(f"- {s}" for s in result.left_out[:100]) or "none")
