@@ -22,7 +22,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 ROOTS_SETTING = "archive.allowed_href_roots"
@@ -85,7 +85,8 @@ def normalise(href: str) -> str:
         return os.path.realpath(path)
     parts = urlsplit(href)
     host = parts.netloc.rsplit("@", 1)[-1].lower()
-    path = posixpath.normpath(parts.path) if parts.path else ""
+    # decoded first: a server or object store decodes "%2e%2e/" into "../", which must not climb out
+    path = posixpath.normpath(unquote(parts.path)) if parts.path else ""
     if path in (".", "/"):
         path = ""
     if parts.path.endswith("/") and path and not path.endswith("/"):

@@ -60,7 +60,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is safe as one path component (no ``/``, no ``..``), else raise."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+    # fullmatch: ``$`` would also match before a trailing newline ("flight\n")
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
         raise ConfigError(
             repr(value),
             f"not a valid {what}: use letters, digits, '.', '_' and '-' (no '/', no '..', "

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import Field
@@ -166,7 +166,7 @@ def load_karpathy_json(
         split = {"val": "validation", "restval": "train"}.get(
             entry.get("split", "train"), entry.get("split", "train")
         )
-        out.append(CaptionedImage(source, name, split, captions, _image_path(images_dir, name)))
+        out.append(CaptionedImage(source, name, split, captions, _image_path(images_dir, name, path)))
     return _one_split_per_image(out, path)
 
 
@@ -214,7 +214,7 @@ def load_precomp(
         )
     split_name = {"val": "validation"}.get(split.split("_")[0], split.split("_")[0])
     return [
-        CaptionedImage(source, name, split_name, tuple(c), _image_path(images_dir, name))
+        CaptionedImage(source, name, split_name, tuple(c), _image_path(images_dir, name, names_file))
         for name, c in groups
     ]
 
@@ -314,7 +314,16 @@ def require_datasets(datasets: Sequence[CaptionDatasetSettings], setting: str = 
         )
 
 
-def _image_path(images_dir: str | Path | None, name: str) -> Path | None:
+def _image_path(images_dir: str | Path | None, name: str, source: Path) -> Path | None:
+    """``images_dir/name`` (None without an images folder); a name that would lead out of the images
+    folder (absolute, or with a ``..`` part) is an error naming the caption file ``source``."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name or parts[0] == "/" or ".." in parts:
+        raise CaptionDataError(
+            source,
+            f"image {name!r} lies outside the images folder: image names are relative to it "
+            "(no leading '/', no '..')",
+        )
     return None if images_dir is None else Path(images_dir) / name
 
 
