@@ -11,8 +11,10 @@ no flush — at one of two kinds of point:
   (:pep:`578`): ``open`` for writing, ``os.rename``/``os.replace``, ``os.remove``, ``os.rmdir``,
   ``os.mkdir``, ``shutil.rmtree``… — every step of the temp-name-then-rename protocol, including the
   deletes inside ``rmtree``. A dry run lists a stage's events, so a trial draws N among them.
-- ``kill_after_s=T``: the server sends SIGKILL after T seconds, wherever the child is — also inside a
-  native writer (Parquet, GDAL, safetensors) between two audited events.
+- ``kill_after_first_write_s=T``: a timer started at the child's first write under the watched
+  folder sends it SIGKILL T seconds later, wherever it is — also inside a native writer (Parquet,
+  GDAL, safetensors) between two audited events. (Timed from the first write, not from the start:
+  Dagster's start-up time varies more on a loaded machine than a small stage's writing lasts.)
 
 Each child appends the writes it saw to a trace file (``<seconds>\\t<event>\\t<path>``), so a trial knows
 where its kill landed and when (seconds since it started); its stdout and stderr go to a log file.
@@ -29,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -94,9 +97,16 @@ def _written(event: str, args: tuple) -> str | None:
     return _path(args[0])
 
 
-def install_kill_hook(root: str, kill_at_event: int | None, trace_fd: int) -> None:
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_kill_hook(
+    root: str, kill_at_event: int | None, kill_after_first_write_s: float | None, trace_fd: int
+) -> None:
     """Count writes under ``root`` in this process, trace them to ``trace_fd``, and SIGKILL this
-    process just before write number ``kill_at_event`` (1-based; None: never)."""
+    process just before write number ``kill_at_event`` (1-based) or ``kill_after_first_write_s``
+    seconds after its first write (None: never)."""
     root = os.path.abspath(root).rstrip("/") + "/"
     count = 0
     started = time.monotonic()
@@ -112,9 +122,13 @@ def install_kill_hook(root: str, kill_at_event: int | None, trace_fd: int) -> No
         if path is None or root not in path + "/":
             return
         count += 1
+        if count == 1 and kill_after_first_write_s is not None:
+            timer = threading.Timer(kill_after_first_write_s, _kill_self)
+            timer.daemon = True
+            timer.start()
         os.write(trace_fd, f"{time.monotonic() - started:.4f}\t{event}\t{path}\n".encode())
         if count == kill_at_event:
-            os.kill(os.getpid(), signal.SIGKILL)
+            _kill_self()
 
     sys.addaudithook(hook)
 
@@ -134,7 +148,9 @@ def _child(request: dict[str, Any]) -> None:
         sys.stdout.reconfigure(line_buffering=True)
         sys.stderr.reconfigure(line_buffering=True)
         trace = os.open(request["trace"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        install_kill_hook(request["root"], request.get("kill_at_event"), trace)
+        install_kill_hook(
+            request["root"], request.get("kill_at_event"), request.get("kill_after_first_write_s"), trace
+        )
         _resolve(request["stage"])(**request["kwargs"])
         code = 0
     except BaseException:
@@ -145,16 +161,16 @@ def _child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _wait(pid: int, kill_after_s: float | None) -> dict[str, Any]:
+def _wait(pid: int) -> dict[str, Any]:
     started = time.monotonic()
-    deadline = started + (kill_after_s if kill_after_s is not None else HANG_S)
+    deadline = started + HANG_S
     hung = False
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             break
         if time.monotonic() >= deadline:
-            hung = kill_after_s is None
+            hung = True
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
             break
@@ -177,7 +193,7 @@ def serve(preload: list[str]) -> None:
         pid = os.fork()
         if pid == 0:
             _child(request)
-        print(json.dumps(_wait(pid, request.get("kill_after_s"))), flush=True)
+        print(json.dumps(_wait(pid)), flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,13 +220,21 @@ class Outcome:
         return self.writes[-1].replace(f"{Path(root).resolve()}/", "").replace("\t", " ")
 
 
-def draw_kill_point(rng: random.Random, dry: Outcome, timed: bool) -> dict[str, Any]:
+def draw_kill_point(
+    rng: random.Random, dry: Outcome, timed: bool, stratum: tuple[int, int] = (0, 1)
+) -> dict[str, Any]:
     """A kill point for a run like ``dry`` (an uninterrupted run of the same stage from the same
-    state): before one of its writes drawn uniformly, or (``timed``) at a delay drawn uniformly
-    between its first write and its end."""
+    state): before one of its writes drawn uniformly from slice ``stratum[0]`` of ``stratum[1]``
+    equal slices of the run's writes (so that trials spread over the whole run), or (``timed``) at a
+    delay after its first write drawn uniformly up to its last write (a run may end before a timed
+    kill: it is then reported)."""
     if timed:
-        return {"kill_after_s": round(rng.uniform(dry.write_times[0], dry.elapsed_s), 3)}
-    return {"kill_at_event": rng.randint(1, len(dry.writes))}
+        span = dry.write_times[-1] - dry.write_times[0]
+        return {"kill_after_first_write_s": round(rng.uniform(0.0, span), 4)}
+    index, slices = stratum
+    n = len(dry.writes)
+    low = 1 + index * n // slices
+    return {"kill_at_event": rng.randint(low, max(low, (index + 1) * n // slices))}
 
 
 class KillServer:
@@ -241,11 +265,12 @@ class KillServer:
         stage: str,
         root: Path,
         kill_at_event: int | None = None,
-        kill_after_s: float | None = None,
+        kill_after_first_write_s: float | None = None,
         **kwargs: Any,
     ) -> Outcome:
         """Run ``stage`` (``module:function``) with ``kwargs`` in a fresh child; kill it at write number
-        ``kill_at_event`` under ``root`` or after ``kill_after_s`` seconds (neither: let it finish)."""
+        ``kill_at_event`` under ``root`` or ``kill_after_first_write_s`` after its first write there
+        (neither: let it finish)."""
         self._count += 1
         trace = self.workdir / f"trace-{self._count}.tsv"
         log = self.workdir / f"log-{self._count}.txt"
@@ -254,7 +279,7 @@ class KillServer:
             "kwargs": kwargs,
             "root": str(root),
             "kill_at_event": kill_at_event,
-            "kill_after_s": kill_after_s,
+            "kill_after_first_write_s": kill_after_first_write_s,
             "trace": str(trace),
             "log": str(log),
         }
@@ -317,7 +342,9 @@ def partial_or_foreign(visible: dict[str, bytes], reference: dict[str, bytes]) -
     return sorted(k for k, v in visible.items() if reference.get(k) != v)
 
 
-def incomplete_folders(visible: dict[str, bytes], reference: dict[str, bytes], folders: list[str]) -> list[str]:
+def incomplete_folders(
+    visible: dict[str, bytes], reference: dict[str, bytes], folders: list[str]
+) -> list[str]:
     """Published folders (``folders``, relative to the root) that are visible but do not hold every
     file the reference's folder holds: a folder seen half filled."""
     out = []
@@ -342,8 +369,8 @@ class Trials:
     ``arguments(root)`` gives the stage's keyword arguments writing under ``root``; ``prepare(root)``
     writes the stage's inputs under an empty ``root``; ``published`` names the folders it publishes
     whole (relative to the root). Trial i starts from an empty root or, more often, from the complete
-    output of the run before it (a re-materialisation), and is killed at a point drawn by
-    :func:`draw_kill_point` (one in ``timed_every`` after a delay).
+    output of the run before it (a re-materialisation; an empty root with probability ``empty_share``),
+    and is killed at a point drawn by :func:`draw_kill_point` (one in ``timed_every`` after a delay).
     """
 
     server: KillServer
@@ -353,6 +380,7 @@ class Trials:
     published: list[str]
     seed: int
     timed_every: int = 4
+    empty_share: float = 0.3
 
     def reference(self, root: Path) -> tuple[dict[str, bytes], dict[str, Outcome]]:
         """The uninterrupted output under ``root`` and the dry runs (into an empty root, over its own output)."""
@@ -375,13 +403,17 @@ class Trials:
         trial saying where its kill landed. ``check(root, what)``: more checks after each kill."""
         rng = random.Random(self.seed)
         lines = []
+        timed_trials = count // self.timed_every
+        event_trials = list(range(count - timed_trials))
+        rng.shuffle(event_trials)  # which slice of the run's writes each event trial kills in
         for trial in range(count):
-            start = "empty" if trial == 0 or rng.random() < 0.3 else "over"
+            start = "empty" if trial == 0 or rng.random() < self.empty_share else "over"
             if start == "empty":
                 shutil.rmtree(root, ignore_errors=True)
                 self.prepare(root)
             timed = trial % self.timed_every == self.timed_every - 1
-            point = draw_kill_point(rng, dry[start], timed)
+            stratum = (0, 1) if timed else (event_trials.pop(), count - timed_trials)
+            point = draw_kill_point(rng, dry[start], timed, stratum)
             killed = self.server.run(self.stage, root, **point, **self.arguments(root))
             what = f"trial {trial}: from {start} root, {point}: killed {killed.landed(root)}"
             lines.append(what if killed.killed else f"{what} (ended before the kill)")
