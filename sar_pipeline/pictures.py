@@ -193,9 +193,14 @@ def store_picture(storage_root, png: bytes) -> str:
 
 
 def line_plot_png(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    markers: bool = False,
 ) -> bytes:
-    """A line plot (e.g. loss curve) as PNG bytes, drawn with matplotlib's Agg backend."""
+    """A line plot (e.g. loss curve) as PNG bytes, drawn with matplotlib's Agg backend; ``markers``
+    draws each point too (a series of one point shows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +208,7 @@ def line_plot_png(
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for name, (x, y) in series.items():
-        ax.plot(list(x), list(y), label=name)
+        ax.plot(list(x), list(y), label=name, marker="o" if markers else None)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

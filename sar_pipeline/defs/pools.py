@@ -1,7 +1,7 @@
 """Concurrency pools: which steps may share the machine's GPUs.
 
 Every step that puts a model on a GPU declares pool ``gpu``: ``latent_cache``, ``sd_model``,
-``controlnet_model``, ``sar_clip``, ``blip_remote_sensing``, ``caption_metrics``, and ``captions`` when the deployment captions with
+``controlnet_model``, ``sar_clip``, ``sar_fidelity``, ``blip_remote_sensing``, ``caption_metrics``, and ``captions`` when the deployment captions with
 BLIP (``$SAR_PIPELINE_CAPTIONER_MODEL`` set; the template captioner needs no GPU, so flights then
 caption in parallel). Dagster gives a step a slot of its pool before it starts and holds it until
 the step ends, across runs; the instance sets how many slots a pool has (``dagster.yaml``:

@@ -426,15 +426,15 @@ def train_on_dataset(
     storage_root: str | Path, version: str, settings: SarClipSettings, progress: bool = False
 ) -> tuple[SarClip, list[float], dict[str, Any]]:
     """Train a SAR-CLIP on the train split of dataset ``version`` and evaluate its retrieval on the
-    held-out split (test, else validation); returns it, the loss per step and what
-    :func:`save_sar_clip` records (settings, splits, pair counts, retrieval with chance levels)."""
-    from sar_pipeline.evaluation.tiles import held_out_split, read_split_tiles
+    held-out split (test, else validation; else the train split itself, recorded as not held out);
+    returns it, the loss per step and what :func:`save_sar_clip` records (settings, splits, pair
+    counts, retrieval with chance levels)."""
+    from sar_pipeline.evaluation.tiles import evaluation_split, read_split_tiles
 
     side = input_side_px(settings)
     train = read_split_tiles(storage_root, version, "train", side, settings.text_column)
-    held_out = read_split_tiles(
-        storage_root, version, held_out_split(storage_root, version), side, settings.text_column
-    )
+    split, is_held_out = evaluation_split(storage_root, version)
+    held_out = read_split_tiles(storage_root, version, split, side, settings.text_column)
     clip, losses = train_sar_clip(train.greys, train.texts, settings, progress=progress)
     info = {
         "settings": settings.model_dump(),
@@ -442,6 +442,7 @@ def train_on_dataset(
         "train_pairs": len(train),
         "train_distinct_captions": len(set(train.texts)),
         "evaluation_split": held_out.split,
+        "evaluation_held_out": is_held_out,
         "retrieval": evaluate_retrieval(clip, held_out.greys, held_out.texts),
         "final_loss": losses[-1],
     }

@@ -18,7 +18,7 @@ import numpy as np
 from sar_pipeline import radiometry
 from sar_pipeline.errors import ConfigError
 
-#: splits tried in turn for held-out tiles (a tiny dataset's test blocks may hold no tile)
+#: splits tried in turn for held-out tiles (a small dataset's test blocks may hold no tile)
 HELD_OUT_SPLITS = ("test", "validation")
 
 
@@ -86,19 +86,20 @@ def read_split_tiles(
     )
 
 
-def held_out_split(storage_root: str | Path, version: str) -> str:
-    """The first split of :data:`HELD_OUT_SPLITS` with tiles; ConfigError when none has any."""
+def evaluation_split(storage_root: str | Path, version: str) -> tuple[str, bool]:
+    """(split, held out): the first split of :data:`HELD_OUT_SPLITS` with tiles, else ``train`` with
+    held out False (a dataset too small for its spatial split to hold ground blocks out, like the
+    CPU demo's: its figures then say how well a model fits the tiles it saw, not how it generalises);
+    ConfigError when the dataset has no tile at all."""
     from sar_pipeline.dataset import dataset_info
 
     counts = dataset_info(storage_root, version).get("row_counts") or {}
     for split in HELD_OUT_SPLITS:
         if counts.get(split, 0) > 0:
-            return split
-    raise ConfigError(
-        f"dataset version {version}",
-        f"no held-out tile (row counts {counts}): the test and validation splits are empty; add flights "
-        "so that the spatial split has test blocks",
-    )
+            return split, True
+    if counts.get("train", 0) > 0:
+        return "train", False
+    raise ConfigError(f"dataset version {version}", f"has no tile to evaluate on (row counts {counts})")
 
 
 def dataset_params(storage_root: str | Path, version: str) -> radiometry.RadiometryParams:

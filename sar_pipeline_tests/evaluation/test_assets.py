@@ -1,13 +1,16 @@
-"""The sar_clip and sar_fidelity assets and the promotion check, materialised on a tiny trained world."""
+"""The sar_clip and sar_fidelity assets, materialised on a tiny trained world."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from sar_pipeline.defs.evaluation.assets import sar_clip
+from sar_pipeline.defs.evaluation.assets import sar_clip, sar_fidelity
 from sar_pipeline.defs.resources import StorageRoot
-from sar_pipeline.generation.model import read_latest
+from sar_pipeline.evaluation import fidelity
+from sar_pipeline.generation.model import read_latest, write_latest
+from sar_pipeline_tests.evaluation.conftest import run_against_itself
 
 CLIP_CONFIG = {"image_size_px": 32, "max_steps": 30, "batch_size": 8, "device": "cpu"}
 FIDELITY_CONFIG = {
@@ -51,7 +54,9 @@ def test_sar_clip_is_trained_saved_and_scored_against_chance(eval_world, clip_ma
     (materialization,) = result.asset_materializations_for_node("sar_clip")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["dataset_version"] == "e1" and meta["train_pairs"] == 16
-    assert meta["evaluation_split"] == "test" and meta["evaluation_tiles"] == 2
+    assert (
+        meta["evaluation_split"] == "test" and meta["evaluation_held_out"] and meta["evaluation_tiles"] == 2
+    )
     for direction in ("text_to_image", "image_to_text"):
         for k in (1, 5):
             assert 0 <= meta[f"{direction}_r{k}"] <= 1 and 0 < meta[f"chance_{direction}_r{k}"] <= 1
@@ -61,3 +66,78 @@ def test_sar_clip_is_trained_saved_and_scored_against_chance(eval_world, clip_ma
     assert (folder / "model.safetensors").is_file() and (folder / "sar_clip.json").is_file()
     assert not list(folder.parent.glob(".*"))  # nothing half-written left beside it
     assert read_latest(eval_world["storage"], "sar_clip")["sar_clip"] == str(folder)
+
+
+def _fidelity_run(eval_world, clip_materialised, pipeline: Path):
+    instance, _ = clip_materialised
+    write_latest(eval_world["storage"], "sd_model", {"checkpoint": str(pipeline)})
+    return _materialise(
+        [sar_fidelity],
+        eval_world["storage"],
+        instance,
+        {"sar_fidelity": {"config": FIDELITY_CONFIG}},
+    )
+
+
+def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles(
+    eval_world, clip_materialised
+):
+    result = _fidelity_run(eval_world, clip_materialised, eval_world["pipeline"])
+    observations = [
+        e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert [o.metadata["step"].value for o in observations] == [1, 2]
+    (materialization,) = result.asset_materializations_for_node("sar_fidelity")
+    meta = materialization.metadata
+    assert meta["run"].value == "run1" and meta["tiles"].value == 2
+    # one row per model: base, the two checkpoints, the real tiles (the ceiling of adherence)
+    rows = meta["table"].value.records
+    assert [r.data["model"].split(" (")[0] for r in rows] == [
+        "base",
+        "checkpoint 1",
+        "checkpoint 2",
+        "real tiles",
+    ]
+    assert all(0 <= r.data["clip_score"] <= 100 for r in rows)
+    assert rows[-1].data["wasserstein_db"] is None  # the real tiles are what the others are measured against
+    best_step = meta["best_step"].value
+    assert best_step in (1, 2) and f"checkpoint {best_step} (best)" in meta["table_markdown"].value
+    assert meta["best_checkpoint"].value.endswith(f"checkpoint-{best_step:08d}/pipeline")
+    report = json.loads(Path(meta["report"].value).read_text())
+    # the world's tiles have land cover: amplitude distances per main class too
+    assert set(report["base"]["scores"]["by_landcover"]) <= {"water", "field", "forest", "urban"}
+    assert report["base"]["scores"]["by_landcover"]
+    assert "per main land-cover class" in meta["table_markdown"].value
+    # a plot per metric against the training step, as a file under the storage root; metadata a thumbnail
+    plots = Path(meta["report"].value).parent / "plots"
+    assert {p.stem for p in plots.glob("*.png")} == set(fidelity.METRICS)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.glob("*.png"))
+    assert str(plots / "wasserstein_db.png") in meta["plot_wasserstein_db"].value
+    assert len(meta["plot_wasserstein_db"].value) < 60_000
+
+
+def test_a_model_no_better_than_its_base_is_not_promotable(eval_world, clip_materialised):
+    pipeline = run_against_itself(eval_world, "run-self")
+    result = _fidelity_run(eval_world, clip_materialised, pipeline)
+    meta = result.asset_materializations_for_node("sar_fidelity")[0].metadata
+    report = json.loads(Path(meta["report"].value).read_text())
+    # the same weights and seeds draw the same images: not one distance apart from the base
+    assert report["checkpoints"][0]["scores"]["wasserstein_db"] == report["base"]["scores"]["wasserstein_db"]
+    assert not report["promotable"] and not meta["beats_base"].value
+    assert "not below the base model's" in report["reasons"][0]
+
+
+def test_best_checkpoint_and_the_promotion_rule_on_known_scores():
+    def entry(w, g, c):
+        return {"scores": {"wasserstein_db": w, "glcm_distance": g, "clip_score": c}}
+
+    # the second is best on two of three measures
+    assert fidelity.best_checkpoint([entry(3.0, 1.0, 10.0), entry(2.0, 0.5, 9.0), entry(4.0, 2.0, 11.0)]) == 1
+    base = {"wasserstein_db": 2.0, "clip_score": 10.0}
+    assert fidelity.beats_base({"wasserstein_db": 1.0, "clip_score": 11.0}, base) == (True, [])
+    ok, reasons = fidelity.beats_base({"wasserstein_db": 1.0, "clip_score": 10.0}, base)
+    assert not ok and reasons == ["SAR-CLIP score 10.000 is not above the base model's 10.000"]
+    ok, reasons = fidelity.beats_base({"wasserstein_db": 2.5, "clip_score": 9.0}, base)
+    assert not ok and len(reasons) == 2

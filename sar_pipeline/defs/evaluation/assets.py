@@ -1,9 +1,16 @@
-"""Model quality assets: the SAR-CLIP that judges prompt adherence.
+"""Model quality assets: the SAR-CLIP that judges prompt adherence, and the SAR fidelity of sd_model.
 
-``sar_clip`` trains a CLIP on the dataset's own tile / caption pairs (``evaluation.clip``).
+``sar_clip`` trains a CLIP on the dataset's own tile / caption pairs (``evaluation.clip``);
+``sar_fidelity`` scores every checkpoint of the latest ``sd_model`` run and its base model on the
+held-out tiles (``evaluation.fidelity``), as a table, per-metric plots against the training step
+and one observation per checkpoint; its check ``sar_fidelity_beats_base`` promotes the best
+checkpoint to generation's default only when it beats the base model.
 """
 
 import hashlib
+import json
+import math
+from pathlib import Path
 
 import dagster as dg
 
@@ -11,10 +18,13 @@ from sar_pipeline import pictures
 from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
-from sar_pipeline.defs.training.assets import upstream_dataset_version
+from sar_pipeline.defs.training.assets import sd_model, upstream_dataset_version
 from sar_pipeline.evaluation import clip as sar_clip_model
+from sar_pipeline.evaluation import fidelity
 from sar_pipeline.evaluation.clip import SarClipSettings
-from sar_pipeline.generation.model import write_latest
+from sar_pipeline.evaluation.fidelity import FidelitySettings
+from sar_pipeline.generation.model import latest_model_folder, write_latest
+from sar_pipeline.lineage import latest_model_from_instance
 from sar_pipeline.storage import atomic_local_dir, atomic_write_bytes, validate_id
 
 
@@ -68,6 +78,10 @@ def sar_clip(
     storage.push("models", "sar_clip", "latest.json")
     retrieval = info["retrieval"]
     context.log.info(f"SAR-CLIP at {storage.uri_of(folder)}: retrieval {retrieval}")
+    if not info["evaluation_held_out"]:
+        context.log.warning(
+            f"dataset {version} holds no tile out (test and validation empty): retrieval measured on the train split"
+        )
     return dg.MaterializeResult(
         metadata={
             "sar_clip": dg.MetadataValue.path(storage.uri_of(folder)),
@@ -75,6 +89,7 @@ def sar_clip(
             "train_pairs": info["train_pairs"],
             "train_distinct_captions": info["train_distinct_captions"],
             "evaluation_split": info["evaluation_split"],
+            "evaluation_held_out": info["evaluation_held_out"],
             "evaluation_tiles": int(retrieval["tiles"]),
             "evaluation_distinct_captions": int(retrieval["distinct_captions"]),
             **{
@@ -88,5 +103,120 @@ def sar_clip(
             "loss_curve": picture(
                 storage, (folder / "loss.png").read_bytes(), "SAR-CLIP loss", path=str(folder / "loss.png")
             ),
+        }
+    )
+
+
+class FidelityConfig(dg.Config, FidelitySettings):
+    """How the checkpoints of the latest sd_model run and its base model are scored on held-out tiles."""
+
+
+def _latest_run_dir(context: dg.AssetExecutionContext, storage: StorageRoot) -> Path:
+    """The folder of the run of sd_model's latest materialisation (its ``run`` metadata, pulled from a
+    remote root), else of the storage root's ``models/sd/latest.json``."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("sd_model"))
+    run = event.asset_materialization.metadata.get("run") if event and event.asset_materialization else None
+    if run is not None:
+        storage.pull("models", "sd", str(run.value))
+        return storage.local_path("models", "sd", str(run.value))
+    return fidelity.run_dir_of(latest_model_folder(storage.local_path(), "sd_model"))
+
+
+def _rounded(value: float) -> float | None:
+    """A figure for display: 5 decimals, None (an empty cell) where it is not finite."""
+    return round(value, 5) if math.isfinite(value) else None
+
+
+def _table(report: dict) -> dg.MetadataValue:
+    rows = fidelity.table_rows(report)
+    columns = [dg.TableColumn("model", "string"), dg.TableColumn("step", "int")] + [
+        dg.TableColumn(key, "float", description=f"{heading}{f' ({unit})' if unit else ''}")
+        for key, (heading, unit, _) in fidelity.METRICS.items()
+    ]
+    records = [
+        dg.TableRecord({k: (_rounded(v) if isinstance(v, float) else v) for k, v in row.items()})
+        for row in rows
+    ]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[sd_model, sar_clip],
+    kinds={"pytorch"},
+    pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
+    description="SAR fidelity of each checkpoint of the latest sd_model run and of its base model: for the held-out "
+    "captions, images with fixed seeds compared with the real tiles — amplitude distances in dB (Wasserstein-1, "
+    "Jensen–Shannon, KS; overall and per land-cover class), speckle (CV, ENL), GLCM texture distance, and "
+    "adherence under sar_clip (real tiles the ceiling, the base model the floor). A table, plots of each metric "
+    "against the training step, the best checkpoint; report under `evaluation/sar_fidelity/<run>/`.",
+)
+def sar_fidelity(
+    context: dg.AssetExecutionContext, config: FidelityConfig, storage: StorageRoot
+) -> dg.MaterializeResult:
+    root = storage.local_path()
+    run_dir = _latest_run_dir(context, storage)
+    clip_folder = latest_model_folder(
+        root, "sar_clip", latest_model_from_instance("sar_clip", context.instance)
+    )
+    clip = sar_clip_model.load_sar_clip(clip_folder, config.device)
+    settings = FidelitySettings.model_validate(config.model_dump())
+
+    def observe(entry: dict) -> None:
+        scores = entry["scores"]
+        context.log_event(
+            dg.AssetObservation(
+                asset_key="sar_fidelity",
+                metadata={
+                    "step": entry["step"],
+                    "checkpoint": dg.MetadataValue.path(storage.uri_of(entry["pipeline"])),
+                    **{key: round(float(scores[key]), 5) for key in fidelity.METRICS},
+                },
+            )
+        )
+
+    report = fidelity.evaluate_run(run_dir, clip, settings, on_checkpoint=observe)
+    if not report["held_out"]:
+        context.log.warning(
+            f"dataset {report['dataset_version']} holds no tile out: the models are scored on train tiles"
+        )
+    plots = fidelity.metric_plots(report)
+    folder = storage.local_path("evaluation", "sar_fidelity", validate_id(report["run"], "run name"))
+    with atomic_local_dir(folder) as staging:
+        (staging / "plots").mkdir()
+        for key, png in plots.items():
+            (staging / "plots" / f"{key}.png").write_bytes(png)
+        (staging / "table.md").write_text(fidelity.markdown_table(report) + "\n")
+        (staging / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    storage.push("evaluation", "sar_fidelity", folder.name)
+    best = report["checkpoints"][report["best"]]
+    base, real = report["base"]["scores"], report["real"]
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(storage.uri_of(folder / "report.json")),
+            "run": report["run"],
+            "dataset_version": report["dataset_version"],
+            "evaluation_split": report["split"],
+            "evaluation_held_out": report["held_out"],
+            "tiles": report["tiles"],
+            "images_per_caption": report["images_per_caption"],
+            "best_checkpoint": dg.MetadataValue.path(storage.uri_of(best["pipeline"])),
+            "best_step": best["step"],
+            **{f"best_{key}": round(float(best["scores"][key]), 5) for key in fidelity.RANKED},
+            **{f"base_{key}": round(float(base[key]), 5) for key in fidelity.RANKED},
+            "real_clip_score": round(float(real["clip_score"]), 5),
+            "beats_base": report["promotable"],
+            "table": _table(report),
+            "table_markdown": dg.MetadataValue.md(fidelity.markdown_table(report)),
+            **{
+                f"plot_{key}": picture(
+                    storage,
+                    png,
+                    fidelity.METRICS[key][0],
+                    path=storage.uri_of(folder / "plots" / f"{key}.png"),
+                )
+                for key, png in plots.items()
+            },
         }
     )
