@@ -46,6 +46,7 @@ variables (for both fsspec and GDAL's ``/vsis3/``); ``storage_options`` are pass
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -157,6 +158,16 @@ def _resolve(link: pystac.Link, root, what: str, report: Callable[[ArchiveError]
             )
         )
         return None
+
+
+@contextlib.contextmanager
+def _malformed(name: str) -> Iterator[None]:
+    """A field of the wrong JSON type (a number where text is expected, an object for a list…), met by
+    pystac or here, is the catalogue's fault: an ArchiveError naming the object, not a crash."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        raise ArchiveError(name, f"malformed STAC ({type(exc).__name__}: {exc})") from exc
 
 
 def _describe(obj: pystac.STACObject) -> str:
@@ -340,10 +351,11 @@ class StacSarArchive:
         since_iso = _iso_utc(since) or since
         flights: dict[str, FlightRecord] = {}
         for collection in self._walk_collections(report):
-            if not self._is_flight(collection):
-                continue
             try:
-                record = self._flight_record(collection)
+                with _malformed(_describe(collection)):
+                    if not self._is_flight(collection):
+                        continue
+                    record = self._flight_record(collection)
             except ArchiveError as exc:
                 report(exc)
                 continue
@@ -361,8 +373,10 @@ class StacSarArchive:
 
     def _find_flight(self, flight_id: str) -> pystac.Collection:
         for collection in self._walk_collections(lambda _err: None):
-            if collection.id == flight_id and self._is_flight(collection):
-                return collection
+            if collection.id == flight_id:
+                with _malformed(_describe(collection)):
+                    if self._is_flight(collection):
+                        return collection
         raise ArchiveError(
             f"flight {flight_id!r}", f"no such flight in the STAC catalogue {self._root_href()}"
         )
@@ -436,6 +450,10 @@ class StacSarArchive:
 
     def scene_record(self, item: pystac.Item, flight_id: str) -> SceneRecord:
         """The :class:`SceneRecord` of one STAC item; ``ArchiveError`` naming it when unusable."""
+        with _malformed(_describe(item)):
+            return self._scene_record(item, flight_id)
+
+    def _scene_record(self, item: pystac.Item, flight_id: str) -> SceneRecord:
         name = _describe(item)
         try:
             scene_id = validate_id(item.id, "scene id")

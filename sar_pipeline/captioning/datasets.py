@@ -116,6 +116,13 @@ def _caption_texts(captions: object, where: str, source: Path) -> tuple[str, ...
     return tuple(out)
 
 
+def _split_name(split: object, where: str, source: Path) -> str:
+    """A split name as written; anything but text is an error naming the entry."""
+    if not isinstance(split, str):
+        raise CaptionDataError(source, f"{where}: split {split!r:.40} is {type(split).__name__}, not a name")
+    return split
+
+
 def _one_split_per_image(items: list[CaptionedImage], source: Path) -> list[CaptionedImage]:
     """Refuse a file that lists an image in two splits (its captions would be trained on and then
     scored as unseen) or twice in one, naming the image and the splits."""
@@ -163,9 +170,8 @@ def load_karpathy_json(
         captions = _caption_texts(raws, f"image {name!r} sentences[].raw", path)
         if not captions:
             raise CaptionDataError(path, f"image {name!r} has no captions")
-        split = {"val": "validation", "restval": "train"}.get(
-            entry.get("split", "train"), entry.get("split", "train")
-        )
+        split = _split_name(entry.get("split", "train"), f"image {name!r}", path)
+        split = {"val": "validation", "restval": "train"}.get(split, split)
         out.append(CaptionedImage(source, name, split, captions, _image_path(images_dir, name, path)))
     return _one_split_per_image(out, path)
 
@@ -247,7 +253,8 @@ def load_ucm_pairs(folder: str | Path) -> list[CaptionedImage]:
         if not image_path.is_file():
             raise CaptionDataError(image_path, f"image of {name} missing")
         captions = _caption_texts(captions, f"entry {i} ({name})", pairs_file)
-        out.append(CaptionedImage("ucm", str(name), entry.get("split") or "train", captions, image_path))
+        split = _split_name(entry.get("split") or "train", f"entry {i} ({name})", pairs_file)
+        out.append(CaptionedImage("ucm", str(name), split, captions, image_path))
     return _one_split_per_image(out, pairs_file)
 
 
