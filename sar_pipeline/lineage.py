@@ -4,7 +4,7 @@ Generation's default model is the latest ``sd_model`` (or ``controlnet_model``) 
 the instance holds; ``sar-pipeline provenance IMAGE`` joins a PNG's provenance to the
 ``sd_model`` run that wrote its checkpoint and to the dataset version's flights and tile counts.
 Without an instance (no ``$DAGSTER_HOME``, or another machine) the storage root's pointers and the
-dataset's own ``dataset_info.json`` say the same, less the run.
+dataset's own version manifest say the same, less the run.
 
 This module uses Dagster (like ``cli.py``); domain code never imports it.
 """

@@ -327,6 +327,17 @@ def _remove_remote(path: UPath) -> None:
         pass
 
 
+def discard(path: Path) -> None:
+    """Delete a local folder (or file) so that it is never seen half deleted: hidden under a
+    ``.<name>.deleting-<pid>`` name by one rename, then removed."""
+    hidden = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+    os.replace(path, hidden)
+    if hidden.is_dir() and not hidden.is_symlink():
+        shutil.rmtree(hidden, ignore_errors=True)
+    else:
+        hidden.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_local_dir(path: UPath | Path) -> Iterator[Path]:
     """Yield a local folder to fill; on success it replaces ``path`` as a whole (:func:`publish_dir`).

@@ -1,8 +1,9 @@
 """The training dataset: Parquet schema, spatially blocked split, deterministic writer, reader API.
 
 ``collect`` gathers every flight's rows from the tile manifests and captions, ``split`` assigns
-ground blocks to train/validation/test, ``write`` writes the versioned Parquet files, ``read`` is
-what downstream stages use: :func:`load_dataset_table` / :func:`current_version`.
+ground blocks to train/validation/test, ``write`` writes per-flight Parquet shards and a version
+manifest naming them, ``read`` is what downstream stages use: :func:`load_dataset_table` / :func:`current_version` /
+:func:`version_manifest`.
 """
 
 from sar_pipeline.dataset.read import (
@@ -11,6 +12,8 @@ from sar_pipeline.dataset.read import (
     dataset_split_paths,
     huggingface_data_files,
     load_dataset_table,
+    version_files,
+    version_manifest,
 )
 
 __all__ = [
@@ -19,4 +22,6 @@ __all__ = [
     "dataset_split_paths",
     "huggingface_data_files",
     "load_dataset_table",
+    "version_files",
+    "version_manifest",
 ]

@@ -11,8 +11,10 @@ Instead the ``sar_tiles`` stage stores each tile as 16-bit dB over its own valid
 histogram of its valid dB values (zeros, nodata and non-finite pixels excluded), and this module,
 run by ``training_dataset`` over every flight it writes, chooses the range from the pooled
 histograms — robust percentiles (default 0.5 % and 99.5 %) of the valid pixels of every tile that
-enters the dataset, or a fixed ``db_min``/``db_max`` — and re-quantises each tile into it. Re-running
-``training_dataset`` after a new flight re-chooses the range for all flights; no flight is re-tiled.
+enters the dataset, rounded to ``range_step_db``, or a fixed ``db_min``/``db_max`` — and re-quantises
+each tile into it. Re-running ``training_dataset`` after a new flight re-chooses the range for all
+flights; no flight is re-tiled. The rounding keeps the range, and so the earlier flights' dataset
+shards, unchanged unless the new flight moves a pooled percentile across a step.
 
 The ``"amplitude"`` normalisation (the follow-up study's ``A / (μ + 3σ)`` clipped to [0, 1]) is
 chosen the same way and for the same reason: μ and σ are the mean and standard deviation of the
@@ -81,6 +83,13 @@ class DatasetRadiometrySettings(Settings):
     db_max: float | None = Field(
         default=None, description="A fixed dB for the highest level (set with db_min), e.g. 10."
     )
+    range_step_db: float = Field(
+        default=0.5,
+        ge=0,
+        description="The pooled percentiles are rounded to a multiple of this many dB, so that a new "
+        "flight moves the range (and so rewrites every flight's dataset shard) only when it shifts the "
+        "pooled percentiles across a step; 0 uses them unrounded (every new flight rewrites every shard).",
+    )
     bit_depth: int = Field(
         default=8,
         description="Bits per pixel of the dataset's SAR images: 8 (what the Stable Diffusion VAE takes) "
@@ -144,6 +153,7 @@ class DatasetRadiometrySettings(Settings):
             if self.fixed_range or amplitude
             else [self.percentile_low, self.percentile_high],
             "fixed_range": list(self.fixed_range) if self.fixed_range and not amplitude else None,
+            "range_step_db": None if self.fixed_range or amplitude else self.range_step_db,
             "bit_depth": self.bit_depth,
             "max_nodata_fraction": self.max_nodata_fraction,
         }
@@ -191,9 +201,16 @@ def choose_range(
     else:
         pooled = radiometry.DbHistogram.pooled(histograms)
         lo, hi = pooled.percentiles(settings.percentile_low, settings.percentile_high)
+        step = settings.range_step_db
+        if step > 0:
+            lo, hi = round(lo / step) * step, round(hi / step) * step
+            if hi <= lo:  # a near-constant pool: keep one step between the ends
+                hi = lo + step
         how = (
             f"percentiles {settings.percentile_low:g}–{settings.percentile_high:g} of {pooled.total} valid "
-            f"pixels pooled over {len(histograms)} tiles: {lo:.2f} … {hi:.2f} dB"
+            f"pixels pooled over {len(histograms)} tiles"
+            + (f", rounded to {step:g} dB" if step > 0 else "")
+            + f": {lo:.2f} … {hi:.2f} dB"
         )
     return radiometry.RadiometryParams(db_min=lo, db_max=hi, bit_depth=settings.bit_depth), how
 

@@ -16,13 +16,25 @@ ways (``SplitSettings.assignment``):
   block's split never changes when flights are added (a test tile of one dataset version stays a
   test tile in the next), but with few blocks the shares scatter widely around the fractions.
 
-Tiles on a block edge can still touch a tile of another split. Every such pair is resolved by
-dropping one of the two tiles (a guard band): the tile of the split with the lower keep priority
-goes (train before validation before test, so the evaluation sets lose as little as possible).
-After that, no two tiles of different splits intersect or come within ``touch_tolerance_m`` of
-each other — checked by :func:`leaking_pairs`, which the tests and the asset check use. The guard
-band costs roughly (tile side / block side) of the tiles next to evaluation blocks: keep blocks
-several tiles wide.
+Tiles on a block edge can still touch a tile of another split: a guard band drops some of them, so
+that no two tiles of different splits intersect or come within ``touch_tolerance_m`` of each other —
+checked by :func:`leaking_pairs`, which the tests and the asset check use. The band depends on the
+assignment:
+
+* ``"balanced"``: every touching pair of tiles of different splits is resolved by dropping the tile of
+  the split with the lower keep priority (train before validation before test, so the evaluation
+  sets lose as little as possible). Whether a tile is dropped depends on its neighbours, possibly
+  tiles of another flight.
+* ``"hash"``: a tile is dropped when its footprint comes within ``touch_tolerance_m`` of a block of
+  another split (each block's split is known from its hash, occupied or not). Every kept tile then
+  lies inside blocks of its own split, more than the tolerance away from any block of another split,
+  so no two kept tiles of different splits come that close. Tiles of both sides of such a block edge
+  go (evaluation tiles too), but a tile's split and whether it is kept depend on the tile alone: a
+  new flight never moves or drops a tile of an earlier one, so the dataset's per-flight shards of
+  earlier flights stay unchanged (:mod:`sar_pipeline.dataset.write`).
+
+The guard band costs roughly (tile side / block side) of the tiles next to evaluation blocks: keep
+blocks several tiles wide.
 """
 
 from __future__ import annotations
@@ -88,7 +100,8 @@ class SplitSettings(Settings):
         default="balanced",
         description="'balanced': blocks in hash order fill each split up to its share of tiles (shares "
         "close to the fractions even with few blocks); 'hash': each block's split from its hash alone (a "
-        "block never changes split when flights are added, shares scatter with few blocks).",
+        "tile's split never changes when flights are added, so earlier flights' dataset shards are reused "
+        "as they are: choose it once there are dozens of blocks; shares scatter with few blocks).",
     )
 
     @pydantic.model_validator(mode="after")
@@ -107,7 +120,7 @@ class SplitSettings(Settings):
         }
 
     def split_json(self) -> dict[str, float | int | str]:
-        """The split fields only, as JSON values (what enters the version hash and dataset_info.json)."""
+        """The split fields only, as JSON values (what enters the version hash and the version manifest)."""
         return {name: getattr(self, name) for name in SplitSettings.model_fields}
 
 
@@ -205,6 +218,12 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitSettings) -> SplitRes
     else:
         by_block = balanced_block_splits(dict(collections.Counter(blocks)), config)
     splits = [by_block[b] for b in blocks]
+    if config.assignment == "hash":
+        for k, geom in enumerate(metric):
+            tolerance = block_crs_distance([footprints_wgs84[k]], config.touch_tolerance_m)
+            if _near_block_of_another_split(geom, splits[k], tolerance, config):
+                splits[k] = DROPPED
+        return SplitResult(splits=splits, blocks=blocks, median_tile_side_m=_median_side_m(metric))
 
     pairs = _touching_pairs(metric, block_crs_distance(footprints_wgs84, config.touch_tolerance_m))
     # Resolve from the highest keep priority down, so the outcome does not depend on pair order:
@@ -222,9 +241,29 @@ def assign_splits(footprints_wgs84: Sequence, config: SplitSettings) -> SplitRes
                     doomed.add(a)
         for a in doomed:
             splits[a] = DROPPED
+    return SplitResult(splits=splits, blocks=blocks, median_tile_side_m=_median_side_m(metric))
+
+
+def _median_side_m(metric_geoms: np.ndarray) -> float:
     # EPSG:6933 is equal-area: a footprint's area there is its ground area in m²
-    tile_side_m = float(np.sqrt(np.median(shapely.area(metric))))
-    return SplitResult(splits=splits, blocks=blocks, median_tile_side_m=tile_side_m)
+    return float(np.sqrt(np.median(shapely.area(metric_geoms))))
+
+
+def _near_block_of_another_split(geom, split: str, tolerance: float, config: SplitSettings) -> bool:
+    """Whether footprint ``geom`` (BLOCK_CRS) comes within ``tolerance`` (BLOCK_CRS units, touching
+    included) of a block whose ``"hash"`` split is not ``split``."""
+    size = config.block_size_m
+    minx, miny, maxx, maxy = shapely.bounds(geom)
+    for bx in range(int(np.floor((minx - tolerance) / size)), int(np.floor((maxx + tolerance) / size)) + 1):
+        for by in range(
+            int(np.floor((miny - tolerance) / size)), int(np.floor((maxy + tolerance) / size)) + 1
+        ):
+            if block_split((bx, by), config) == split:
+                continue
+            box = shapely.box(bx * size, by * size, (bx + 1) * size, (by + 1) * size)
+            if shapely.distance(geom, box) <= tolerance:
+                return True
+    return False
 
 
 def block_size_advice(block_size_m: float, tile_side_m: float) -> str | None:

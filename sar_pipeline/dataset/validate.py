@@ -40,20 +40,27 @@ def incomplete_rows(
     """Rows without text or without SAR image bytes, as ``{tile_id, split, problem}``; read one row
     group at a time so the image bytes never all sit in memory."""
     problems = []
-    for split, path in dataset_split_paths(storage_root, version).items():
-        with path.open("rb") as f:
-            parquet = pq.ParquetFile(f)
-            for batch in parquet.iter_batches(columns=["tile_id", "text", "image"], batch_size=256):
-                ids = batch.column("tile_id").to_pylist()
-                text = batch.column("text")
-                no_text = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
-                image_bytes = pc.struct_field(batch.column("image"), "bytes")
-                no_image = pc.fill_null(pc.equal(pc.binary_length(image_bytes), 0), True)
-                for k, (t, im) in enumerate(zip(no_text.to_pylist(), no_image.to_pylist(), strict=True)):
-                    if t:
-                        problems.append({"tile_id": ids[k], "split": split, "problem": "no text"})
-                    if im:
-                        problems.append({"tile_id": ids[k], "split": split, "problem": "no image bytes"})
+    for split, paths in dataset_split_paths(storage_root, version).items():
+        for path in paths:
+            problems.extend(_incomplete_rows_of_file(path, split))
+    return problems
+
+
+def _incomplete_rows_of_file(path: UPath, split: str) -> list[dict[str, str]]:
+    problems = []
+    with path.open("rb") as f:
+        parquet = pq.ParquetFile(f)
+        for batch in parquet.iter_batches(columns=["tile_id", "text", "image"], batch_size=256):
+            ids = batch.column("tile_id").to_pylist()
+            text = batch.column("text")
+            no_text = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
+            image_bytes = pc.struct_field(batch.column("image"), "bytes")
+            no_image = pc.fill_null(pc.equal(pc.binary_length(image_bytes), 0), True)
+            for k, (t, im) in enumerate(zip(no_text.to_pylist(), no_image.to_pylist(), strict=True)):
+                if t:
+                    problems.append({"tile_id": ids[k], "split": split, "problem": "no text"})
+                if im:
+                    problems.append({"tile_id": ids[k], "split": split, "problem": "no image bytes"})
     return problems
 
 

@@ -1,21 +1,39 @@
-"""Write the training dataset: split the collected rows, write one Parquet file per split, version it.
+"""Write the training dataset: split the collected rows, write per-flight shards, version them.
 
 Output under the storage root::
 
-    dataset/<version>/{train,validation,test}.parquet   schema in sar_pipeline.dataset.schema
-    dataset/<version>/dataset_info.json                 counts, settings, file hashes
-    dataset/current.json                                {"version": …, "splits": {…}, …}
+    dataset/shards/<flight_id>/<key>.<split>.parquet   one flight's rows of one split (GeoParquet,
+                                                       schema in sar_pipeline.dataset.schema)
+    dataset/shards/<flight_id>/<key>.json              the shard's files: sha256, bytes, rows (written last)
+    dataset/<version>/manifest.json                    the version: its shards, counts, settings
+    dataset/current.json                               {"version": …, "splits": {…}, …}
+
+A version is a manifest naming one shard per flight; readers resolve it with
+:func:`sar_pipeline.dataset.read.version_manifest`. A shard's ``key`` is the SHA-256 of everything
+that shapes its bytes: the flight's rows as the upstream manifests and captions give them (image
+paths, footprints, texts, each tile's own radiometry and histogram), each row's split, the dataset's
+dB range and the settings. A shard whose key already exists (with its ``.json`` written last and its
+files of the recorded size) is reused as it is, so a version after a new flight writes that flight's
+shard and shares the others with the previous version: storage grows with the flights, not with
+flights × versions. The earlier shards stay unchanged when the new flight changes neither the split
+of their tiles (``assignment="hash"``: a tile's split depends on the tile alone) nor the dataset's
+dB range (rounded to ``range_step_db``); otherwise the shards of the flights it touches are written
+anew under new keys (correct, only less shared). Re-tiling a flight rewrites its tile manifest, so it
+gets a new shard.
 
 Same inputs and settings ⇒ byte-identical files: rows sorted by (flight, scene, tile row, tile col,
-tile id), fixed row-group size and compression, no timestamps in the file metadata. The version
-id is the SHA-256 of the written split files (so it is a hash of rows + image bytes + the split
-settings that shaped them), shortened to 16 hex digits.
+tile id), fixed row-group size and compression, no timestamps in the file metadata. The version id is
+the SHA-256 of the schema version, the settings and the shard files' hashes, shortened to 16 hex
+digits. The version folder is published whole after its shards (temporary name then rename, or a
+pointer on object storage) and ``current.json`` last, so no reader sees a half-written version.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +54,7 @@ from sar_pipeline.dataset.radiometry import (
     requantise,
     stored_histogram,
 )
+from sar_pipeline.dataset.read import MANIFEST_NAME, SHARDS_FOLDER, split_files
 from sar_pipeline.dataset.schema import (
     BACKSCATTER_COLUMNS,
     GEOMETRY_COLUMN,
@@ -48,13 +67,17 @@ from sar_pipeline.dataset.split import DROPPED, SplitSettings, assign_splits
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.storage import (
     as_path,
+    atomic_local_file,
     atomic_write_bytes,
     is_local,
     publish_dir,
     relative_path,
     resolve_dir,
-    staging_dir,
+    validate_id,
 )
+
+#: hex digits of the shard key kept in its file names
+SHARD_KEY_LENGTH = 24
 
 #: Parquet compression codec and level (image bytes are PNG already; zstd helps the rest). Fixed,
 #: like every writer option, so the same rows always give the same bytes.
@@ -83,9 +106,16 @@ class TrainingDatasetSettings(SplitSettings, DatasetRadiometrySettings):
     mosaic_tiles: int = Field(
         default=12, ge=0, description="Tiles shown with their captions in the dataset card."
     )
+    keep_versions: int = Field(
+        default=5,
+        ge=1,
+        description="Retention: keep the last this many dataset versions, plus the current one and any a "
+        "checkpoint or model pointer names; older versions and the shards no kept version names are "
+        "deleted after each build (local storage roots).",
+    )
 
     def version_json(self) -> dict[str, Any]:
-        """What of the settings shapes the files: enters the version hash and ``dataset_info.json``."""
+        """What of the settings shapes the files: enters the version hash and the version manifest."""
         return {
             "split": self.split_json(),
             "row_group_size": self.row_group_size,
@@ -108,13 +138,15 @@ class DatasetWriteResult:
     median_tile_side_m: float
     flights: list[str]
     skipped: list[str]
-    files: dict[str, str]  # split → path relative to the storage root
+    files: dict[str, list[str]]  # split → its shard files, paths relative to the storage root
     #: written rows without image bytes, plus ``image_path`` (SAR tile, relative to the storage root)
     rows: list[dict[str, Any]]
     #: the dB range every SAR image was quantised into, and how it was chosen
     radiometry: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: tiles left out by policy (nodata above max_nodata_fraction), with the reason
     left_out: list[str] = dataclasses.field(default_factory=list)
+    #: flights whose shard this build wrote (the others were reused from earlier versions)
+    shards_written: list[str] = dataclasses.field(default_factory=list)
 
 
 def _image_struct(
@@ -186,8 +218,9 @@ def build_dataset(
     settings: TrainingDatasetSettings | None = None,
     on_error: Callable[[SarPipelineError], None] | None = None,
 ) -> DatasetWriteResult:
-    """Collect every flight's tiles, split them, write ``dataset/<version>/`` and point
-    ``dataset/current.json`` at it. Raises DatasetError when no tile is left to write.
+    """Collect every flight's tiles, split them, write the flights' shards that do not exist yet,
+    publish ``dataset/<version>/manifest.json`` and point ``dataset/current.json`` at it. Raises
+    DatasetError when no tile is left to write.
 
     ``on_error``: when given, bad tiles are passed to it and left out; otherwise the first one raises.
     """
@@ -220,43 +253,43 @@ def build_dataset(
     for row, split in zip(candidates, result.splits, strict=True):
         row["split"] = split
     kept = [r for r in candidates if r["split"] != DROPPED]
-    by_split = {s: [r for r in kept if r["split"] == s] for s in SPLITS}
 
-    with staging_dir(root / "dataset" / "staging") as tmp:
-        hashes = {}
-        for split in SPLITS:
-            local = Path(tmp) / f"{split}.parquet"
-            write_split_file(root, by_split[split], local, settings)
-            hashes[split] = _sha256_file(local)
-        digest = hashlib.sha256(
-            json.dumps(
-                {"schema_version": SCHEMA_VERSION, "files": hashes, "config": settings.version_json()},
-                sort_keys=True,
-            ).encode()
-        ).hexdigest()
-        version = digest[:16]
-        row_counts = {s: len(by_split[s]) for s in SPLITS}
-        info = {
-            "version": version,
-            "schema_version": SCHEMA_VERSION,
-            "config": settings.version_json(),
-            "flights": collected.flights,
-            "row_counts": row_counts,
-            "dropped_guard_tiles": result.dropped_count,
-            "block_count": result.block_count,
-            "skipped_tiles": [str(e) for e in collected.skipped],
-            "left_out_tiles": left_out,
-            "radiometry": radiometry_info,
-            "files_sha256": hashes,
-        }
-        (Path(tmp) / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        target = root / "dataset" / version
-        if not _complete(target, hashes):
-            with publish_dir(target) as publication:
-                for name in [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]:
-                    os.replace(Path(tmp) / name, publication.local / name)
-    folder = relative_path(resolve_dir(target), root)
-    files = {s: f"{folder}/{s}.parquet" for s in SPLITS}
+    shards, written = [], []
+    for flight_id, rows in itertools.groupby(kept, key=lambda r: r["flight_id"]):
+        shard, new = write_shard(root, flight_id, list(rows), settings)
+        shards.append(shard)
+        if new:
+            written.append(flight_id)
+    row_counts = {s: sum(sh["files"][s]["rows"] for sh in shards if s in sh["files"]) for s in SPLITS}
+    version = hashlib.sha256(
+        json.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "shards": [{s: f["sha256"] for s, f in sh["files"].items()} for sh in shards],
+                "config": settings.version_json(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    manifest = {
+        "version": version,
+        "schema_version": SCHEMA_VERSION,
+        "config": settings.version_json(),
+        "flights": collected.flights,
+        "row_counts": row_counts,
+        "dropped_guard_tiles": result.dropped_count,
+        "block_count": result.block_count,
+        "skipped_tiles": [str(e) for e in collected.skipped],
+        "left_out_tiles": left_out,
+        "radiometry": radiometry_info,
+        "shards": shards,
+    }
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    target = root / "dataset" / version
+    if not _published(target, manifest_bytes):
+        with publish_dir(target) as publication:
+            (publication.local / MANIFEST_NAME).write_bytes(manifest_bytes)
+    files = split_files(manifest)
     current = {"version": version, "splits": files, "row_counts": row_counts}
     atomic_write_bytes(
         root / "dataset" / "current.json", (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
@@ -273,7 +306,81 @@ def build_dataset(
         rows=[_public_row(r) for r in kept],
         radiometry=radiometry_info,
         left_out=left_out,
+        shards_written=written,
     )
+
+
+def shard_key(flight_id: str, rows: Sequence[dict[str, Any]], settings: TrainingDatasetSettings) -> str:
+    """SHA-256 (hex) of everything that shapes a flight's shard files: schema version, settings and the
+    rows as collected (metadata, split, image paths, each tile's and the dataset's radiometry)."""
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "config": settings.version_json(),
+        "flight_id": flight_id,
+        "rows": list(rows),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_json_value).encode()).hexdigest()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_shard(
+    storage_root: UPath, flight_id: str, rows: list[dict[str, Any]], settings: TrainingDatasetSettings
+) -> tuple[dict[str, Any], bool]:
+    """Write one flight's rows (sorted, split assigned) as ``dataset/shards/<flight_id>/<key>.<split>
+    .parquet`` per non-empty split, then ``<key>.json`` naming them; unless that shard already exists
+    whole, then it is reused untouched. Returns the shard's manifest entry and whether it was written."""
+    validate_id(flight_id, "flight id")
+    key = shard_key(flight_id, rows, settings)[:SHARD_KEY_LENGTH]
+    folder = storage_root / "dataset" / SHARDS_FOLDER / flight_id
+    index_path = folder / f"{key}.json"
+    existing = _existing_shard(storage_root, index_path)
+    if existing is not None:
+        return existing, False
+    files = {}
+    for split in SPLITS:
+        split_rows = [r for r in rows if r["split"] == split]
+        if not split_rows:
+            continue
+        target = folder / f"{key}.{split}.parquet"
+        with atomic_local_file(target, suffix=".parquet") as local:
+            write_split_file(storage_root, split_rows, local, settings)
+            files[split] = {
+                "path": relative_path(target, storage_root),
+                "sha256": _sha256_file(Path(local)),
+                "bytes": Path(local).stat().st_size,
+                "rows": len(split_rows),
+            }
+    shard = {"flight_id": flight_id, "key": key, "files": files}
+    atomic_write_bytes(index_path, (json.dumps(shard, indent=2, sort_keys=True) + "\n").encode())
+    return shard, True
+
+
+def _existing_shard(storage_root: UPath, index_path: UPath) -> dict[str, Any] | None:
+    """A shard's manifest entry when its ``.json`` (written last) and every file it names, of the
+    recorded size, are there; else None (never written, or a file lost since: written again)."""
+    try:
+        shard = json.loads(index_path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    for entry in shard.get("files", {}).values():
+        path = storage_root / entry["path"]
+        try:
+            if path.stat().st_size != entry["bytes"]:
+                return None
+        except FileNotFoundError:
+            return None
+    return shard
 
 
 def _apply_dataset_radiometry(
@@ -309,15 +416,13 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _complete(version_dir: UPath, hashes: dict[str, str]) -> bool:
-    """Whether a version folder already holds exactly these split files (same name ⇒ same content,
-    so it need not be rewritten): published whole (on object storage: a pointer names a fully
-    uploaded version) and unaltered. A split file cut short or altered since (its SHA-256 differs
-    from the one just computed) makes the version be written again."""
+def _published(version_dir: UPath, manifest_bytes: bytes) -> bool:
+    """Whether ``version_dir`` already holds this manifest (same name ⇒ same shards): published whole
+    (on object storage, a pointer names it) with the same bytes."""
     resolved = resolve_dir(version_dir)
     if not is_local(version_dir) and resolved == version_dir:
         return False  # no pointer: never published, or an upload that did not finish
-    names = [f"{s}.parquet" for s in SPLITS] + ["dataset_info.json"]
-    if not all((resolved / n).exists() for n in names):
+    try:
+        return (resolved / MANIFEST_NAME).read_bytes() == manifest_bytes
+    except FileNotFoundError:
         return False
-    return all(_sha256_file(resolved / f"{split}.parquet") == digest for split, digest in hashes.items())

@@ -40,7 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from sar_pipeline.errors import SarPipelineError
-from sar_pipeline.storage import replace_dir
+from sar_pipeline.retention import prune_checkpoints
+from sar_pipeline.storage import discard, replace_dir
 
 CHECKPOINT_PREFIX = "checkpoint-"
 PARTIAL_SUFFIX = ".partial"
@@ -126,25 +127,26 @@ def check_checkpoint(folder: Path) -> dict[str, Any]:
     return info
 
 
-def publish_checkpoint(partial: Path, info: dict[str, Any], keep_last: int = 0) -> Path:
+def publish_checkpoint(
+    partial: Path, info: dict[str, Any], keep_last: int = 0, storage_root: str | os.PathLike | None = None
+) -> Path:
     """Finish a checkpoint written into ``partial``: checkpoint.json last, then one rename, so the
-    folder is complete or absent. Then delete the oldest complete ones beyond ``keep_last`` (0 keeps all).
+    folder is complete or absent. Then apply retention to the run's checkpoints
+    (:func:`sar_pipeline.retention.prune_checkpoints`): the last ``keep_last`` (0 keeps all), the best
+    held-out loss and any a pointer under ``storage_root`` references are kept, the others deleted.
     """
     final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
     sizes = {str(p.relative_to(partial)): p.stat().st_size for p in sorted(partial.rglob("*")) if p.is_file()}
     (partial / "checkpoint.json").write_text(json.dumps({**info, "file_sizes": sizes}, indent=1))
     replace_dir(partial, final)
     if keep_last > 0:
-        for old in list_checkpoints(final.parent.parent)[:-keep_last]:
-            discard_checkpoint(old)
+        prune_checkpoints(list_checkpoints(final.parent.parent), keep_last, storage_root)
     return final
 
 
 def discard_checkpoint(folder: Path) -> None:
-    """Delete a checkpoint so that it is never seen half deleted: hidden by one rename, then removed."""
-    hidden = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
-    os.replace(folder, hidden)
-    shutil.rmtree(hidden, ignore_errors=True)
+    """Delete a checkpoint so that it is never seen half deleted (:func:`sar_pipeline.storage.discard`)."""
+    discard(folder)
 
 
 def remove_checkpoint_leftovers(output_dir: Path) -> list[Path]:

@@ -368,7 +368,11 @@ class TrainRecipe(Settings):
     )
     checkpoint_at_end: bool = Field(default=True, description="Write a checkpoint when training ends.")
     checkpoints_total_limit: int = Field(
-        default=0, ge=0, description="Keep at most this many checkpoints (oldest deleted first; 0 keeps all)."
+        default=3,
+        ge=0,
+        description="Retention: keep the last this many checkpoints of the run, plus the one with the best "
+        "held-out validation loss and any a model pointer (models/<kind>/latest.json) references; the "
+        "others are deleted as new ones are written (0 keeps all).",
     )
     resume_from_checkpoint: str = Field(
         default="latest",

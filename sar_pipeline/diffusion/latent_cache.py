@@ -55,6 +55,13 @@ class LatentCacheSettings(Settings):
         description="Device of the VAE encoder: 'auto' (the GPU when there is one, else the CPU), 'cpu', "
         "'cuda', 'cuda:1', …",
     )
+    keep_caches: int = Field(
+        default=2,
+        ge=1,
+        description="Retention: keep the latent caches of the last this many dataset versions cached, plus "
+        "those of the current dataset version and of any a checkpoint or model pointer names; the others "
+        "are deleted after each build (in the local copy on an s3:// root).",
+    )
 
     @field_validator("splits")
     @classmethod

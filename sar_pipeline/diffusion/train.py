@@ -715,7 +715,9 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
             "validation_loss": validation_loss,
             "validation_loss_per_timestep": per_timestep,
         }
-        publish_checkpoint(staging, info, keep_last=cfg.checkpoints_total_limit)
+        publish_checkpoint(
+            staging, info, keep_last=cfg.checkpoints_total_limit, storage_root=cfg.storage_root
+        )
         run.reporter.checkpoint(info)
         run.reporter.log(f"checkpoint {final} (step {step}, loss {loss:.4f})")
     accelerator.wait_for_everyone()

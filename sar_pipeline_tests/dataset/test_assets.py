@@ -1,7 +1,7 @@
 import dagster as dg
 import pytest
 
-from sar_pipeline.dataset import current_version, load_dataset_table
+from sar_pipeline.dataset import current_version, dataset_info, load_dataset_table
 from sar_pipeline.defs.dataset import checks
 from sar_pipeline.defs.dataset.assets import training_dataset
 from sar_pipeline.defs.flights.partitions import flight_partitions
@@ -74,14 +74,19 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         assert set(evaluations) == {c.check_key.name for c in CHECKS} | {"training_dataset_saturation"}
         assert all(e.passed for e in evaluations.values()), evaluations
 
-        first = {s: (tmp_path / "dataset" / version / f"{s}.parquet").read_bytes() for s in ("train", "test")}
+        assert meta["shards_written"].value == 2 and meta["shards_reused"].value == 0
+        files = [f for split_files in dataset_info(tmp_path)["files"].values() for f in split_files]
+        first = {f: (tmp_path / f).read_bytes() for f in files}
         again = _materialize(instance, tmp_path)
         assert (
             again.asset_materializations_for_node("training_dataset")[0].metadata["dataset_version"].value
             == version
         )
-        for split, data in first.items():
-            assert (tmp_path / "dataset" / version / f"{split}.parquet").read_bytes() == data
+        assert (
+            again.asset_materializations_for_node("training_dataset")[0].metadata["shards_reused"].value == 2
+        )
+        for f, data in first.items():
+            assert (tmp_path / f).read_bytes() == data
         assert load_dataset_table(tmp_path, split="train").num_rows == meta["row_count_train"].value
 
 

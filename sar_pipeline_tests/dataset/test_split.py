@@ -116,6 +116,22 @@ def test_existing_tiles_keep_their_split_when_a_far_flight_is_added():
     assert together[: len(near)] == alone
 
 
+def test_hash_split_of_a_tile_ignores_an_overlapping_new_flight():
+    # the guard band of 'hash' depends on the tile alone: tiles of a new flight over the same ground
+    # neither move nor drop an earlier flight's tiles, and the union still does not leak
+    _, old = tile_grid(10, 10, 100.0, 0.0)
+    _, new = tile_grid(10, 10, 100.0, 37.0, origin=(500_230.0, 4_799_870.0))
+    config = SplitSettings(
+        block_size_m=250.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2, assignment="hash"
+    )
+    alone = assign_splits(old, config).splits
+    together = assign_splits(old + new, config).splits
+    assert together[: len(old)] == alone
+    assert DROPPED in alone and len(set(alone)) == 4
+    assert leaking_pairs(old + new, together) == []
+    assert leaking_pairs(old + new, together, tolerance_m=config.touch_tolerance_m) == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [

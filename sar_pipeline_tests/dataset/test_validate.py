@@ -15,7 +15,8 @@ CONFIG = TrainingDatasetSettings(
 def built(tmp_path):
     make_flight(tmp_path, "flight-a", rows=8, cols=8, rotation_deg=-12.0)
     result = build_dataset(tmp_path, ["flight-a"], CONFIG)
-    return tmp_path / result.files["train"], result
+    (train,) = result.files["train"]  # one flight: one shard file per split
+    return tmp_path / train, result
 
 
 def test_a_clean_dataset_passes(tmp_path):

@@ -1,6 +1,7 @@
 import json
 
 import geopandas
+import pandas
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -41,17 +42,25 @@ def test_writes_three_splits_and_a_pointer(built):
     root, result = built
     assert current_version(root) == result.version
     pointer = json.loads((root / "dataset" / "current.json").read_text())
-    assert pointer["splits"]["train"] == f"dataset/{result.version}/train.parquet"
-    assert all((root / rel).is_file() for rel in result.files.values())
+    # one shard file per flight and split, each under its flight's folder
+    assert pointer["splits"] == result.files
+    assert [rel.split("/")[:3] for rel in result.files["train"]] == [
+        ["dataset", "shards", "flight-a"],
+        ["dataset", "shards", "flight-b"],
+    ]
+    assert all((root / rel).is_file() for files in result.files.values() for rel in files)
+    assert (root / "dataset" / result.version / "manifest.json").is_file()
     assert sum(result.row_counts.values()) + result.dropped_guard_tiles == 56
     assert all(n > 0 for n in result.row_counts.values()), result.row_counts
     assert dataset_info(root)["flights"] == ["flight-a", "flight-b"]
 
 
-def test_pyarrow_reads_every_column(built):
+def test_pyarrow_reads_every_column(built, tmp_path):
     root, result = built
-    table = pq.read_table(root / result.files["train"])
-    assert table.num_rows == result.row_counts["train"]
+    table = pq.read_table(root / result.files["train"][0])
+    assert (
+        table.num_rows + pq.read_table(root / result.files["train"][1]).num_rows == result.row_counts["train"]
+    )
     row = table.slice(0, 1).to_pylist()[0]
     assert row["text"].startswith("An aerial view")
     assert row["image"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
@@ -60,11 +69,13 @@ def test_pyarrow_reads_every_column(built):
     assert row["frequency_band"] == "X" and row["polarizations"] == ["HH"]
     assert row["incidence_angle_deg"] == 45.0 and row["ground_sample_distance_m"] == 8.0
     # one dB range for the whole dataset: the pooled 0.5/99.5 percentiles of the tiles' valid pixels
-    # (the fixture tiles are uniform levels 1–255 over -25…5 dB)
+    # (the fixture tiles are uniform levels 1–255 over -25…5 dB: about -24.9 and 4.9), rounded to 0.5 dB
     info = dataset_info(root)
     assert row["db_min"] == info["radiometry"]["db_min"] and row["bit_depth"] == 8
-    assert -25.0 < row["db_min"] < -24.5 and 4.5 < row["db_max"] < 5.0
+    assert (row["db_min"], row["db_max"]) == (-25.0, 5.0)
     assert row["normalisation"] == "db" and row["value_unit"] == "db" and row["amplitude_scale"] is None
+    unrounded = build_dataset(tmp_path, two_flights(tmp_path), CONFIG.model_copy(update={"range_step_db": 0}))
+    assert -25.0 < unrounded.rows[0]["db_min"] < -24.5 and 4.5 < unrounded.rows[0]["db_max"] < 5.0
     assert row["acquisition_datetime"].isoformat() == "2024-05-17T10:30:00+00:00"
     assert len(row["transform"]) == 6 and row["crs"] == "EPSG:32631"
     assert row["split"] == "train" and row["captioner_id"] == "template"
@@ -77,17 +88,24 @@ def test_pyarrow_reads_every_column(built):
 
 def test_geopandas_reads_the_footprints(built):
     root, result = built
-    frame = geopandas.read_parquet(root / result.files["test"])
-    assert frame.crs.equals("OGC:CRS84") or frame.crs.to_epsg() == 4326
-    assert len(frame) == result.row_counts["test"]
-    assert set(frame.geometry.geom_type) == {"Polygon"}
+    frames = []
+    for test_file in result.files["test"]:  # each shard is a GeoParquet file of its own
+        frame = geopandas.read_parquet(root / test_file)
+        assert frame.crs.equals("OGC:CRS84") or frame.crs.to_epsg() == 4326
+        assert set(frame.geometry.geom_type) == {"Polygon"}
+        geo = json.loads(pq.read_schema(root / test_file).metadata[b"geo"])
+        assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["bbox"] == pytest.approx(
+            list(frame.total_bounds)
+        )
+        frames.append(frame)
+    assert sum(len(f) for f in frames) == result.row_counts["test"]
     # footprints near 3°E 43.3°N (UTM 31N 500 km E, 4800 km N)
-    minx, miny, maxx, maxy = frame.total_bounds
+    minx, miny, maxx, maxy = pandas.concat(frames).total_bounds
     assert 2.9 < minx < maxx < 3.1 and 43.2 < miny < maxy < 43.4
-    geo = json.loads(pq.read_schema(root / result.files["test"]).metadata[b"geo"])
-    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["bbox"] == pytest.approx(
-        list(frame.total_bounds)
-    )
+    # the reader's table carries the bbox over every shard it read
+    table = load_dataset_table(root, split="test")
+    bbox = json.loads(table.schema.metadata[b"geo"])["columns"]["geometry"]["bbox"]
+    assert bbox == pytest.approx([minx, miny, maxx, maxy])
 
 
 def test_huggingface_datasets_yields_pil_images_and_text(built, tmp_path, monkeypatch):
@@ -119,9 +137,9 @@ def test_huggingface_loads_every_split_and_skips_empty_ones(tmp_path, monkeypatc
     # one huge block: every tile in one split, the other two files are empty
     result = build_dataset(tmp_path, ["flight-f"], TrainingDatasetSettings(block_size_m=1e6))
     (only,) = [s for s, n in result.row_counts.items() if n]
-    empty = [s for s in result.files if s != only]
-    assert all(pq.read_table(tmp_path / result.files[s]).num_rows == 0 for s in empty)
-    assert all(len(geopandas.read_parquet(tmp_path / result.files[s])) == 0 for s in empty)
+    # the empty splits have no shard file; they read back as empty tables of the full schema
+    assert all(result.files[s] == [] for s in result.files if s != only)
+    assert all(load_dataset_table(tmp_path, split=s).num_rows == 0 for s in result.files if s != only)
     files = huggingface_data_files(tmp_path)
     assert list(files) == [only]
     ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf-cache"))
@@ -147,8 +165,10 @@ def test_same_inputs_give_byte_identical_files(built, tmp_path):
     other_root = tmp_path / "other"
     elsewhere = build_dataset(other_root, two_flights(other_root), CONFIG)
     assert elsewhere.version == result.version
-    for split, rel in result.files.items():
-        assert (root / rel).read_bytes() == (other_root / elsewhere.files[split]).read_bytes(), split
+    assert elsewhere.files == result.files
+    for files in result.files.values():
+        for rel in files:
+            assert (root / rel).read_bytes() == (other_root / rel).read_bytes(), rel
     # a different split config is a different dataset
     changed = TrainingDatasetSettings(block_size_m=200.0, seed=1, row_group_size=8)
     assert build_dataset(other_root, ["flight-a", "flight-b"], changed).version != result.version

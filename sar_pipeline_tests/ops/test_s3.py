@@ -18,6 +18,7 @@ import pytest
 
 from sar_pipeline.archive.demo import write_demo_archive
 from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
+from sar_pipeline.dataset import version_files
 from sar_pipeline.defs.captions.assets import captions
 from sar_pipeline.defs.captions.checks import captions_not_empty
 from sar_pipeline.defs.captions.resources import CaptionerResource
@@ -108,7 +109,10 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
     )["version"]
     lake = _keys(client, "lake", "sar-pipeline/")
     dataset = resolve_dir(storage.path("dataset", version)).path.removeprefix("lake/")  # published folder
-    assert f"{dataset}/train.parquet" in lake
+    assert f"{dataset}/manifest.json" in lake
+    # the version's shards, which the model stages pulled into their local copy to read it
+    shards = version_files(storage.root(), version)
+    assert shards and {f"sar-pipeline/{rel}" for rel in shards} <= lake
     cache_meta = cross.asset_materializations_for_node("latent_cache")[0].metadata
     cache_uri = cache_meta["path"].value
     assert cache_uri.startswith(f"s3://lake/sar-pipeline/latents/{version}/")

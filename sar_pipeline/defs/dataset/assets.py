@@ -10,6 +10,7 @@ from sar_pipeline.defs.flights.partitions import flight_partitions
 from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
+from sar_pipeline.retention import prune_dataset_versions
 
 CAPTIONS = dg.AssetKey("captions")
 SAR_TILES = dg.AssetKey("sar_tiles")
@@ -57,8 +58,10 @@ class TrainingDatasetConfig(dg.Config, TrainingDatasetSettings):
         )
     ],
     description="Every captioned flight's tiles as Parquet (Hugging Face Image columns, GeoParquet footprints, "
-    "SAR metadata), spatially blocked train/validation/test split: `dataset/<version>/*.parquet`, "
-    "version = content hash, `dataset/current.json` points at it.",
+    "SAR metadata), spatially blocked train/validation/test split: one shard per flight under "
+    "`dataset/shards/<flight_id>/`, reused unchanged by later versions; a version is "
+    "`dataset/<version>/manifest.json` naming its shards (version = content hash), "
+    "`dataset/current.json` points at it.",
 )
 def training_dataset(
     context: dg.AssetExecutionContext, config: TrainingDatasetConfig, storage: StorageRoot
@@ -81,6 +84,11 @@ def training_dataset(
         config,
         on_error=record_skip if config.skip_bad_tiles else None,
     )
+    pruned = (
+        prune_dataset_versions(storage.local_path(), config.keep_versions)
+        if not storage.mirror().remote
+        else None
+    )
     advice = block_size_advice(config.block_size_m, result.median_tile_side_m)
     if advice:
         context.log.warning(advice)
@@ -92,6 +100,11 @@ def training_dataset(
         **{f"row_count_{split}": n for split, n in result.row_counts.items()},
         "flights": dg.MetadataValue.json(result.flights),
         "flight_count": len(result.flights),
+        "shards_written": len(result.shards_written),
+        "shards_reused": len(result.flights) - len(result.shards_written),
+        "deleted_by_retention": dg.MetadataValue.json(
+            pruned.deleted if pruned else "skipped: object storage"
+        ),
         "block_count": result.block_count,
         "dropped_guard_tiles": result.dropped_guard_tiles,
         "median_tile_side_m": round(result.median_tile_side_m, 1),

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from sar_pipeline import pictures
-from sar_pipeline.dataset import current_version
+from sar_pipeline.dataset import current_version, version_files
 from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
@@ -26,6 +26,7 @@ from sar_pipeline.diffusion.models import load_vae
 from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.generation.controlnet import ControlNetRecipe, ControlNetSettings
 from sar_pipeline.generation.model import latest_model_folder, write_latest
+from sar_pipeline.retention import prune_latent_caches
 from sar_pipeline.storage import validate_id
 
 
@@ -72,6 +73,15 @@ class LatentCacheConfig(dg.Config, LatentCacheSettings):
     """Which splits to encode, and where."""
 
 
+def pull_dataset_version(storage: StorageRoot, version: str) -> None:
+    """On an s3:// root, copy dataset ``version`` into the local copy: the pointer, the version's
+    manifest folder and every shard it names (no-op on a local root)."""
+    storage.pull("dataset", "current.json")
+    storage.pull("dataset", version)
+    for path in version_files(storage.local_path(), version):
+        storage.pull(*path.split("/"))
+
+
 @dg.asset(
     group_name="training",
     deps=[dg.AssetKey("training_dataset")],
@@ -91,8 +101,7 @@ def latent_cache(
 ) -> dg.MaterializeResult:
     # an s3:// root: work in its local copy, with the dataset version and any earlier cache pulled
     version = upstream_dataset_version(context, "training_dataset", storage.root())
-    storage.pull("dataset", "current.json")
-    storage.pull("dataset", version)
+    pull_dataset_version(storage, version)
     storage.pull("latents", version)
     root = str(storage.local_path())
     vae = load_vae(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
@@ -105,6 +114,7 @@ def latent_cache(
         device=config.device,
     )
     storage.push("latents", version, folder.name)
+    pruned = prune_latent_caches(storage.local_path(), config.keep_caches)
     index = json.loads((folder / latents.INDEX_NAME).read_text())
     context.log.info(f"latent cache at {storage.uri_of(folder)}")
     return dg.MaterializeResult(
@@ -115,6 +125,7 @@ def latent_cache(
             "resolution_px": index["resolution"],
             "scaling_factor": index["scaling_factor"],
             **{f"{s}_tiles": v["count"] for s, v in index["splits"].items()},
+            "deleted_by_retention": dg.MetadataValue.json(pruned.deleted),
         }
     )
 
@@ -145,8 +156,8 @@ def sd_model(
     # an s3:// root: train in its local copy (dataset, latents and an earlier run of the same name
     # pulled; each checkpoint pushed as soon as it is reported, the whole run folder at the end)
     version = upstream_dataset_version(context, "latent_cache", storage.root())
-    for parts in (("dataset", "current.json"), ("dataset", version), ("latents", version)):
-        storage.pull(*parts)
+    pull_dataset_version(storage, version)
+    storage.pull("latents", version)
     root = str(storage.local_path())
     # the recipe on the base model; options left empty take the preset's values
     settings = {

@@ -1,0 +1,122 @@
+"""Retention: the last N dataset versions, latent caches and checkpoints are kept, plus the best and
+whatever a pointer references; everything else goes."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sar_pipeline.dataset import current_version, load_dataset_table, version_files
+from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
+from sar_pipeline.diffusion.checkpoint import list_checkpoints, publish_checkpoint
+from sar_pipeline.errors import ConfigError
+from sar_pipeline.generation.model import write_latest
+from sar_pipeline.retention import (
+    SHARD_GRACE_S,
+    checkpoints_to_keep,
+    prune_dataset_versions,
+    prune_latent_caches,
+)
+from sar_pipeline_tests.dataset.fixtures import make_flight
+
+CONFIG = TrainingDatasetSettings(block_size_m=1e6, assignment="hash")
+LATER = 10 * SHARD_GRACE_S  # "now" for pruning: every shard written by the test is past its grace
+
+
+def _age(path: Path, seconds_ago: float) -> None:
+    stamp = path.stat().st_mtime - seconds_ago
+    os.utime(path, (stamp, stamp))
+
+
+def four_versions(root: Path) -> list[str]:
+    """Versions of flights {0}, {0, 1}, {0, 1, 2}, {0, 1, 3}, oldest first (manifests a minute apart):
+    flight-2's shard is named by the third version alone."""
+    for k in range(4):
+        make_flight(root, f"flight-{k}", rows=1, cols=2, origin=(500_000.0 + 5000 * k, 4_800_000.0))
+    flight_sets = [[0], [0, 1], [0, 1, 2], [0, 1, 3]]
+    versions = [build_dataset(root, [f"flight-{k}" for k in ks], CONFIG).version for ks in flight_sets]
+    for age, version in enumerate(reversed(versions)):
+        _age(root / "dataset" / version / "manifest.json", 60.0 * age)
+    return versions
+
+
+def test_keeps_the_last_versions_the_current_and_a_checkpoints_and_their_shards(tmp_path):
+    versions = four_versions(tmp_path)
+    # a checkpoint trained on the oldest version: it stays, although beyond the last two
+    checkpoint = tmp_path / "models" / "sd" / "run-a" / "checkpoints" / "checkpoint-00000010"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "checkpoint.json").write_text(json.dumps({"dataset_version": versions[0]}))
+    # the current pointer moved back to the second version (a rebuild of its inputs)
+    pointer = tmp_path / "dataset" / "current.json"
+    pointer.write_text(json.dumps({"version": versions[1]}))
+
+    result = prune_dataset_versions(tmp_path, keep_last=1, now=os.path.getmtime(pointer) + LATER)
+    assert sorted(result.kept) == sorted([versions[3], versions[1], versions[0]])
+    assert versions[2] in result.deleted and not (tmp_path / "dataset" / versions[2]).exists()
+    # every kept version still reads whole; the shards only the deleted one named are gone
+    for version in result.kept:
+        assert all((tmp_path / f).is_file() for f in version_files(tmp_path, version))
+        assert load_dataset_table(tmp_path, version=version).num_rows > 0
+    assert current_version(tmp_path) == versions[1]
+    kept_files = {f for v in result.kept for f in version_files(tmp_path, v)}
+    on_disk = {
+        p.relative_to(tmp_path).as_posix() for p in (tmp_path / "dataset" / "shards").rglob("*.parquet")
+    }
+    assert on_disk == kept_files
+    assert not (tmp_path / "dataset" / "shards" / "flight-2").exists()
+    assert not list((tmp_path / "dataset").glob(".*"))  # nothing half deleted left behind
+
+
+def test_a_shard_just_written_is_never_deleted(tmp_path):
+    versions = four_versions(tmp_path)
+    result = prune_dataset_versions(tmp_path, keep_last=1)  # now: the shards are seconds old
+    assert set(result.deleted) == set(versions[:3])
+    # flight-2's shard, named by no kept version, was written moments ago: a build may be about to
+    # publish a manifest naming it
+    assert list((tmp_path / "dataset" / "shards" / "flight-2").glob("*.parquet"))
+    with pytest.raises(ConfigError, match="keep_versions.*at least one"):
+        prune_dataset_versions(tmp_path, keep_last=0)
+
+
+def test_keeps_the_last_latent_caches_and_those_of_pointed_versions(tmp_path):
+    for age, version in enumerate(["v4", "v3", "v2", "v1"]):
+        index = tmp_path / "latents" / version / "vae-1" / "index.json"
+        index.parent.mkdir(parents=True)
+        index.write_text("{}")
+        _age(index, 60.0 * age)
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "current.json").write_text(json.dumps({"version": "v1"}))
+    write_latest(tmp_path, "sd_model", {"checkpoint": str(tmp_path / "elsewhere"), "dataset_version": "v2"})
+    result = prune_latent_caches(tmp_path, keep_last=1)
+    assert sorted(result.kept) == ["v1", "v2", "v4"] and result.deleted == ["v3"]
+    assert sorted(p.name for p in (tmp_path / "latents").iterdir()) == ["v1", "v2", "v4"]
+
+
+def _checkpoint(run: Path, step: int, validation_loss: float | None) -> Path:
+    partial = run / "checkpoints" / f"checkpoint-{step:08d}.partial"
+    (partial / "pipeline").mkdir(parents=True)
+    (partial / "pipeline" / "model_index.json").write_text("{}")
+    return partial
+
+
+def test_checkpoints_keep_the_last_the_best_and_the_pointed(tmp_path):
+    run = tmp_path / "models" / "sd" / "run-a"
+    losses = {10: 0.30, 20: 0.12, 30: 0.25, 40: 0.20, 50: None, 60: 0.22}
+    # generation's pointer names the step-30 pipeline (a promoted model)
+    pointed = run / "checkpoints" / "checkpoint-00000030" / "pipeline"
+    write_latest(tmp_path, "sd_model", {"checkpoint": str(pointed), "run": "run-a"})
+    for step, loss in losses.items():
+        publish_checkpoint(
+            _checkpoint(run, step, loss),
+            {"step": step, "validation_loss": loss},
+            keep_last=2,
+            storage_root=tmp_path,
+        )
+    kept = [int(c.name.split("-")[1]) for c in list_checkpoints(run)]
+    # last two (50, 60), the best held-out loss (20), the pointed one (30)
+    assert kept == [20, 30, 50, 60]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    # 0 keeps everything
+    everything = list_checkpoints(run)
+    assert checkpoints_to_keep(everything, 0) == set(everything)
