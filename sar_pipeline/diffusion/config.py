@@ -11,7 +11,8 @@ Paper recipe: Stable Diffusion 1.5, full fine-tune of the UNet (lr 5e-5) AND the
   ``<output_dir>/train_config.json`` and read by the training process.
 
 Presets: ``preset="sd15"`` is the paper's recipe, ``preset="tiny"`` the 2-core CPU demo's (trained
-from random init). The few options whose right value depends on the preset (:data:`PRESET_RECIPES`)
+from random init); ``"sdxl"`` and ``"tiny_sdxl"`` the same two for the SDXL family (the follow-up
+study: two text encoders, pooled embedding, size/crop time ids, 1024 px tiles). The few options whose right value depends on the preset (:data:`PRESET_RECIPES`)
 default to empty (``None``; ``""`` for ``prediction_type``), meaning "the preset's value", which
 each such field's description states; a value the user gives always wins. :class:`TrainSettings`
 fills them in, so ``train_config.json`` holds every value the run used.
@@ -79,12 +80,19 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
         "log_every_steps": 5,
     },
 }
+# SDXL (the follow-up study, Debuysère et al. 2025): the same recipe as its SD 1.5 counterpart
+PRESET_RECIPES["sdxl"] = dict(PRESET_RECIPES["sd15"])
+PRESET_RECIPES["tiny_sdxl"] = dict(PRESET_RECIPES["tiny"])
+#: presets whose base model is written from configs (random init), not read from local weights
+TINY_PRESETS = ("tiny", "tiny_sdxl")
+#: preset → model family (what the base model folder holds, how the text conditions the UNet)
+PRESET_FAMILY = {"sd15": "sd15", "tiny": "sd15", "sdxl": "sdxl", "tiny_sdxl": "sdxl"}
 # caption_dropout left empty: classifier-free guidance at sampling needs the unconditional branch,
 # which a trained text encoder (or a model trained from random init) only keeps if empty captions
 # are trained too. A frozen pretrained text encoder keeps SD's own unconditional embedding.
 CAPTION_DROPOUT_TRAINED_TEXT_ENCODER = 0.1
-# Tile side fed to the VAE when ``resolution`` is 0: SD 1.5's native size, and the tiny model's.
-PRESET_RESOLUTION = {"sd15": 512, "tiny": 64}
+# Tile side fed to the VAE when ``resolution`` is 0: SD 1.5's and SDXL's native sizes, the tiny models'.
+PRESET_RESOLUTION = {"sd15": 512, "tiny": 64, "sdxl": 1024, "tiny_sdxl": 64}
 
 
 def _by_preset(name: str) -> str:
@@ -108,17 +116,21 @@ def settings_error(exc: pydantic.ValidationError, source: object) -> ConfigError
 class BaseModelSettings(Settings):
     """The base model that is fine-tuned, and the tile size it is trained at."""
 
-    preset: Literal["sd15", "tiny"] = Field(
+    preset: Literal["sd15", "tiny", "sdxl", "tiny_sdxl"] = Field(
         default="sd15",
         description="'sd15': fine-tune the local Stable Diffusion 1.5 weights at base_model_path (the "
         "paper). 'tiny': a small random-init model whose VAE is first trained on the dataset's "
         "tiles, for tests and the 2-core CPU demo (no weights needed); it also changes the recipe "
-        "defaults marked 'Tiny preset'.",
+        "defaults marked 'Tiny preset'. 'sdxl': fine-tune local SDXL weights (diffusers folder) at "
+        "1024 px, two text encoders, pooled embedding and size/crop time ids (the follow-up study; "
+        "tile the scenes at tile_size 1024). 'tiny_sdxl': the tiny model in SDXL's layout, for "
+        "tests on the CPU.",
     )
     base_model_path: str = Field(
         default="",
-        description="sd15: local diffusers-layout folder or single-file .safetensors of the base model "
-        "(never a hub id; required). tiny: the folder the tiny base model is written to once and "
+        description="sd15/sdxl: local diffusers-layout folder (sd15 also a single-file .safetensors) of "
+        "the base model (never a hub id; required). tiny/tiny_sdxl: the folder the tiny base model is "
+        "written to once and "
         "then reused; empty = models/tiny-base/<dataset version> under the storage root (sd_model "
         "asset) or <output_dir>/tiny-base (standalone trainer).",
     )
@@ -131,24 +143,34 @@ class BaseModelSettings(Settings):
         default=0,
         ge=0,
         description="Tile side in pixels fed to the VAE (tiles are resized to it); 0 = the preset's: "
-        "sd15 512, tiny 64.",
+        "sd15 512, sdxl 1024, tiny and tiny_sdxl 64.",
     )
     tiny_vae_steps: int = Field(
         default=300,
         ge=0,
-        description="tiny only: steps of VAE training on the train tiles before diffusion (no "
+        description="tiny/tiny_sdxl only: steps of VAE training on the train tiles before diffusion (no "
         "pretrained VAE exists for the tiny model).",
     )
 
     @model_validator(mode="after")
     def _base_model_given(self) -> BaseModelSettings:
-        if self.preset == "sd15" and not self.base_model_path:
+        if not self.is_tiny and not self.base_model_path:
             raise ConfigError(
                 "base_model_path",
-                "required with preset='sd15' (a local diffusers folder or .safetensors of SD 1.5); "
-                "or set preset='tiny' for the CPU demo model",
+                f"required with preset={self.preset!r} (a local diffusers folder of the base model); "
+                "or set preset='tiny' (or 'tiny_sdxl') for the CPU demo model",
             )
         return self
+
+    @property
+    def family(self) -> str:
+        """The model family: 'sd15' (one text encoder) or 'sdxl' (two, pooled embedding, time ids)."""
+        return PRESET_FAMILY[self.preset]
+
+    @property
+    def is_tiny(self) -> bool:
+        """Whether the base model is written from configs (random init) instead of read."""
+        return self.preset in TINY_PRESETS
 
     def tile_resolution(self) -> int:
         """Tile side in pixels fed to the VAE: ``resolution``, or the preset's when it is 0."""
@@ -557,7 +579,7 @@ class TrainSettings(BaseModelSettings, TrainRecipe):
         if values.get("caption_dropout") in (None, ""):
             trains_text_encoder = values.get("train_text_encoder", True) not in (False, "false", 0)
             values["caption_dropout"] = (
-                CAPTION_DROPOUT_TRAINED_TEXT_ENCODER if trains_text_encoder or preset == "tiny" else 0.0
+                CAPTION_DROPOUT_TRAINED_TEXT_ENCODER if trains_text_encoder or preset in TINY_PRESETS else 0.0
             )
         return values
 
@@ -566,6 +588,10 @@ class TrainSettings(BaseModelSettings, TrainRecipe):
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError(
                 "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
+            )
+        if self.family == "sdxl" and self.learned_token:
+            raise ConfigError(
+                "learned_token", "not available for SDXL yet (its two tokenizers would each need the token)"
             )
         return self
 

@@ -63,6 +63,27 @@ def tiles_from_table(table: pa.Table, resolution: int) -> tuple[torch.Tensor, li
     return torch.stack(tensors) if tensors else torch.empty(0, 3, resolution, resolution), texts, ids
 
 
+def stored_tile_size(storage_root: str | Path, dataset_version: str, split: str = "train") -> tuple[int, int]:
+    """(height, width) in pixels of the first tile of ``split`` as the dataset stores it (before any
+    resize to the training resolution; a dataset's tiles share the tile size they were cut at).
+    Reads one row group's images only."""
+    import pyarrow.parquet as pq
+
+    from sar_pipeline.dataset import dataset_split_paths
+
+    for path in dataset_split_paths(storage_root, dataset_version)[split]:  # its shards, in order
+        with path.open("rb") as f:
+            parquet = pq.ParquetFile(f)
+            if parquet.metadata.num_rows == 0:
+                continue
+            first = parquet.read_row_group(0, columns=["image"]).column("image")[0].as_py()
+        if not first or not first.get("bytes"):
+            raise RasterError(path, "first dataset row has no image bytes")
+        with Image.open(io.BytesIO(first["bytes"])) as img:
+            return img.height, img.width
+    raise ConfigError(f"dataset {dataset_version}", f"the {split} split holds no tile")
+
+
 def load_class_images(folder: str | Path, resolution: int) -> torch.Tensor:
     """Prior-preservation class images (PNG/JPEG files in ``folder``) as N×3×R×R in [-1, 1]."""
     folder = Path(folder)
@@ -123,7 +144,10 @@ def with_activation_token(texts: list[str], activation_token: str, learned_token
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    """Token ids (N × model_max_length), padded and truncated to the text encoder's length."""
+    """Token ids (N × model_max_length), padded and truncated to the text encoder's length; SDXL's
+    pair of tokenizers (a tuple) gives both ids stacked, N × 2 × model_max_length."""
+    if isinstance(tokenizer, tuple):
+        return torch.stack([tokenize(t, texts) for t in tokenizer], dim=1)
     return tokenizer(
         texts,
         padding="max_length",

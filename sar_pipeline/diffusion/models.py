@@ -9,8 +9,12 @@ but no component configs, so loading it offline needs a local diffusers-layout f
 configs (``single_file_config``, e.g. the SD 1.5 release folder or ``write_tiny_base``'s output);
 without one we raise ModelError rather than let diffusers try the hub.
 
+SDXL folders (``StableDiffusionXLPipeline``: ``text_encoder_2/`` and ``tokenizer_2/`` besides) load
+the same way, their second text encoder and tokenizer in :attr:`BaseModel.text_encoder_2` /
+:attr:`BaseModel.tokenizer_2`.
+
 The ``tiny`` preset: a small UNet2DConditionModel, CLIPTextModel and AutoencoderKL built from configs
-(random init) with the REAL CLIP BPE tokenizer (49 408 tokens, built from the vocabulary file that
+(random init; ``tiny_sdxl``: SDXL's layout, see :func:`tiny_components`) with the REAL CLIP BPE tokenizer (49 408 tokens, built from the vocabulary file that
 ships in the open-clip-torch wheel), for tests and the 2-core CPU demo. No pretrained VAE exists on
 the CPU demo, so ``write_tiny_base(folder, images=...)`` first trains the tiny VAE for a few hundred
 steps on the dataset tiles (reconstruction + a small KL term) and sets its latent scaling factor to
@@ -31,11 +35,12 @@ from typing import Any
 
 import torch
 
+from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders
 from sar_pipeline.errors import ModelError
 
 SD_COMPONENTS = ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
 SDXL_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler")
-# model_index.json's _class_name → (family, required components); SDXL loads but is not trained yet.
+# model_index.json's _class_name → (family, required components)
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": ("sd15", SD_COMPONENTS),
     "StableDiffusionXLPipeline": ("sdxl", SDXL_COMPONENTS),
@@ -59,6 +64,9 @@ class BaseModel:
     scheduler: Any
     family: str
     source: str
+    #: SDXL's second text encoder (CLIPTextModelWithProjection) and its tokenizer; None for SD 1.5
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,12 +142,46 @@ def text_token_counts(texts: Sequence[str]) -> list[int]:
 # tiny preset
 
 
-def tiny_components(seed: int = 0) -> BaseModel:
-    """Small random-init SD-style components (latent 4×16×16 at 64 px) with the real CLIP tokenizer."""
+#: hidden size (and projection size) of the tiny text encoders
+TINY_TEXT_HIDDEN = 32
+#: SDXL's addition time embedding: each of the six time ids becomes this many sinusoidal features
+TINY_SDXL_TIME_EMBED_DIM = 8
+
+
+def tiny_components(seed: int = 0, family: str = "sd15") -> BaseModel:
+    """Small random-init components (latent 4×16×16 at 64 px) with the real CLIP tokenizer.
+
+    ``family="sdxl"``: SDXL's layout as diffusers' own SDXL tests build it — a UNet with the
+    ``text_time`` addition embedding (pooled text + six size/crop time ids) whose cross-attention
+    reads both text encoders' features side by side, a CLIPTextModel and a
+    CLIPTextModelWithProjection, two tokenizers (the same real CLIP vocabulary).
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
+    sdxl = family == "sdxl"
+    text_config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=TINY_TEXT_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=TINY_TEXT_HIDDEN,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    sdxl_unet_options = {
+        "cross_attention_dim": 2 * TINY_TEXT_HIDDEN,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": TINY_SDXL_TIME_EMBED_DIM,
+        # the six time ids' embeddings and the pooled text embedding, concatenated
+        "projection_class_embeddings_input_dim": 6 * TINY_SDXL_TIME_EMBED_DIM + TINY_TEXT_HIDDEN,
+        "use_linear_projection": True,
+    }
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
@@ -148,25 +190,12 @@ def tiny_components(seed: int = 0) -> BaseModel:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         block_out_channels=(32, 64),
         layers_per_block=1,
-        cross_attention_dim=32,
         attention_head_dim=8,
         norm_num_groups=16,
+        **(sdxl_unet_options if sdxl else {"cross_attention_dim": TINY_TEXT_HIDDEN}),
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            projection_dim=32,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    text_encoder = CLIPTextModel(text_config)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config) if sdxl else None
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -188,7 +217,17 @@ def tiny_components(seed: int = 0) -> BaseModel:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return BaseModel(unet, text_encoder, build_clip_tokenizer(), vae, scheduler, "sd15", "tiny")
+    return BaseModel(
+        unet,
+        text_encoder,
+        build_clip_tokenizer(),
+        vae,
+        scheduler,
+        family,
+        "tiny",
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=build_clip_tokenizer() if sdxl else None,
+    )
 
 
 def train_tiny_vae(
@@ -225,19 +264,28 @@ def train_tiny_vae(
 
 
 def write_tiny_base(
-    folder: str | Path, images: torch.Tensor | None = None, vae_steps: int = 300, seed: int = 0
+    folder: str | Path,
+    images: torch.Tensor | None = None,
+    vae_steps: int = 300,
+    seed: int = 0,
+    family: str = "sd15",
 ) -> Path:
-    """Write a complete diffusers-layout tiny base model to ``folder`` (atomically).
+    """Write a complete diffusers-layout tiny base model (``family`` "sd15" or "sdxl") to ``folder``
+    (atomically).
 
     ``images`` (N×3×64×64 in [-1, 1]), when given, train the tiny VAE first; without them the VAE
     stays random (fine for tests of the training mechanics, useless for looking at samples).
     """
     from sar_pipeline.storage import atomic_local_dir
 
-    parts = tiny_components(seed)
+    parts = tiny_components(seed, family)
     if images is not None and vae_steps > 0:
         train_tiny_vae(parts.vae, images, steps=vae_steps, seed=seed)
-    pipe = assemble_pipeline(parts.unet, parts.text_encoder, parts.vae, parts.tokenizer, parts.scheduler)
+    text_encoder, tokenizer = parts.text_encoder, parts.tokenizer
+    if family == "sdxl":
+        text_encoder = SdxlTextEncoders(text_encoder, parts.text_encoder_2)
+        tokenizer = (tokenizer, parts.tokenizer_2)
+    pipe = assemble_pipeline(parts.unet, text_encoder, parts.vae, tokenizer, parts.scheduler)
     folder = Path(folder)
     with atomic_local_dir(folder) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -245,9 +293,26 @@ def write_tiny_base(
 
 
 def assemble_pipeline(unet, text_encoder, vae, tokenizer, scheduler):
-    """A diffusers StableDiffusionPipeline from components (no safety checker: SAR tiles are not photos)."""
-    from diffusers import StableDiffusionPipeline
+    """A diffusers pipeline from components (no safety checker: SAR tiles are not photos).
 
+    A :class:`~sar_pipeline.diffusion.text_conditioning.SdxlTextEncoders` with its pair of
+    tokenizers makes a StableDiffusionXLPipeline (whose empty negative prompt is encoded, as caption
+    dropout trained it, not replaced by zeros); a CLIPTextModel a StableDiffusionPipeline.
+    """
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if isinstance(text_encoder, SdxlTextEncoders):
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder.text_encoder,
+            text_encoder_2=text_encoder.text_encoder_2,
+            tokenizer=tokenizer[0],
+            tokenizer_2=tokenizer[1],
+            unet=unet,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=False,
+            add_watermarker=False,
+        )
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -316,25 +381,31 @@ def load_base_model(path: str | Path, single_file_config: str | Path = "") -> Ba
     must be a local diffusers-layout folder supplying the component configs).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     path = Path(path)
     if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
         return _load_single_file(path, single_file_config)
     family, _ = inspect_base_model(path)
-    if family != "sd15":
-        raise ModelError(
-            path, f"{family} base models load but training them is not implemented yet (SD 1.5 only)"
-        )
+    local = {"local_files_only": True}
     try:
+        sdxl = {}
+        if family == "sdxl":
+            sdxl = {
+                "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                    path, subfolder="text_encoder_2", **local
+                ),
+                "tokenizer_2": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **local),
+            }
         return BaseModel(
-            unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True),
-            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
-            tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
-            vae=AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
-            scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True),
+            unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", **local),
+            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **local),
+            tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **local),
+            vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **local),
+            scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler", **local),
             family=family,
             source=str(path),
+            **sdxl,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(path, f"cannot load base model: {exc}") from exc
@@ -368,7 +439,7 @@ def load_vae(path: str | Path, single_file_config: str | Path = ""):
 
 
 def _check_single_file(path: Path, single_file_config: str | Path) -> None:
-    """A single-file checkpoint we can load offline and without unpickling: else ModelError naming it."""
+    """A single-file SD 1.5 checkpoint we can load offline and without unpickling: else ModelError naming it."""
     if not path.is_file():
         raise ModelError(path, "single-file checkpoint does not exist")
     if path.suffix != ".safetensors":
@@ -379,7 +450,12 @@ def _check_single_file(path: Path, single_file_config: str | Path) -> None:
             "a single-file checkpoint carries no component configs and the hub is never used: set "
             "single_file_config to a local diffusers-layout folder (e.g. the SD 1.5 release folder)",
         )
-    inspect_base_model(single_file_config)
+    family, _ = inspect_base_model(single_file_config)
+    if family != "sd15":
+        raise ModelError(
+            path,
+            f"single-file checkpoints are read as SD 1.5 only; give the {family} model as a diffusers folder",
+        )
 
 
 def _load_single_file(path: Path, single_file_config: str | Path) -> BaseModel:
@@ -421,8 +497,10 @@ def ensure_tiny_base(
     resolution: int,
     vae_steps: int,
     seed: int = 0,
+    family: str = "sd15",
 ) -> Path:
-    """The tiny base model for a dataset version: written once (VAE trained on its train tiles), then reused."""
+    """The tiny base model (``family`` "sd15" or "sdxl") for a dataset version: written once (VAE
+    trained on its train tiles), then reused."""
     from sar_pipeline.dataset import load_dataset_table
     from sar_pipeline.diffusion.data import tiles_from_table
 
@@ -430,5 +508,5 @@ def ensure_tiny_base(
     if not (folder / "model_index.json").is_file():
         table = load_dataset_table(storage_root, version=dataset_version, split="train")
         images, _, _ = tiles_from_table(table, resolution)
-        write_tiny_base(folder, images=images, vae_steps=vae_steps, seed=seed)
+        write_tiny_base(folder, images=images, vae_steps=vae_steps, seed=seed, family=family)
     return folder

@@ -1,7 +1,7 @@
 """The diffusion training objective: noise and timesteps, the regression target, the loss weights.
 
 ``diffusion_loss`` is what one micro-batch minimises: the mean squared error between the UNet's
-prediction and the target (the noise for epsilon-prediction, the velocity for v-prediction),
+prediction (conditioned on the text as the model family reads it: ``text_conditioning.py``) and the target (the noise for epsilon-prediction, the velocity for v-prediction),
 optionally weighted per sample by min-SNR, plus the prior-preservation term on class images.
 """
 
@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from sar_pipeline.diffusion.text_conditioning import text_conditioning
 
 
 def training_noise_scheduler(base_scheduler, prediction_type: str, zero_terminal_snr: bool):
@@ -72,20 +74,25 @@ def diffusion_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     *,
+    time_ids: torch.Tensor | None = None,
     snr_gamma: float = 0.0,
     prior_loss_weight: float | None = None,
     autocast=contextlib.nullcontext,
 ) -> torch.Tensor:
     """The loss of one micro-batch (a scalar).
 
-    ``latents`` are scaled VAE latents. With ``prior_loss_weight`` set, the second half of the
-    batch holds class images: loss = mean(instance) + prior_loss_weight × mean(class).
-    ``autocast`` is the mixed-precision context of the forward passes.
+    ``latents`` are scaled VAE latents. The text conditioning is the model family's
+    (:func:`~sar_pipeline.diffusion.text_conditioning.text_conditioning`): SD 1.5 without
+    ``time_ids``, SDXL (two text encoders, pooled embedding) with them. With ``prior_loss_weight``
+    set, the second half of the batch holds class images: loss = mean(instance) +
+    prior_loss_weight × mean(class). ``autocast`` is the mixed-precision context of the forward passes.
     """
     noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
     with autocast():
-        encoder_hidden_states = text_encoder(input_ids, return_dict=False)[0]
-        model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+        encoder_hidden_states, added_cond = text_conditioning(text_encoder, input_ids, time_ids)
+        model_pred = unet(
+            noisy_latents, timesteps, encoder_hidden_states, added_cond_kwargs=added_cond, return_dict=False
+        )[0]
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
@@ -111,6 +118,7 @@ def held_out_loss(
     seed: int,
     batch_size: int,
     device: torch.device,
+    time_ids: torch.Tensor | None = None,
     autocast=contextlib.nullcontext,
 ) -> tuple[float, dict[int, float]]:
     """The plain MSE loss of ``latents`` (scaled; held-out tiles) at each of ``timesteps``, with noise
@@ -142,6 +150,7 @@ def held_out_loss(
                     input_ids[part].to(device),
                     noise_all[part].to(device),
                     steps,
+                    time_ids=time_ids,
                     autocast=autocast,
                 )
                 total += float(loss) * len(x)

@@ -22,13 +22,16 @@ def sample_validation_prompts(
     device: torch.device,
     activation_token: str,
     learned_token: str = "",
+    original_size: tuple[int, int] | None = None,
 ) -> list[Any]:
     """One image (PIL, ``resolution`` px square) per prompt; prompt i is drawn with seed ``seed + i``.
 
     Each prompt is conditioned on in the training texts' form (``prompt_text``: the activation
-    token added where missing)."""
+    token added where missing); an SDXL pipeline also on ``original_size`` (height, width: the
+    stored tile size training conditioned on), whole tiles at ``resolution``."""
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    sdxl = {"original_size": original_size} if original_size is not None else {}
     images = []
     for i, prompt in enumerate(prompts):
         generator = torch.Generator(device="cpu").manual_seed(seed + i)
@@ -40,6 +43,7 @@ def sample_validation_prompts(
                 height=resolution,
                 width=resolution,
                 generator=generator,
+                **sdxl,
             ).images[0]
         )
     return images

@@ -1,10 +1,12 @@
-"""Fine-tune Stable Diffusion on SAR tiles: UNet and text encoder, each with its own learning rate.
+"""Fine-tune Stable Diffusion (1.5 or XL) on SAR tiles: UNet and text encoder(s), each with its own learning rate.
 
 Reads top to bottom like diffusers' training scripts: arguments, set-up (accelerator, models, the
 latent cache, what is trained, optimizer, resume), the loop, checkpoints, the end. What this
 project adds is visible in the loop: batches come from the latent cache (no VAE in the loop), the
 SAR-aware augmentation flips tiles along azimuth only, and each trained part keeps its own
-learning rate. Paper recipe by default (``config.py``).
+learning rate. Paper recipe by default (``config.py``). The model family (SD 1.5 or SDXL) is
+switched in two places only: the set-up (SDXL's two text encoders as one module, two token ids per
+text, the size/crop time ids) and the objective's text conditioning (``text_conditioning.py``).
 
     python -m sar_pipeline.diffusion.train --config run.json
     accelerate launch --multi_gpu --num_processes 2 -m sar_pipeline.diffusion.train --config run.json
@@ -55,6 +57,7 @@ from sar_pipeline.diffusion.data import (
     epoch_batches,
     load_class_images,
     step_generators,
+    stored_tile_size,
     tokenize,
     with_activation_token,
 )
@@ -75,6 +78,7 @@ from sar_pipeline.diffusion.objective import (
 )
 from sar_pipeline.diffusion.reporting import LossLog, Reporter, Throughput, open_reporter, synchronize
 from sar_pipeline.diffusion.sampling import mean_brightness, prompt_grid, sample_validation_prompts
+from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders, sdxl_time_ids
 from sar_pipeline.diffusion.trainable import (
     add_learned_token,
     build_optimizer,
@@ -167,6 +171,7 @@ class TrainingRun:
     reporter: Reporter
     held_out: HeldOut | None  # the validation tiles of the held-out loss (None: no validation split)
     recipe: dict[str, Any]  # recipe_of the settings as given: a checkpoint records it, resume compares
+    time_ids: torch.Tensor | None = None  # SDXL's size/crop conditioning of every tile (None: SD 1.5)
 
     def unwrapped(self, model):
         """The plain module under DDP / torch.compile wrappers."""
@@ -264,7 +269,12 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     ``base_model`` (a models.BaseModel) replaces loading ``cfg.base_model_path`` (benchmarks).
     """
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        ProjectConfiguration,
+        parse_flag_from_env,
+        set_seed,
+    )
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
@@ -288,6 +298,11 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         project_config=ProjectConfiguration(
             project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
         ),
+        # SDXL reads its text encoders' penultimate layer: the last layer of the first gets no
+        # gradient, which DDP must be told (as diffusers' SDXL training scripts do)
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        if cfg.family == "sdxl" and cfg.train_text_encoder
+        else None,
     )
     main = accelerator.is_main_process
     reporter = (reporter or Reporter(None)) if main else Reporter(None)
@@ -305,12 +320,27 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     storage_root = Path(cfg.storage_root)
     dataset_version = cfg.dataset_version or current_version(storage_root)
     base_path = Path(cfg.base_model_path) if cfg.base_model_path else output_dir / "tiny-base"
-    if cfg.preset == "tiny" and main and base_model is None:
+    if cfg.is_tiny and main and base_model is None:
         # no pretrained VAE on the CPU demo: the tiny base trains its VAE on the training tiles first
-        ensure_tiny_base(base_path, storage_root, dataset_version, resolution, cfg.tiny_vae_steps, cfg.seed)
+        ensure_tiny_base(
+            base_path, storage_root, dataset_version, resolution, cfg.tiny_vae_steps, cfg.seed, cfg.family
+        )
     accelerator.wait_for_everyone()
     base = base_model or load_base_model(base_path, cfg.single_file_config)
+    if base.family != cfg.family:
+        raise ConfigError(
+            base_path, f"holds a {base.family} model but preset {cfg.preset!r} trains {cfg.family}"
+        )
     unet, text_encoder, vae, tokenizer = base.unet, base.text_encoder, base.vae, base.tokenizer
+    # the model family's text conditioning (text_conditioning.py): SDXL's two text encoders are
+    # trained as one module, read two token ids per text, and the UNet sees each tile's size/crop
+    # time ids — its size as stored (before the resize to ``resolution``), no crop (tiles are whole)
+    time_ids = None
+    if base.family == "sdxl":
+        text_encoder = SdxlTextEncoders(base.text_encoder, base.text_encoder_2)
+        tokenizer = (base.tokenizer, base.tokenizer_2)
+        tile_size = stored_tile_size(storage_root, dataset_version)
+        time_ids = sdxl_time_ids(tile_size, (0, 0), (resolution, resolution))
     noise_scheduler = training_noise_scheduler(base.scheduler, cfg.prediction_type, cfg.zero_terminal_snr)
     learned_token_id = None
     if cfg.learned_token:  # textual inversion: a new token, its own embedding row
@@ -395,6 +425,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         reporter,
         held_out if main else None,
         recipe_of(requested),
+        time_ids,
     )
 
     # ---------------------------------------------------------------- resume from the latest complete checkpoint
@@ -447,13 +478,13 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
                 latents = torch.where(flip[:, None, None, None], cache_flips[index], latents)
             # caption dropout: the empty prompt trains the unconditional branch used by CFG
             drop = torch.rand(len(index), generator=data_gen, device=data_device) < cfg.caption_dropout
-            ids = torch.where(drop[:, None], empty_ids, input_ids[index])
+            ids = torch.where(drop.view(-1, *(1,) * empty_ids.dim()), empty_ids, input_ids[index])
             if cfg.with_prior_preservation:  # class images in the second half of the batch
                 class_index = torch.randint(
                     0, len(class_latents), (len(index),), generator=data_gen, device=data_device
                 )
                 latents = torch.cat([latents, class_latents[class_index]])
-                ids = torch.cat([ids, class_ids.expand(len(index), -1)])
+                ids = torch.cat([ids, class_ids.expand(len(index), *class_ids.shape)])
             if pin:
                 latents, ids = latents.pin_memory(), ids.pin_memory()
             latents = latents.to(device, non_blocking=True) * vae_scale
@@ -479,6 +510,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
                     ids,
                     noise,
                     timesteps,
+                    time_ids=time_ids,
                     snr_gamma=cfg.snr_gamma,
                     prior_loss_weight=prior_loss_weight,
                     autocast=accelerator.autocast,
@@ -637,6 +669,7 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
                 seed=cfg.validation_seed,
                 batch_size=cfg.train_batch_size,
                 device=accelerator.device,
+                time_ids=run.time_ids,
                 autocast=accelerator.autocast,
             )
             if not any(h[0] == step for h in progress.validation_history):
@@ -690,6 +723,7 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
                     device=accelerator.device,
                     activation_token=cfg.activation_token,
                     learned_token=cfg.learned_token,
+                    original_size=None if run.time_ids is None else tuple(run.time_ids[:2].int().tolist()),
                 )
             brightness = mean_brightness(cfg.validation_prompts, images)
             run.vae.to("cpu")  # sampling moved it to the device; the loop does not use it
@@ -715,6 +749,8 @@ def save_checkpoint(run: TrainingRun, progress: TrainingProgress, loss: float) -
             "validation_loss": validation_loss,
             "validation_loss_per_timestep": per_timestep,
         }
+        if run.time_ids is not None:  # what generation conditions an SDXL model on
+            info["sdxl_time_ids"] = [int(v) for v in run.time_ids.tolist()]
         publish_checkpoint(
             staging, info, keep_last=cfg.checkpoints_total_limit, storage_root=cfg.storage_root
         )

@@ -1,6 +1,6 @@
 """Loading a fine-tuned model for generation: which folder, what it was trained on, its sampler.
 
-A model is a diffusers ``StableDiffusionPipeline`` folder: normally ``pipeline/`` of an
+A model is a diffusers ``StableDiffusionPipeline`` (or ``StableDiffusionXLPipeline``) folder: normally ``pipeline/`` of an
 ``sd_model`` checkpoint (``models/sd/<run>/checkpoints/checkpoint-<step>/pipeline``), whose
 ``checkpoint.json`` (step, dataset version) and run's ``train_config.json`` (activation token,
 zero terminal SNR, storage root) are read when present; any other diffusers folder also loads,
@@ -41,8 +41,10 @@ ZERO_SNR_GUIDANCE_RESCALE = 0.7
 class GenerationModel:
     """A loaded pipeline and what generation needs to know about it."""
 
-    pipe: Any  # diffusers StableDiffusionPipeline
+    pipe: Any  # diffusers StableDiffusionPipeline or StableDiffusionXLPipeline
     path: Path
+    family: str = "sd15"  # or "sdxl" (two text encoders, pooled embedding, size/crop time ids)
+    original_size: tuple[int, int] | None = None  # SDXL: (height, width) of the tiles it was trained on
     activation_token: str = DEFAULT_ACTIVATION_TOKEN
     learned_token: str = ""  # the textual-inversion token training put before every text
     zero_terminal_snr: bool = False
@@ -96,27 +98,25 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
 
 
 def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "float32") -> GenerationModel:
-    """Load a StableDiffusionPipeline folder for generation (local files only).
+    """Load a StableDiffusionPipeline or StableDiffusionXLPipeline folder for generation (local files only).
 
     ModelError names a missing component (``unet/``, ``vae/``, …) or file, or an unreadable model.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     folder = Path(path)
     if (folder / "pipeline" / "model_index.json").is_file():  # a checkpoint folder: its pipeline
         folder = folder / "pipeline"
-    inspect_base_model(folder)
+    family, _ = inspect_base_model(folder)
+    pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    safety = {} if family == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     target = resolve_device(device)
     if target.type == "cpu" and torch_dtype == torch.float16:
         raise ModelError(f"dtype {dtype}", "float16 sampling needs a GPU; use float32 or bfloat16 on the CPU")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            folder,
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-            torch_dtype=torch_dtype,
+        pipe = pipeline_class.from_pretrained(
+            folder, local_files_only=True, torch_dtype=torch_dtype, **safety
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(folder, f"cannot load the model: {exc}") from exc
@@ -129,6 +129,9 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
     return GenerationModel(
         pipe=pipe,
         path=folder,
+        family=family,
+        # the stored tile size SDXL was trained with (its time ids' original size); None: the drawn size
+        original_size=tuple(checkpoint["sdxl_time_ids"][:2]) if checkpoint.get("sdxl_time_ids") else None,
         activation_token=train_config.get("activation_token", DEFAULT_ACTIVATION_TOKEN),
         learned_token=train_config.get("learned_token", ""),
         zero_terminal_snr=bool(scheduler_config.get("rescale_betas_zero_snr", False)),

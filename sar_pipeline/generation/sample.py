@@ -4,8 +4,9 @@ The loop is written out (diffusers' pipelines split it over three classes, and o
 text-to-image one offers ``guidance_rescale``, which a zero-terminal-SNR model needs):
 
 1. the prompt in the training texts' form (``captioning.base.prompt_text``) and the negative
-   prompt are encoded by the text encoder; a prompt longer than the tokenizer's window is refused,
-   naming the words that would be dropped;
+   prompt are encoded by the text encoder(s) as training conditioned on them
+   (``diffusion.text_conditioning``: SDXL adds the pooled embedding and size/crop time ids); a
+   prompt longer than the tokenizer's window is refused, naming the words that would be dropped;
 2. the start latent: pure noise (text, sketch), or the input's latent noised to the timestep
    ``strength`` of the way into the schedule (img2img, refine-simulated);
 3. each step: the UNet (plus the ControlNet's residuals for a sketch) on the conditional and
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 
 from sar_pipeline.captioning.base import prompt_text
+from sar_pipeline.diffusion.data import tokenize
+from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders, sdxl_time_ids, text_conditioning
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.generation.model import GenerationModel, default_guidance_rescale, make_scheduler
 from sar_pipeline.generation.settings import GenerationSettings
@@ -67,17 +70,20 @@ def check_prompt(tokenizer, text: str, what: str = "prompt") -> None:
     )
 
 
-def _encode(model: GenerationModel, texts: list[str]) -> torch.Tensor:
-    tokenizer, encoder = model.pipe.tokenizer, model.pipe.text_encoder
-    ids = tokenizer(
-        texts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(model.device)
+def _encode(
+    model: GenerationModel, texts: list[str], size: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """The UNet's text conditioning of ``texts`` as training built it (``text_conditioning``): SD 1.5's
+    hidden states, or SDXL's two encoders' with the pooled embedding and the time ids of a whole
+    tile of the trained tile size drawn at ``size`` px."""
+    pipe = model.pipe
+    encoder, tokenizer, time_ids = pipe.text_encoder, pipe.tokenizer, None
+    if model.family == "sdxl":
+        encoder = SdxlTextEncoders(pipe.text_encoder, pipe.text_encoder_2)
+        tokenizer = (pipe.tokenizer, pipe.tokenizer_2)
+        time_ids = sdxl_time_ids(model.original_size or (size, size), (0, 0), (size, size))
     with torch.no_grad():
-        return encoder(ids)[0]
+        return text_conditioning(encoder, tokenize(tokenizer, texts).to(model.device), time_ids)
 
 
 def conditioning_texts(model: GenerationModel, prompt: str, negative_prompt: str) -> tuple[str, str]:
@@ -125,12 +131,18 @@ def generate(
             )
     if control_rgb is not None and model.controlnet is None:
         raise SarPipelineError("sketch", "no ControlNet is attached to the model")
+    if control_rgb is not None and model.family != "sd15":
+        raise SarPipelineError("sketch", f"sketches need an SD 1.5 model (ControlNet), not {model.family}")
     text, negative = conditioning_texts(model, prompt, settings.negative_prompt)
     device, dtype = model.device, pipe.unet.dtype
     guidance = settings.guidance_scale > 1.0
     rescale = default_guidance_rescale(model, settings.guidance_rescale)
-    cond = _encode(model, [text])
-    embeds = torch.cat([_encode(model, [negative]), cond]) if guidance else cond
+    embeds, added = _encode(model, [text], size)
+    if guidance:  # unconditional branch first
+        negative_embeds, negative_added = _encode(model, [negative], size)
+        embeds = torch.cat([negative_embeds, embeds])
+        if added is not None:
+            added = {k: torch.cat([negative_added[k], v]) for k, v in added.items()}
     latent_side = size // model.vae_scale_factor
     vae_scale = pipe.vae.config.scaling_factor
     init_latent = None
@@ -190,7 +202,14 @@ def generate(
                         return_dict=False,
                     )
                     extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-                pred = pipe.unet(latent_in, t, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
+                pred = pipe.unet(
+                    latent_in,
+                    t,
+                    encoder_hidden_states=embeds,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                    **extra,
+                )[0]
             if guidance:
                 uncond, conditional = pred.chunk(2)
                 pred = uncond + settings.guidance_scale * (conditional - uncond)

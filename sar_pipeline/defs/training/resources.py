@@ -142,7 +142,7 @@ class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
 
     def model_path(self, storage: StorageRoot, dataset_version: str) -> str:
         """The base model folder; tiny: written once (default: per dataset version under models/tiny-base/)."""
-        if self.preset != "tiny":
+        if not self.is_tiny:
             return self.base_model_path
         if self.base_model_path:
             folder = self.base_model_path
@@ -150,7 +150,12 @@ class DiffusionBase(dg.ConfigurableResource, BaseModelSettings):
             storage.pull("models", "tiny-base", dataset_version)
             folder = storage.local_path("models", "tiny-base", dataset_version)
         ensure_tiny_base(
-            folder, str(storage.local_path()), dataset_version, self.tile_resolution(), self.tiny_vae_steps
+            folder,
+            str(storage.local_path()),
+            dataset_version,
+            self.tile_resolution(),
+            self.tiny_vae_steps,
+            family=self.family,
         )
         if not self.base_model_path:
             storage.push("models", "tiny-base", dataset_version)

@@ -1,0 +1,119 @@
+"""SDXL training (issue 11, item 4b): the tiny SDXL preset trains on the CPU through the same loop,
+saves a diffusers StableDiffusionXLPipeline (safetensors) that diffusers and the generation API load."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from sar_pipeline.diffusion.data import stored_tile_size
+from sar_pipeline.diffusion.latent_cache import build_latent_cache
+from sar_pipeline.diffusion.models import load_base_model, write_tiny_base
+from sar_pipeline.diffusion.text_conditioning import sdxl_time_ids
+from sar_pipeline.diffusion.train import train
+from sar_pipeline.errors import ConfigError
+from sar_pipeline_tests.diffusion.conftest import tiny_config
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def sdxl_run(tiny_world, tmp_path_factory) -> dict:
+    """The tiny SDXL base (its VAE's latent cache of the tiny world) and a run of STEPS steps on it."""
+    root = tmp_path_factory.mktemp("sdxl")
+    base = write_tiny_base(root / "tiny-sdxl-base", images=None, vae_steps=0, family="sdxl")
+    build_latent_cache(tiny_world["storage"], "v1", load_base_model(base).vae, 64, ("train", "validation"))
+    cfg = tiny_config(
+        tiny_world,
+        root / "run",
+        preset="tiny_sdxl",
+        base_model_path=str(base),
+        max_train_steps=STEPS,
+        checkpoint_every_steps=0,
+        validation_prompts=["a river"],
+    )
+    return {"base": base, "summary": train(cfg), "run": root / "run"}
+
+
+def test_tiny_sdxl_trains_and_saves_a_diffusers_sdxl_pipeline(sdxl_run):
+    from diffusers import StableDiffusionXLPipeline
+
+    losses = json.loads((sdxl_run["run"] / "losses.json").read_text())
+    assert [step for step, _ in losses] == list(range(1, STEPS + 1))
+    assert all(math.isfinite(loss) for _, loss in losses)
+    pipeline = Path(sdxl_run["summary"]["pipeline"])
+    index = json.loads((pipeline / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    for part in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        assert list((pipeline / part).glob("*.safetensors")), part
+    assert not list(pipeline.rglob("*.bin"))
+    pipe = StableDiffusionXLPipeline.from_pretrained(pipeline, local_files_only=True)
+    assert pipe.unet.config.addition_embed_type == "text_time"
+    # the UNet and both text encoders were trained (the paper's recipe: all of them)
+    base = load_base_model(sdxl_run["base"])
+    for name, before, after in (
+        ("unet", base.unet, pipe.unet),
+        ("text_encoder", base.text_encoder, pipe.text_encoder),
+        ("text_encoder_2", base.text_encoder_2, pipe.text_encoder_2),
+    ):
+        moved = [
+            not torch.equal(a, b)
+            for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True)
+        ]
+        assert any(moved), name
+    # the held-out loss and the validation grid ran under SDXL's conditioning
+    checkpoint = json.loads((pipeline.parent / "checkpoint.json").read_text())
+    assert math.isfinite(checkpoint["validation_loss"]) and Path(checkpoint["sample_grid"]).is_file()
+    # diffusers' own pipeline draws from it
+    image = pipe("An aerial view, a river", num_inference_steps=2, height=64, width=64, output_type="np")
+    assert image.images.shape == (1, 64, 64, 3)
+
+
+def test_time_ids_are_the_stored_tile_size_uncropped_and_as_diffusers_builds_them(sdxl_run, tiny_world):
+    # a crop of 512 × 768 px from its (64, 128) corner drawn at 1024²: diffusers' SDXL pipelines build
+    # the same row
+    crop = sdxl_time_ids((512, 768), (64, 128), (1024, 1024))
+    assert crop.tolist() == [512, 768, 64, 128, 1024, 1024]
+    pipe = load_base_model(sdxl_run["base"])
+    from diffusers import StableDiffusionXLPipeline
+
+    reference = StableDiffusionXLPipeline._get_add_time_ids(
+        type("Pipe", (), {"unet": pipe.unet})(),
+        (512, 768),
+        (64, 128),
+        (1024, 1024),
+        dtype=torch.float32,
+        text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+    )
+    assert torch.equal(reference[0], crop)
+    # training conditions on each tile's stored size, whole (no crop), at the training resolution
+    checkpoint = json.loads((Path(sdxl_run["summary"]["checkpoint"]) / "checkpoint.json").read_text())
+    assert stored_tile_size(tiny_world["storage"], "v1") == (64, 64)
+    assert checkpoint["sdxl_time_ids"] == [64, 64, 0, 0, 64, 64]
+
+
+def test_generation_loads_the_sdxl_checkpoint_and_draws_from_text(sdxl_run):
+    import numpy as np
+
+    from sar_pipeline.generation.model import load_generation_model
+    from sar_pipeline.generation.sample import generate
+    from sar_pipeline.generation.settings import GenerationSettings
+
+    model = load_generation_model(sdxl_run["summary"]["checkpoint"], device="cpu")
+    assert model.family == "sdxl" and model.original_size == (64, 64) and model.checkpoint_step == STEPS
+    settings = GenerationSettings(steps=3, scheduler="ddim", num_images=1, seed=3)
+    first, again = (generate(model, "a river", settings, progress=False)[0] for _ in range(2))
+    assert first.image.shape == (64, 64) and np.isfinite(first.image).all()
+    assert np.array_equal(first.image, again.image)
+    other = generate(model, "a town", settings, progress=False)[0]
+    assert not np.array_equal(first.image, other.image)  # the text conditions the image
+
+
+def test_a_base_model_of_the_other_family_is_refused(tiny_world, tmp_path):
+    cfg = tiny_config(tiny_world, tmp_path / "run", preset="tiny_sdxl", max_train_steps=1)
+    with pytest.raises(ConfigError, match="holds a sd15 model but preset 'tiny_sdxl' trains sdxl"):
+        train(cfg)
+    with pytest.raises(ConfigError, match="learned_token"):
+        tiny_config(tiny_world, tmp_path / "run2", preset="tiny_sdxl", learned_token="<sar>")
