@@ -120,11 +120,15 @@ class HrefPolicy:
 
     catalogue: str
     allowed_roots: tuple[str, ...] = ()
+    #: the setting that lists ``allowed_roots`` (named in refusals)
+    setting: str = ROOTS_SETTING
 
     @classmethod
-    def for_archive(cls, uri: str, allowed_roots: Iterable[str] = ()) -> HrefPolicy:
+    def for_archive(
+        cls, uri: str, allowed_roots: Iterable[str] = (), setting: str = ROOTS_SETTING
+    ) -> HrefPolicy:
         """The policy of an archive at ``uri`` (its catalogue file, folder or API root)."""
-        return cls(_as_root(catalogue_root(uri)), tuple(_as_root(r) for r in allowed_roots))
+        return cls(_as_root(catalogue_root(uri)), tuple(_as_root(r) for r in allowed_roots), setting)
 
     def problem(self, href: str, what: str = "href") -> str | None:
         """Why ``href`` may not be opened (a sentence naming the rule), or None when it may."""
@@ -138,6 +142,6 @@ class HrefPolicy:
         allowed = ", ".join(redact(r) for r in self.allowed_roots) or "none"
         return (
             f"{what} {redact(href)} points outside the archive: not under the catalogue's folder "
-            f"{redact(self.catalogue)} nor under any of {ROOTS_SETTING} ({allowed}); add its root "
+            f"{redact(self.catalogue)} nor under any of {self.setting} ({allowed}); add its root "
             f"there to allow it"
         )

@@ -140,7 +140,9 @@ def test_real_sentinel1_through_the_default_pipeline_gives_unsaturated_tiles(big
         # the catalogue lives apart from the data it describes: say where its hrefs may point
         "archive": SarArchiveResource(uri=str(sar_catalog), allowed_href_roots=[str(bigearthnet)]),
         # what the optical data is: a STAC catalogue of reflectance × 10⁴ (the one setting of its own)
-        "optical": OpticalResource(kind="stac", uri=str(optical_catalog), value_max=3000),
+        "optical": OpticalResource(
+            kind="stac", uri=str(optical_catalog), value_max=3000, allowed_href_roots=[str(tmp_path / "stac")]
+        ),
         "landcover": LandCoverResource(),
         "captioner": CaptionerResource(),
     }

@@ -161,7 +161,7 @@ def _resolve(link: pystac.Link, root, what: str, report: Callable[[ArchiveError]
 
 
 @contextlib.contextmanager
-def _malformed(name: str) -> Iterator[None]:
+def malformed_stac(name: str) -> Iterator[None]:
     """A field of the wrong JSON type (a number where text is expected, an object for a list…), met by
     pystac or here, is the catalogue's fault: an ArchiveError naming the object, not a crash."""
     try:
@@ -174,6 +174,42 @@ def _describe(obj: pystac.STACObject) -> str:
     kind = "collection" if isinstance(obj, pystac.Collection) else type(obj).__name__.lower()
     href = obj.get_self_href()
     return f"{kind} {obj.id!r}" + (f" ({href})" if href else "")
+
+
+def walk_catalogues(
+    root: pystac.Catalog, policy: HrefPolicy, report: Callable[[ArchiveError], None]
+) -> Iterator[pystac.Catalog]:
+    """``root`` and every catalogue and collection under it, depth first, each once, following only
+    child links ``policy`` allows; a link it refuses or that cannot be read is reported, not followed."""
+    stack: list[pystac.Catalog] = [root]
+    seen: set[str] = set()
+    while stack:
+        node = stack.pop()
+        href = node.get_self_href() or node.id
+        if href in seen:
+            continue
+        seen.add(href)
+        yield node
+        children = [
+            child
+            for link in node.get_child_links()
+            if isinstance(
+                child := _resolve(link, root, f"child catalogue of {_describe(node)}", report, policy),
+                pystac.Catalog,
+            )
+        ]
+        stack.extend(reversed(children))
+
+
+def linked_items(
+    node: pystac.Catalog, policy: HrefPolicy, report: Callable[[ArchiveError], None]
+) -> Iterator[pystac.Item]:
+    """The items ``node`` links to that ``policy`` allows and that can be read (the others reported)."""
+    root = node.get_root()
+    for link in node.get_item_links():
+        item = _resolve(link, root, f"item of {_describe(node)}", report, policy)
+        if isinstance(item, pystac.Item):
+            yield item
 
 
 class StacSarArchive:
@@ -235,15 +271,7 @@ class StacSarArchive:
 
     def _walk_collections(self, report: Callable[[ArchiveError], None]) -> Iterator[pystac.Collection]:
         """Every collection under the root (the root too), depth first, each once."""
-        root = self._read_root()
-        stack: list[pystac.Catalog] = [root]
-        seen: set[str] = set()
-        while stack:
-            node = stack.pop()
-            href = node.get_self_href() or node.id
-            if href in seen:
-                continue
-            seen.add(href)
+        for node in walk_catalogues(self._read_root(), self.href_policy, report):
             if isinstance(node, pystac.Collection):
                 yield node
             elif node.get_item_links():
@@ -254,26 +282,11 @@ class StacSarArchive:
                         "(make it a pystac.Collection with an extent), so these items are ignored",
                     )
                 )
-            children = [
-                child
-                for link in node.get_child_links()
-                if isinstance(
-                    child := _resolve(
-                        link, root, f"child catalogue of {_describe(node)}", report, self.href_policy
-                    ),
-                    pystac.Catalog,
-                )
-            ]
-            stack.extend(reversed(children))
 
     def _items(
         self, collection: pystac.Collection, report: Callable[[ArchiveError], None]
     ) -> Iterator[pystac.Item]:
-        root = collection.get_root()
-        for link in collection.get_item_links():
-            item = _resolve(link, root, f"item of {_describe(collection)}", report, self.href_policy)
-            if isinstance(item, pystac.Item):
-                yield item
+        return linked_items(collection, self.href_policy, report)
 
     def _is_flight(self, collection: pystac.Collection) -> bool:
         kind = collection.extra_fields.get(KIND_PROPERTY)
@@ -352,7 +365,7 @@ class StacSarArchive:
         flights: dict[str, FlightRecord] = {}
         for collection in self._walk_collections(report):
             try:
-                with _malformed(_describe(collection)):
+                with malformed_stac(_describe(collection)):
                     if not self._is_flight(collection):
                         continue
                     record = self._flight_record(collection)
@@ -374,7 +387,7 @@ class StacSarArchive:
     def _find_flight(self, flight_id: str) -> pystac.Collection:
         for collection in self._walk_collections(lambda _err: None):
             if collection.id == flight_id:
-                with _malformed(_describe(collection)):
+                with malformed_stac(_describe(collection)):
                     if self._is_flight(collection):
                         return collection
         raise ArchiveError(
@@ -450,7 +463,7 @@ class StacSarArchive:
 
     def scene_record(self, item: pystac.Item, flight_id: str) -> SceneRecord:
         """The :class:`SceneRecord` of one STAC item; ``ArchiveError`` naming it when unusable."""
-        with _malformed(_describe(item)):
+        with malformed_stac(_describe(item)):
             return self._scene_record(item, flight_id)
 
     def _scene_record(self, item: pystac.Item, flight_id: str) -> SceneRecord:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
-import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 import pystac
@@ -31,11 +31,12 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from shapely.geometry import shape as shapely_shape
 
+from sar_pipeline.archive.stac import linked_items, malformed_stac, walk_catalogues
 from sar_pipeline.errors import ArchiveError, RasterError
 from sar_pipeline.geo.footprints import grid_footprint, to_wgs84
 from sar_pipeline.geo.resample import resampling_method
 from sar_pipeline.geo.settings import OpticalSettings
-from sar_pipeline.hrefs import redact
+from sar_pipeline.hrefs import HrefPolicy, redact
 from sar_pipeline.stac_io import FsspecStacIO
 from sar_pipeline.timestamps import parse_utc
 
@@ -143,6 +144,9 @@ def rgb_to_uint8(rgb: np.ndarray, value_range: tuple[float, float] | None) -> np
 class OpticalSource(abc.ABC):
     """Renders co-located optical RGB on a SAR tile grid."""
 
+    #: inputs of the source left out (an item or link by its id or href → why)
+    skipped: Mapping[str, str] = MappingProxyType({})
+
     @abc.abstractmethod
     def render(
         self, crs: str, transform: Affine, shape: tuple[int, int], when: dt.datetime | None = None
@@ -224,8 +228,8 @@ def _read_stac(uri: str) -> pystac.STACObject:
     """Open a STAC catalogue, collection or item, local or remote (fsspec for ``s3://`` and the like)."""
     try:
         return pystac.read_file(uri, stac_io=FsspecStacIO())
-    except (OSError, json.JSONDecodeError, pystac.STACError) as exc:
-        raise ArchiveError(uri, f"cannot read optical STAC catalogue ({exc})") from exc
+    except Exception as exc:  # pystac raises many kinds (I/O, JSON, schema): all mean "unreadable"
+        raise ArchiveError(uri, f"cannot read optical STAC catalogue ({type(exc).__name__}: {exc})") from exc
 
 
 class StacOpticalSource(OpticalSource):
@@ -233,7 +237,10 @@ class StacOpticalSource(OpticalSource):
 
     Each item's RGB asset is ``asset_key`` if given, else the first of ``visual``, ``rgb``,
     ``image``, ``data`` it has. Items with ``eo:cloud_cover`` above ``max_cloud_cover`` are ignored,
-    and so are SAR items (any ``sar:*`` property), so a whole archive catalogue can be given.
+    and so are SAR items (any ``sar:*`` property), so a whole archive catalogue can be given. Links and
+    asset hrefs are followed only under the catalogue's folder or ``allowed_href_roots``
+    (:class:`~sar_pipeline.hrefs.HrefPolicy`, as for the SAR archive); an item out of reach, without
+    an RGB asset or malformed is left out, the reason in :attr:`skipped`.
     """
 
     ASSET_KEYS = ("visual", "rgb", "image", "data")
@@ -246,6 +253,7 @@ class StacOpticalSource(OpticalSource):
         bands: Sequence[int] | None = None,
         value_range: tuple[float, float] | None = None,
         resampling: str = "bilinear",
+        allowed_href_roots: Sequence[str] = (),
     ):
         self.uri = str(uri)
         self.asset_key = asset_key
@@ -253,18 +261,44 @@ class StacOpticalSource(OpticalSource):
         self.bands = list(bands) if bands else None
         self.value_range = tuple(value_range) if value_range else None
         self.resampling = resampling
-        root = _read_stac(self.uri)
-        items = [root] if isinstance(root, pystac.Item) else list(root.get_items(recursive=True))
+        self.policy = HrefPolicy.for_archive(self.uri, allowed_href_roots, "optical.allowed_href_roots")
+        self.skipped: dict[str, str] = {}
         self.items = []
-        for item in items:
-            cloud = item.properties.get("eo:cloud_cover")
-            if self.max_cloud_cover is not None and cloud is not None and cloud > self.max_cloud_cover:
+        for item in self._reachable_items(_read_stac(self.uri)):
+            try:
+                with malformed_stac(f"item {item.id!r}"):
+                    usable = self._usable(item)
+            except ArchiveError as exc:
+                self.skipped[exc.source] = exc.reason
                 continue
-            # a catalogue may hold SAR flights beside the optical items (the demo archive does)
-            if item.geometry is None or any(k.startswith("sar:") for k in item.properties):
-                continue
-            acquired = parse_utc(item.datetime or item.properties.get("start_datetime"))
-            self.items.append((item, shapely_shape(item.geometry), acquired))
+            if usable:
+                self.items.append(usable)
+
+    def _reachable_items(self, root: pystac.STACObject) -> Iterator[pystac.Item]:
+        if isinstance(root, pystac.Item):
+            yield root
+            return
+
+        def report(error: ArchiveError) -> None:
+            self.skipped[error.source] = error.reason
+
+        for node in walk_catalogues(root, self.policy, report):
+            yield from linked_items(node, self.policy, report)
+
+    def _usable(self, item: pystac.Item) -> tuple[pystac.Item, object, dt.datetime | None] | None:
+        """(item, footprint, acquisition time) of an optical item to use; None for one to ignore
+        (cloudy, SAR); ArchiveError naming it when its RGB asset is missing or out of reach."""
+        cloud = item.properties.get("eo:cloud_cover")
+        if self.max_cloud_cover is not None and cloud is not None and float(cloud) > self.max_cloud_cover:
+            return None
+        # a catalogue may hold SAR flights beside the optical items (the demo archive does)
+        if item.geometry is None or any(k.startswith("sar:") for k in item.properties):
+            return None
+        problem = self.policy.problem(self._href(item), f"asset of item {item.id!r}")
+        if problem:
+            raise ArchiveError(f"item {item.id!r}", problem)
+        acquired = parse_utc(item.datetime or item.properties.get("start_datetime"))
+        return item, shapely_shape(item.geometry), acquired
 
     @property
     def name(self) -> str:
@@ -318,6 +352,10 @@ def open_optical_source(settings: OpticalSettings) -> OpticalSource:
     }
     if settings.kind == "stac":
         return StacOpticalSource(
-            settings.uri, asset_key=settings.asset_key, max_cloud_cover=settings.max_cloud_cover, **options
+            settings.uri,
+            asset_key=settings.asset_key,
+            max_cloud_cover=settings.max_cloud_cover,
+            allowed_href_roots=settings.allowed_href_roots,
+            **options,
         )
     return MosaicOpticalSource(settings.uri, **options)

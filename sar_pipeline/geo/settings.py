@@ -202,6 +202,12 @@ class OpticalSettings(Settings):
         le=100,
         description="'stac' only: ignore items whose eo:cloud_cover (%) is above this.",
     )
+    allowed_href_roots: list[str] = Field(
+        default=[],
+        description="'stac' only: where the catalogue's links and RGB assets may point besides its own folder "
+        "(folders, URL prefixes, a bare scheme; as archive.allowed_href_roots). An item elsewhere is skipped "
+        "naming this setting.",
+    )
 
     @field_validator("bands")
     @classmethod

@@ -183,16 +183,17 @@ def test_stac_source_mosaics_closest_in_time_and_filters_clouds(tmp_path):
     uri = str(tmp_path / "stac" / "collection.json")
 
     grid = _tile_grid(0.0, "right", size=64, offset=(0, 0))  # x0 … x0 + 64: straddles both items
-    source = StacOpticalSource(uri, max_cloud_cover=20)
+    # the items' rasters lie beside the catalogue's folder, not in it: say where hrefs may point
+    source = StacOpticalSource(uri, max_cloud_cover=20, allowed_href_roots=[str(tmp_path)])
     tile = source.render(grid.crs, grid.transform, grid.shape, when=T0)
     assert sorted(tile.sources) == ["east-recent", "west-recent"]
     assert tile.coverage_fraction == 1.0 and tile.time_gap_s == pytest.approx(2 * 86400)
     err = np.abs(tile.image.astype(float) - _expected(grid))
     assert np.median(err) < 3
     # without the cloud filter the cloudy item taken at the SAR time wins alone
-    cloudy = open_optical_source(OpticalSettings(kind="stac", uri=uri)).render(
-        grid.crs, grid.transform, grid.shape, when=T0
-    )
+    cloudy = open_optical_source(
+        OpticalSettings(kind="stac", uri=uri, allowed_href_roots=[str(tmp_path)])
+    ).render(grid.crs, grid.transform, grid.shape, when=T0)
     assert cloudy.sources == ["whole-cloudy"] and cloudy.time_gap_s == 0
 
 
@@ -215,8 +216,10 @@ def test_stac_source_reads_a_catalogue_on_object_storage(tmp_path):
     for path in (tmp_path / "stac").rglob("*.json"):
         fs.pipe_file(f"{prefix}/{path.relative_to(tmp_path / 'stac')}", path.read_bytes())
     try:
-        source = StacOpticalSource(f"memory://{prefix}/collection.json", max_cloud_cover=20)
-        assert [item.id for item, _, _ in source.items] == ["ortho"]
+        source = StacOpticalSource(
+            f"memory://{prefix}/collection.json", max_cloud_cover=20, allowed_href_roots=["memory://"]
+        )
+        assert [item.id for item, _, _ in source.items] == ["ortho"], source.skipped
         assert source.items[0][2] == T0
     finally:
         fs.rm(f"/{prefix.split('/')[0]}", recursive=True)

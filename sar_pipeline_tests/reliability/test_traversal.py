@@ -20,6 +20,7 @@ from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 from sar_pipeline.archive.stac import StacSarArchive
 from sar_pipeline.captioning.datasets import CaptionDataError, load_karpathy_json, load_precomp
 from sar_pipeline.errors import ArchiveError, ConfigError
+from sar_pipeline.geo.optical import StacOpticalSource
 from sar_pipeline.hrefs import ROOTS_SETTING, HrefPolicy
 from sar_pipeline.storage import validate_id
 
@@ -132,6 +133,34 @@ def test_symbolic_links_and_opened_extra_rasters_out_of_the_archive_skip_the_sce
     assert set(reasons) == {"file-link", "folder-link", "landcover-out", "idealised-out"}
     assert all(ROOTS_SETTING in r for r in reasons.values())
     assert "asset 'landcover'" in reasons["landcover-out"] and "asset 'idealised'" in reasons["idealised-out"]
+
+
+def test_an_optical_catalogue_follows_the_same_reach_rule(demo, tmp_path):
+    """The optical STAC source (the catalogue the optical tiles come from) follows no link and opens no
+    asset out of reach either: those items are skipped naming optical.allowed_href_roots."""
+    optical = demo / "optical-orthophoto"
+    good = json.loads((optical / "orthophoto" / "orthophoto.json").read_text())
+    planted = {
+        "etc-passwd": "/etc/passwd",
+        "loopback": "http://127.0.0.1:9/x.tif",
+        "dotdot": "../../../x.tif",
+    }
+    for item_id, href in planted.items():
+        item = {**good, "id": item_id, "links": [link for link in good["links"] if link["rel"] != "self"]}
+        item["assets"] = {key: {**asset, "href": href} for key, asset in good["assets"].items()}
+        (optical / item_id).mkdir()
+        (optical / item_id / f"{item_id}.json").write_text(json.dumps(item))
+        _edit(
+            optical / "collection.json",
+            lambda c, i=item_id: c["links"].append({"rel": "item", "href": f"./{i}/{i}.json"}),
+        )
+    outside = _outside_flight(demo, tmp_path / "elsewhere", "outside")
+    _edit(demo / "catalog.json", lambda c: c["links"].append({"rel": "child", "href": str(outside)}))
+    source = StacOpticalSource(str(demo / "catalog.json"))
+    assert [item.id for item, _, _ in source.items] == [good["id"]]
+    assert len(source.skipped) == len(planted) + 1
+    assert all("optical.allowed_href_roots" in reason for reason in source.skipped.values())
+    assert {f"item {i!r}" for i in planted} < set(source.skipped)
 
 
 @pytest.mark.parametrize(

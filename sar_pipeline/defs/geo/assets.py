@@ -181,6 +181,8 @@ def optical_tiles(
     flight_id = validate_id(context.partition_key, "flight id")
     sar_rows = read_manifest(storage.flight_folder(flight_id, "sar_tiles") / "manifest.parquet")
     source = optical.get_source()
+    for source_input, reason in source.skipped.items():
+        context.log.warning(f"skipped optical input {source_input}: {reason}")
     with publish_dir(storage.flight_path(flight_id, "optical_tiles")) as publication:
         out_dir, rel_dir = publication.local, storage.relative(publication.final)
         result = colocate_tiles(sar_rows, source, out_dir, rel_dir, config.min_optical_coverage)
@@ -194,6 +196,7 @@ def optical_tiles(
             str(storage.flight_folder(flight_id, "optical_tiles") / "manifest.parquet")
         ),
         "optical_source": source.name,
+        "skipped_optical_inputs": dg.MetadataValue.json(dict(source.skipped)),
         "tile_count": len(result.rows),
         "skipped_count": len(result.skipped),
         "skipped": dg.MetadataValue.json(dict(list(result.skipped.items())[:50])),
