@@ -29,6 +29,7 @@ import rasterio.warp
 import rasterio.windows
 from affine import Affine
 from rasterio.enums import ColorInterp
+from shapely.errors import ShapelyError
 from shapely.geometry import shape as shapely_shape
 
 from sar_pipeline.archive.stac import linked_items, malformed_stac, walk_catalogues
@@ -298,7 +299,11 @@ class StacOpticalSource(OpticalSource):
         if problem:
             raise ArchiveError(f"item {item.id!r}", problem)
         acquired = parse_utc(item.datetime or item.properties.get("start_datetime"))
-        return item, shapely_shape(item.geometry), acquired
+        try:
+            footprint = shapely_shape(item.geometry)
+        except ShapelyError as exc:
+            raise ArchiveError(f"item {item.id!r}", f"geometry is not a GeoJSON geometry ({exc})") from exc
+        return item, footprint, acquired
 
     @property
     def name(self) -> str:

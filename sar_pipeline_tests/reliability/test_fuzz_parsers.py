@@ -31,6 +31,7 @@ from sar_pipeline.captioning.datasets import (
     load_ucm_pairs,
 )
 from sar_pipeline.errors import ArchiveError
+from sar_pipeline.geo.optical import StacOpticalSource
 
 EXAMPLES = int(os.environ.get("SAR_PIPELINE_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(
@@ -191,6 +192,18 @@ def test_fuzzed_stac_catalogue(catalogue):
         except ArchiveError as exc:
             assert str(path) in str(exc)
         assert all(isinstance(p, ArchiveError) for p in problems), problems
+
+    fuzz_file(path, json.loads(path.read_text()), check)
+
+
+def test_fuzzed_optical_stac_item(catalogue):
+    """The optical catalogue's reader: a mutated orthophoto item is used or skipped with its reason."""
+    path = catalogue / "optical-orthophoto" / "orthophoto" / "orthophoto.json"
+
+    def check():
+        source = StacOpticalSource(str(catalogue / "catalog.json"), max_cloud_cover=50)
+        assert all(isinstance(reason, str) and reason for reason in source.skipped.values())
+        assert len(source.items) + len(source.skipped) <= 1
 
     fuzz_file(path, json.loads(path.read_text()), check)
 
