@@ -83,7 +83,9 @@ def text_conditioning(
     if time_ids is None:
         return text_encoder(input_ids, return_dict=False)[0], None
     hidden, pooled = text_encoder(input_ids)
-    time_ids = time_ids.to(device=hidden.device, dtype=hidden.dtype)
+    # float32 whatever the weights' dtype: bf16 cannot hold every pixel size (1023 rounds to 1024);
+    # the UNet embeds them sinusoidally in float32 and casts the embedding itself
+    time_ids = time_ids.to(device=hidden.device, dtype=torch.float32)
     if time_ids.dim() == 1:
         time_ids = time_ids.expand(len(input_ids), -1)
     return hidden, {"text_embeds": pooled, "time_ids": time_ids}

@@ -109,6 +109,20 @@ def test_generation_loads_the_sdxl_checkpoint_and_draws_from_text(sdxl_run):
     assert np.array_equal(first.image, again.image)
     other = generate(model, "a town", settings, progress=False)[0]
     assert not np.array_equal(first.image, other.image)  # the text conditions the image
+    # img2img goes through the same conditioning
+    moved = generate(model, "a town", settings.model_copy(update={"strength": 0.5}), init_grey=first.image)
+    assert moved[0].image.shape == (64, 64) and np.isfinite(moved[0].image).all()
+
+
+def test_time_ids_stay_float32_under_reduced_precision(sdxl_run):
+    from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders, text_conditioning
+
+    base = load_base_model(sdxl_run["base"])
+    encoders = SdxlTextEncoders(base.text_encoder, base.text_encoder_2).to(torch.bfloat16)
+    ids = torch.zeros(2, 2, 77, dtype=torch.long)
+    _, added = text_conditioning(encoders, ids, sdxl_time_ids((1023, 1023), (0, 0), (1024, 1024)))
+    # bf16 would round a 1023-px tile to 1024
+    assert added["time_ids"].dtype == torch.float32 and added["time_ids"][:, 0].tolist() == [1023, 1023]
 
 
 def test_a_base_model_of_the_other_family_is_refused(tiny_world, tmp_path):
