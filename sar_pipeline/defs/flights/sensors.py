@@ -14,7 +14,7 @@ from sar_pipeline.timestamps import iso_utc, parse_utc
 #: per-flight stages over all of them: the daemon creates a run by computing its execution plan
 #: through the code server (~0.3 s each on an idle 2-core machine, several seconds under load), so a
 #: tick requesting 1,000 runs would take many minutes, while a backfill request is one record and the
-#: backfill daemon launches its runs as run slots free up (docs/benchmarks.md, "Sensor tick").
+#: backfill daemon launches its runs as run slots free up (docs/benchmarks.md, "1,000 flights", "Sensor tick").
 MAX_RUNS_PER_TICK = 10
 
 #: Every this often the archive is listed whole (``since=None``) instead of only the flights updated
