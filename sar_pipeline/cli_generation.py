@@ -10,8 +10,10 @@ Beside ``cli.py`` (not in the generation package): the default model comes from 
     sar-pipeline provenance generated/text-00.png
     sar-pipeline serve                                   # http://127.0.0.1:7860
 
-``--model`` defaults to the latest ``sd_model`` materialisation (the Dagster instance of
-``$DAGSTER_HOME``, else the storage root's ``models/sd/latest.json``); ``--controlnet`` likewise to
+``--model`` defaults to the promoted ``sd_model`` checkpoint (``models/sd/promoted.json``, written by
+``sar_fidelity``'s check when a checkpoint beats the base model), else the latest ``sd_model``
+materialisation (the Dagster instance of ``$DAGSTER_HOME``, else the storage root's
+``models/sd/latest.json``); ``--controlnet`` likewise to
 the latest ``controlnet_model``. Outputs go to ``--out`` (default ``<data>/generated``).
 """
 
@@ -67,7 +69,8 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
 
 def _common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument(
-        "--model", help="sd_model pipeline folder (default: the latest sd_model materialisation)"
+        "--model",
+        help="sd_model pipeline folder (default: the promoted sd_model checkpoint, else the latest sd_model)",
     )
     parser.add_argument("--out", help="output folder (default <data>/generated)")
     parser.add_argument(
@@ -132,7 +135,10 @@ def add_commands(sub) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--model", help="sd_model pipeline folder (default: the latest sd_model materialisation)")
+    p.add_argument(
+        "--model",
+        help="sd_model pipeline folder (default: the promoted sd_model checkpoint, else the latest sd_model)",
+    )
     p.add_argument("--controlnet", help="ControlNet folder (default: the latest controlnet_model, if any)")
     p.set_defaults(func=cmd_serve)
 
@@ -141,12 +147,15 @@ def add_commands(sub) -> None:
 
 
 def resolve_model_folder(explicit: str | None, asset: str = "sd_model") -> Path:
-    """``explicit``, else the latest materialisation of ``asset`` (instance, then pointer)."""
-    from sar_pipeline.generation.model import latest_model_folder
+    """``explicit``, else for ``sd_model`` the promoted checkpoint (``models/sd/promoted.json``), else
+    the latest materialisation of ``asset`` (instance, then pointer)."""
+    from sar_pipeline.generation.model import default_sd_model_folder, latest_model_folder
     from sar_pipeline.lineage import latest_model_from_instance
 
     if explicit:
         return Path(explicit)
+    if asset == "sd_model":
+        return default_sd_model_folder(_storage_root(), latest_model_from_instance(asset))
     return latest_model_folder(_storage_root(), asset, latest_model_from_instance(asset))
 
 

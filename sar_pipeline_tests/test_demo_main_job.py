@@ -32,7 +32,7 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
 
     storage = tmp_path / "data" / "storage"
     version = json.loads((storage / "dataset" / "current.json").read_text())["version"]
-    (run,) = (storage / "models" / "sd").iterdir()
+    (run,) = [p for p in (storage / "models" / "sd").iterdir() if p.is_dir()]  # beside the pointers
     assert run.name.startswith(version)
     summary = json.loads((run / "final.json").read_text())
     assert summary["steps"] == 300 and Path(summary["sample_grid"]).is_file()
@@ -47,6 +47,28 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
     urban = sample_mean_amplitude(pipe, "An aerial view of an urban area", SEEDS, size)
     print(f"demo model, mean amplitude (0..1): river {river:.3f}, urban {urban:.3f}")
     assert river + 0.05 < urban
+
+    # the evaluation: the SAR-CLIP retrieves above chance, and the fine-tuned model beats the untrained base
+    # on amplitude distance and adherence, so the check promoted its best checkpoint
+    clip_info = json.loads(next((storage / "models" / "sar_clip").glob("*/sar_clip.json")).read_text())
+    retrieval = clip_info["retrieval"]
+    print(f"SAR-CLIP retrieval on {clip_info['evaluation_split']}: {retrieval}")
+    assert retrieval["text_to_image_r1"] > retrieval["chance_text_to_image_r1"]
+    report = json.loads((storage / "evaluation" / "sar_fidelity" / run.name / "report.json").read_text())
+    best, base = report["checkpoints"][report["best"]], report["base"]["scores"]
+    for name, scores in (
+        ("base", base),
+        (f"checkpoint {best['step']}", best["scores"]),
+        ("real", report["real"]),
+    ):
+        print(
+            f"sar_fidelity {name}: "
+            + ", ".join(f"{k} {scores[k]:.3f}" for k in sorted(scores) if k != "by_landcover")
+        )
+    assert best["scores"]["wasserstein_db"] < base["wasserstein_db"]
+    assert best["scores"]["clip_score"] > base["clip_score"]
+    promoted = json.loads((storage / "models" / "sd" / "promoted.json").read_text())
+    assert promoted["checkpoint"] == best["pipeline"]
 
     # the ControlNet: adherence to the sketch, per the classifier trained on the dataset's own tiles
     (cn_run,) = (storage / "models" / "controlnet").glob("*/final.json")

@@ -184,6 +184,8 @@ LATEST_POINTERS = {
 }
 #: asset → the metadata key / pointer field holding the folder generation loads
 MODEL_KEYS = {"sd_model": "checkpoint", "controlnet_model": "controlnet", "sar_clip": "sar_clip"}
+#: the sd_model checkpoint sar_fidelity's check promoted (it beat the base model): generation's default
+PROMOTED_POINTER = ("models", "sd", "promoted.json")
 
 
 def write_latest(storage_root: str | Path, asset: str, info: dict[str, Any]) -> Path:
@@ -215,3 +217,33 @@ def latest_model_folder(storage_root: str | Path, asset: str, from_instance: str
     if not Path(folder).exists():
         raise ModelError(folder, f"the latest {asset} folder is gone: materialise {asset} again")
     return Path(folder)
+
+
+def write_promoted(storage_root: str | Path, info: dict[str, Any]) -> Path:
+    """Record ``info`` (at least ``checkpoint``: the pipeline folder) as the promoted sd_model."""
+    from sar_pipeline.storage import atomic_write_bytes
+
+    path = Path(storage_root).joinpath(*PROMOTED_POINTER)
+    atomic_write_bytes(path, json.dumps(info, indent=1, default=str).encode())
+    return path
+
+
+def read_promoted(storage_root: str | Path) -> dict[str, Any] | None:
+    """The pointer :func:`write_promoted` wrote (None when no model was promoted yet)."""
+    info = read_json_or_empty(Path(storage_root).joinpath(*PROMOTED_POINTER))
+    return info or None
+
+
+def default_sd_model_folder(storage_root: str | Path, from_instance: str | None = None) -> Path:
+    """Generation's default model: the promoted sd_model checkpoint (one that beat the base model
+    under sar_fidelity) when there is one, else the latest sd_model (:func:`latest_model_folder`)."""
+    promoted = (read_promoted(storage_root) or {}).get("checkpoint")
+    if not promoted:
+        return latest_model_folder(storage_root, "sd_model", from_instance)
+    if not Path(promoted).exists():
+        raise ModelError(
+            promoted,
+            f"the promoted sd_model folder is gone: pass --model, or remove {Path(*PROMOTED_POINTER)} "
+            "under the storage root to use the latest sd_model",
+        )
+    return Path(promoted)

@@ -1,4 +1,4 @@
-"""The sar_clip and sar_fidelity assets, materialised on a tiny trained world."""
+"""The sar_clip and sar_fidelity assets and the promotion check, materialised on a tiny trained world."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,10 @@ import dagster as dg
 import pytest
 
 from sar_pipeline.defs.evaluation.assets import sar_clip, sar_fidelity
+from sar_pipeline.defs.evaluation.checks import sar_fidelity_beats_base
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.evaluation import fidelity
-from sar_pipeline.generation.model import read_latest, write_latest
+from sar_pipeline.generation.model import default_sd_model_folder, read_latest, read_promoted, write_latest
 from sar_pipeline_tests.evaluation.conftest import run_against_itself
 
 CLIP_CONFIG = {"image_size_px": 32, "max_steps": 30, "batch_size": 8, "device": "cpu"}
@@ -72,7 +73,7 @@ def _fidelity_run(eval_world, clip_materialised, pipeline: Path):
     instance, _ = clip_materialised
     write_latest(eval_world["storage"], "sd_model", {"checkpoint": str(pipeline)})
     return _materialise(
-        [sar_fidelity],
+        [sar_fidelity, sar_fidelity_beats_base],
         eval_world["storage"],
         instance,
         {"sar_fidelity": {"config": FIDELITY_CONFIG}},
@@ -117,8 +118,14 @@ def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles
     assert str(plots / "wasserstein_db.png") in meta["plot_wasserstein_db"].value
     assert len(meta["plot_wasserstein_db"].value) < 60_000
 
+    # the check's verdict follows the promotion rule on the report's own numbers
+    (check,) = result.get_asset_check_evaluations()
+    best = report["checkpoints"][report["best"]]["scores"]
+    assert check.passed == fidelity.beats_base(best, report["base"]["scores"])[0]
 
-def test_a_model_no_better_than_its_base_is_not_promotable(eval_world, clip_materialised):
+
+def test_a_model_no_better_than_its_base_is_not_promoted(eval_world, clip_materialised):
+    promoted_before = read_promoted(eval_world["storage"])
     pipeline = run_against_itself(eval_world, "run-self")
     result = _fidelity_run(eval_world, clip_materialised, pipeline)
     meta = result.asset_materializations_for_node("sar_fidelity")[0].metadata
@@ -127,6 +134,48 @@ def test_a_model_no_better_than_its_base_is_not_promotable(eval_world, clip_mate
     assert report["checkpoints"][0]["scores"]["wasserstein_db"] == report["base"]["scores"]["wasserstein_db"]
     assert not report["promotable"] and not meta["beats_base"].value
     assert "not below the base model's" in report["reasons"][0]
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and "not below the base model's" in check.description
+    assert read_promoted(eval_world["storage"]) == promoted_before
+
+
+def test_the_check_promotes_a_model_that_beats_its_base_and_generation_prefers_it(
+    eval_world, clip_materialised, tmp_path
+):
+    instance, _ = clip_materialised
+    storage = eval_world["storage"]
+    later = eval_world["run_dir"] / "checkpoints" / "checkpoint-00000002" / "pipeline"
+    earlier = eval_world["run_dir"] / "checkpoints" / "checkpoint-00000001" / "pipeline"
+    scores = {"wasserstein_db": 1.0, "clip_score": 30.0, "glcm_distance": 0.5}
+    report = {
+        "run": "run1",
+        "dataset_version": "e1",
+        "real": {"clip_score": 40.0},
+        "base": {"scores": {"wasserstein_db": 4.0, "clip_score": 20.0, "glcm_distance": 2.0}},
+        "checkpoints": [{"step": 1, "pipeline": str(earlier), "scores": scores}],
+        "best": 0,
+    }
+    path = storage / "evaluation" / "hand-made-report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("sar_fidelity", metadata={"report": dg.MetadataValue.path(str(path))})
+    )
+    write_latest(storage, "sd_model", {"checkpoint": str(later)})
+    result = dg.materialize(
+        [sar_fidelity_beats_base],
+        resources={"storage": StorageRoot(uri=str(storage))},
+        instance=instance,
+        selection=dg.AssetSelection.checks(sar_fidelity_beats_base),
+    )
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    assert read_promoted(storage)["checkpoint"] == str(earlier) and read_promoted(storage)["step"] == 1
+    # generation's default is now the promoted checkpoint, not the latest sd_model
+    assert default_sd_model_folder(storage) == earlier
+    # where nothing was promoted, the latest sd_model
+    write_latest(tmp_path, "sd_model", {"checkpoint": str(later)})
+    assert default_sd_model_folder(tmp_path) == later
 
 
 def test_best_checkpoint_and_the_promotion_rule_on_known_scores():
