@@ -102,11 +102,16 @@ def _kill_self() -> None:
 
 
 def install_kill_hook(
-    root: str, kill_at_event: int | None, kill_after_first_write_s: float | None, trace_fd: int
+    root: str,
+    kill_at_event: int | None,
+    kill_after_first_write_s: float | None,
+    trace_fd: int,
+    exclude: tuple[str, ...] = (),
 ) -> None:
     """Count writes under ``root`` in this process, trace them to ``trace_fd``, and SIGKILL this
     process just before write number ``kill_at_event`` (1-based) or ``kill_after_first_write_s``
-    seconds after its first write (None: never)."""
+    seconds after its first write (None: never). Paths holding one of ``exclude`` are not counted
+    (writes whose number varies from run to run, such as a logger's timed flushes)."""
     root = os.path.abspath(root).rstrip("/") + "/"
     count = 0
     started = time.monotonic()
@@ -119,7 +124,7 @@ def install_kill_hook(
             path = _written(event, args)
         except Exception:  # a hook must never break the operation it watches
             return
-        if path is None or root not in path + "/":
+        if path is None or root not in path + "/" or any(part in path for part in exclude):
             return
         count += 1
         if count == 1 and kill_after_first_write_s is not None:
@@ -149,7 +154,11 @@ def _child(request: dict[str, Any]) -> None:
         sys.stderr.reconfigure(line_buffering=True)
         trace = os.open(request["trace"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         install_kill_hook(
-            request["root"], request.get("kill_at_event"), request.get("kill_after_first_write_s"), trace
+            request["root"],
+            request.get("kill_at_event"),
+            request.get("kill_after_first_write_s"),
+            trace,
+            tuple(request.get("exclude", ())),
         )
         _resolve(request["stage"])(**request["kwargs"])
         code = 0
@@ -184,9 +193,13 @@ def _wait(pid: int) -> dict[str, Any]:
 
 
 def serve(preload: list[str]) -> None:
-    """Import ``preload``, then fork a child per JSON request line on stdin; answer one JSON line each."""
-    for module in preload:
-        importlib.import_module(module)
+    """Import ``preload`` (a ``module:function`` entry is also called: a warm-up), then fork a child
+    per JSON request line on stdin; answer one JSON line each."""
+    for entry in preload:
+        if ":" in entry:
+            _resolve(entry)()
+        else:
+            importlib.import_module(entry)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -266,11 +279,12 @@ class KillServer:
         root: Path,
         kill_at_event: int | None = None,
         kill_after_first_write_s: float | None = None,
+        exclude: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> Outcome:
         """Run ``stage`` (``module:function``) with ``kwargs`` in a fresh child; kill it at write number
         ``kill_at_event`` under ``root`` or ``kill_after_first_write_s`` after its first write there
-        (neither: let it finish)."""
+        (neither: let it finish). Writes to paths holding one of ``exclude`` are not counted."""
         self._count += 1
         trace = self.workdir / f"trace-{self._count}.tsv"
         log = self.workdir / f"log-{self._count}.txt"
@@ -280,6 +294,7 @@ class KillServer:
             "root": str(root),
             "kill_at_event": kill_at_event,
             "kill_after_first_write_s": kill_after_first_write_s,
+            "exclude": list(exclude),
             "trace": str(trace),
             "log": str(log),
         }
