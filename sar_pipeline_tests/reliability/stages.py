@@ -8,6 +8,21 @@ from typing import Any
 
 #: the per-flight stages of ``flight_job``, in order
 FLIGHT_ASSETS = ("sar_scenes", "sar_tiles", "optical_tiles", "captions")
+#: tiling of the small demo: 9 tiles per scene (two scenes), each with land cover, idealised and optical tiles
+DEMO_TILING = {"tile_size": 32, "ground_sample_distance_m": 2.0}
+
+
+def flight_arguments(archive, storage, flight_id: str, dagster_home=None) -> dict[str, Any]:
+    """:func:`materialise_flight`'s arguments for a flight of a demo ``archive`` (``DemoArchive``),
+    written under ``storage`` with :data:`DEMO_TILING`."""
+    return {
+        "storage": str(storage),
+        "catalog": str(archive.catalog_path),
+        "optical": str(archive.optical_path),
+        "flight_id": flight_id,
+        "tiling": DEMO_TILING,
+        "dagster_home": None if dagster_home is None else str(dagster_home),
+    }
 
 
 def _flight_assets():
@@ -19,16 +34,25 @@ def _flight_assets():
 
 
 def materialise_flight(
-    storage: str, catalog: str, optical: str, flight_id: str, tiling: dict[str, Any]
+    storage: str,
+    catalog: str,
+    optical: str,
+    flight_id: str,
+    tiling: dict[str, Any],
+    dagster_home: str | None = None,
 ) -> None:
-    """Materialise one flight's per-flight assets (sar_scenes → captions) into ``storage``."""
+    """Materialise one flight's per-flight assets (sar_scenes → captions) into ``storage``, recording
+    the run in the SQLite instance under ``dagster_home`` (None: an ephemeral one)."""
     import dagster as dg
 
     from sar_pipeline.defs.captions.resources import CaptionerResource
     from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
     from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
 
-    instance = dg.DagsterInstance.ephemeral()
+    if dagster_home:
+        instance = dg.DagsterInstance.local_temp(tempdir=dagster_home)
+    else:
+        instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("flight", [flight_id])
     result = dg.materialize(
         _flight_assets(),

@@ -14,6 +14,7 @@ import pytest
 from sar_pipeline.archive.demo import write_demo_archive
 from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 from sar_pipeline_tests.reliability.killpoints import KillServer, snapshot
+from sar_pipeline_tests.reliability.stages import flight_arguments
 
 PRELOAD = [
     "sar_pipeline_tests.reliability.stages",
@@ -22,7 +23,6 @@ PRELOAD = [
     "sar_pipeline.defs.captions.assets",
     "sar_pipeline.defs.dataset.assets",
 ]
-TILING = {"tile_size": 32, "ground_sample_distance_m": 2.0}
 #: few tiles over two small flights: blocks of 40 m so that every split gets some
 DATASET = {"block_size_m": 40.0, "row_group_size": 8}
 
@@ -45,11 +45,7 @@ def materialise_all(server: KillServer, archive, storage) -> None:
         server.finish(
             "sar_pipeline_tests.reliability.stages:materialise_flight",
             storage,
-            storage=str(storage),
-            catalog=str(archive.catalog_path),
-            optical=str(archive.optical_path),
-            flight_id=flight,
-            tiling=TILING,
+            **flight_arguments(archive, storage, flight),
         )
     server.finish(
         "sar_pipeline_tests.reliability.stages:materialise_dataset",

@@ -12,6 +12,7 @@ import pytest
 from sar_pipeline.archive.demo import write_demo_archive
 from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
 from sar_pipeline_tests.reliability.killpoints import KillServer, Trials
+from sar_pipeline_tests.reliability.stages import flight_arguments
 
 SEED = 20261128
 TRIALS = 10
@@ -22,8 +23,6 @@ PRELOAD = [
     "sar_pipeline.defs.geo.assets",
     "sar_pipeline.defs.captions.assets",
 ]
-#: 9 tiles per scene of the small demo (two scenes), each with land cover, idealised and optical tiles
-TILING = {"tile_size": 32, "ground_sample_distance_m": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +36,7 @@ def test_kill9_during_the_flight_stages_then_rerun(archive, tmp_path):
     flight = archive.flight_ids[0]
 
     def arguments(storage):
-        return {
-            "storage": str(storage),
-            "catalog": str(archive.catalog_path),
-            "optical": str(archive.optical_path),
-            "flight_id": flight,
-            "tiling": TILING,
-        }
+        return flight_arguments(archive, storage, flight)
 
     with KillServer(PRELOAD, tmp_path / "work") as server:
         trials = Trials(
