@@ -8,7 +8,8 @@ cache per dataset version, a checkpoint (~16 GB at SD 1.5 size with its optimize
   ``dataset/current.json`` names and every version a checkpoint was trained on (its
   ``checkpoint.json``) or a model pointer names (``models/<kind>/latest.json``). Then every shard no
   remaining version names is deleted, unless it was written within :data:`SHARD_GRACE_S` (a build
-  that has written its shards but not yet published its manifest).
+  that has written its shards but not yet published its manifest); so is what killed builds left
+  under hidden names (``storage.remove_abandoned_temporaries``).
 * latent caches (``latent_cache``'s ``keep_caches``): those of the last N dataset versions cached,
   plus those of every dataset version kept above for a pointer (the current one, the checkpoints').
 * checkpoints of one training run (the recipe's ``checkpoints_total_limit``): the last N by step,
@@ -33,7 +34,7 @@ from typing import Any
 
 from sar_pipeline.dataset.read import MANIFEST_NAME, SHARDS_FOLDER, current_version, version_manifest
 from sar_pipeline.errors import ConfigError
-from sar_pipeline.storage import discard
+from sar_pipeline.storage import discard, remove_abandoned_temporaries
 
 #: shard files written this recently (seconds) are never deleted: a dataset build may be about to
 #: publish the manifest naming them
@@ -134,6 +135,10 @@ def prune_dataset_versions(
             if path.stat().st_mtime < cutoff:
                 path.unlink()
                 result.deleted.append(rel)
+    # what killed builds left under names no build writes again (a shard or version of other inputs)
+    for leftover_folder in [folder, *(sorted(shards.iterdir()) if shards.is_dir() else [])]:
+        for leftover in remove_abandoned_temporaries(leftover_folder, SHARD_GRACE_S, now):
+            result.deleted.append(leftover.relative_to(root).as_posix())
     for flight in sorted(shards.iterdir()) if shards.is_dir() else []:
         if flight.is_dir() and not any(flight.iterdir()):
             flight.rmdir()
@@ -147,6 +152,7 @@ def prune_latent_caches(storage_root: str | os.PathLike, keep_last: int) -> Prun
     folder = _pruned_folder(root / "latents", keep_last, "keep_caches")
     if folder is None:
         return PruneResult()
+    remove_abandoned_temporaries(folder, SHARD_GRACE_S)  # caches a killed build or prune left behind
     caches = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     # a version folder holds one cache per VAE; its newest index.json dates it
     dated = {p: max((i.stat().st_mtime_ns for i in p.glob("*/index.json")), default=0) for p in caches}

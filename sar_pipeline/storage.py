@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,44 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             continue
         if match["kind"] == "old" and not target.exists():
             os.replace(entry, target)
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+_DELETING_NAME = re.compile(r"^\.(?P<target>.+)\.deleting-(?P<pid>\d+)$")
+
+
+def remove_abandoned_temporaries(folder: Path, older_than_s: float, now: float | None = None) -> list[Path]:
+    """Delete what killed processes left in ``folder`` under names no writer will look at again;
+    return what was removed.
+
+    :func:`remove_stale_temporaries` runs when a target is written again; a target that never is (a
+    dataset shard or version whose inputs changed since) would keep its killed writer's ``.tmp-``
+    file or folder forever. Those are removed here once their process is gone and they were last
+    modified more than ``older_than_s`` ago (a writer on another host, whose process this one cannot
+    see, is never that slow on one temporary). Folders hidden for deletion (``.<name>.deleting-<pid>``,
+    :func:`discard`) are removed whatever their age: nothing reads them. ``.old-`` folders are left to
+    their target's next writer, which puts them back.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP_NAME.match(entry.name)
+        abandoned = bool(_DELETING_NAME.match(entry.name)) or (
+            match is not None
+            and match["kind"] == "tmp"
+            and not pid_alive(int(match["pid"]))
+            and entry.lstat().st_mtime < cutoff
+        )
+        if not abandoned:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
