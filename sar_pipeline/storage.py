@@ -141,12 +141,17 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         if match["kind"] == "old" and not target.exists():
             os.replace(entry, target)
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        _remove_entry(entry)
         removed.append(entry)
     return removed
+
+
+def _remove_entry(entry: Path) -> None:
+    """Delete a file, a link or a whole folder; already gone is fine."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 _DELETING_NAME = re.compile(r"^\.(?P<target>.+)\.deleting-(?P<pid>\d+)$")
@@ -179,10 +184,7 @@ def remove_abandoned_temporaries(folder: Path, older_than_s: float, now: float |
         )
         if not abandoned:
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        _remove_entry(entry)
         removed.append(entry)
     return removed
 
