@@ -98,7 +98,11 @@ def test_web_page_generates_from_a_typed_prompt(gen_world, browser, tmp_path):
         screenshot.save(tmp_path / "page.png")
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine may still be inside a denoising step
+            server.kill()
+            server.wait()
     assert returned.shape == (64, 64) and returned.std() > 0  # the model's tile, not a blank
     assert '"seed": 3' in provenance and "An aerial view, a lake beside fields" in provenance
     assert str(gen_world["pipeline"]) in provenance
