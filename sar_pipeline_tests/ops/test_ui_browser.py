@@ -98,7 +98,7 @@ def test_lineage_and_an_asset_page_with_its_picture_in_chromium(webserver, deplo
 
         # the dataset's page: its description keeps the placeholders markdown would eat
         browser.get(f"{webserver}/assets/training_dataset")
-        _wait_for_text(browser, ["dataset/&lt;version&gt;/*.parquet", "dataset_version"])
+        _wait_for_text(browser, ["dataset/&lt;version&gt;/manifest.json", "dataset_version"])
 
         # a flight's scenes: metadata, and the quick-look picture behind [Show Markdown]
         browser.get(f"{webserver}/assets/sar_scenes?partition={flight}")
