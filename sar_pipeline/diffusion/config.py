@@ -263,15 +263,17 @@ class TrainRecipe(Settings):
     )
     learned_token: str = Field(
         default="",
-        description="A new token (e.g. '<sar>') added to the tokenizer, whose embedding row is learned "
-        "(textual inversion) and which leads every training text, validation prompt and generation "
-        "prompt ('<sar> An aerial view, a river'). With the text encoder under adapters "
-        "(text_encoder_lora / use_lora) it is the only embedding row that changes; with the whole "
-        "text encoder trained the embedding matrix trains anyway. Empty: none.",
+        description="A new token (e.g. '<sar>') added to the tokenizer (SDXL: to both, and a row to "
+        "each text encoder's embedding), whose embedding row is learned (textual inversion) and "
+        "which leads every training text, validation prompt and generation prompt ('<sar> An aerial "
+        "view, a river'). With the text encoder(s) under adapters (text_encoder_lora / use_lora) it "
+        "is the only embedding row that changes in each; with the whole text encoder trained the "
+        "embedding matrix trains anyway. Empty: none.",
     )
     learned_token_init: str = Field(
         default="radar",
-        description="Word(s) whose mean token embedding initialises learned_token's row.",
+        description="Word(s) whose mean token embedding initialises learned_token's row (SDXL: in "
+        "each text encoder, from its own embeddings).",
     )
     learned_token_learning_rate: float = Field(
         default=5e-4,
@@ -588,10 +590,6 @@ class TrainSettings(BaseModelSettings, TrainRecipe):
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError(
                 "zero_terminal_snr", "needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)"
-            )
-        if self.family == "sdxl" and self.learned_token:
-            raise ConfigError(
-                "learned_token", "not available for SDXL yet (its two tokenizers would each need the token)"
             )
         return self
 

@@ -44,13 +44,26 @@ class SdxlTextEncoders(torch.nn.Module):
         return hidden, second.text_embeds
 
     def get_input_embeddings(self) -> torch.nn.Embedding:
-        """The first encoder's token embedding."""
+        """The first encoder's token embedding (each encoder's: :func:`text_encoders`)."""
         return self.text_encoder.get_input_embeddings()
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute both encoders' activations in the backward pass."""
         for encoder in (self.text_encoder, self.text_encoder_2):
             getattr(encoder, "activation_checkpointing_enable", encoder.gradient_checkpointing_enable)()
+
+
+def text_encoders(text_encoder) -> list[torch.nn.Module]:
+    """The model's text encoders, each with its own tokenizer and token embedding: SDXL's two
+    (CLIP ViT-L, OpenCLIP bigG) of an :class:`SdxlTextEncoders`, else ``text_encoder`` alone."""
+    if isinstance(text_encoder, SdxlTextEncoders):
+        return [text_encoder.text_encoder, text_encoder.text_encoder_2]
+    return [text_encoder]
+
+
+def tokenizers(tokenizer) -> list:
+    """The tokenizers of :func:`text_encoders`, in the same order: SDXL's pair (a tuple) or one."""
+    return list(tokenizer) if isinstance(tokenizer, tuple) else [tokenizer]
 
 
 def sdxl_time_ids(

@@ -342,12 +342,11 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
         tile_size = stored_tile_size(storage_root, dataset_version)
         time_ids = sdxl_time_ids(tile_size, (0, 0), (resolution, resolution))
     noise_scheduler = training_noise_scheduler(base.scheduler, cfg.prediction_type, cfg.zero_terminal_snr)
-    learned_token_id = None
-    if cfg.learned_token:  # textual inversion: a new token, its own embedding row
-        learned_token_id = add_learned_token(
+    learned_token_ids = None
+    if cfg.learned_token:  # textual inversion: a new token, its own embedding row in each text encoder
+        learned_token_ids = add_learned_token(
             tokenizer, text_encoder, cfg.learned_token, cfg.learned_token_init
         )
-    token_embedding = text_encoder.get_input_embeddings().weight
 
     # ---------------------------------------------------------------- the latent cache (no VAE in the loop)
     if cfg.latent_cache_dir:
@@ -371,7 +370,9 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
     vae.to("cpu")  # not used by the loop (latents are cached); kept for the checkpoints' pipelines
 
     # ---------------------------------------------------------------- what is trained, and the optimizer
-    unet, text_encoder = set_up_trained_parts(cfg, unet, text_encoder, device, learned_token_id)
+    unet, text_encoder, learned_embeddings = set_up_trained_parts(
+        cfg, unet, text_encoder, device, learned_token_ids
+    )
     # the EMA of every trained part: a checkpoint pairs the averaged UNet with the averaged text
     # encoder, never with the current one it was not averaged alongside
     ema = {}
@@ -381,13 +382,7 @@ def train(cfg: TrainSettings, reporter: Reporter | None = None, base_model=None)
                 ema[name] = EMAModel(model.parameters(), decay=cfg.ema_decay)
                 ema[name].to(device)
     # one AdamW parameter group per trained part, each with its own learning rate (paper: 5e-5 / 5e-6)
-    text_encoder_adapter = cfg.use_lora or cfg.text_encoder_lora
-    optimizer = build_optimizer(
-        cfg,
-        unet,
-        text_encoder,
-        token_embedding if learned_token_id is not None and text_encoder_adapter else None,
-    )
+    optimizer = build_optimizer(cfg, unet, text_encoder, learned_embeddings)
     steps_per_epoch, max_steps, num_epochs = plan_steps(cfg, len(train_set.latents), world, cache_folder)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,

@@ -4,10 +4,12 @@ them, one parameter group per part with its own learning rate (paper: UNet 5e-5,
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
 from sar_pipeline.diffusion.config import TrainRecipe
+from sar_pipeline.diffusion.text_conditioning import text_encoders, tokenizers
 from sar_pipeline.errors import ModelError
 
 
@@ -30,22 +32,30 @@ def merged(model):
     return model
 
 
-def add_learned_token(tokenizer, text_encoder, token: str, init_words: str) -> int:
-    """Add ``token`` to ``tokenizer`` and a row to ``text_encoder``'s embedding, initialised to the mean
-    embedding of ``init_words``' tokens; return the token's id. Deterministic (no random draw), so a
-    resumed run rebuilds the same row before loading the checkpoint's."""
-    if token in tokenizer.get_vocab():
-        raise ModelError(f"learned_token {token!r}", "already a token of the tokenizer: choose a new word")
-    init_ids = tokenizer(init_words, add_special_tokens=False).input_ids
-    if not init_ids:
-        raise ModelError(f"learned_token_init {init_words!r}", "gives no tokens")
-    tokenizer.add_tokens([token])
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    weight = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        weight[token_id] = weight[init_ids].mean(dim=0)
-    return token_id
+def add_learned_token(tokenizer, text_encoder, token: str, init_words: str) -> list[int]:
+    """Add ``token`` to each tokenizer and a row to each text encoder's embedding (SD 1.5: one;
+    SDXL: CLIP ViT-L and OpenCLIP bigG, :func:`~sar_pipeline.diffusion.text_conditioning.text_encoders`),
+    each row initialised to the mean of that encoder's embeddings of ``init_words``' tokens; return
+    the token's id in each tokenizer (the row each encoder learns). Deterministic (no random draw),
+    so a resumed run rebuilds the same rows before loading the checkpoint's."""
+    pairs = list(zip(tokenizers(tokenizer), text_encoders(text_encoder), strict=True))
+    init_ids = []
+    for which, (tok, _) in enumerate(pairs, start=1):  # every check before any tokenizer changes
+        name = f"tokenizer {which} of {len(pairs)}" if len(pairs) > 1 else "the tokenizer"
+        if token in tok.get_vocab():
+            raise ModelError(f"learned_token {token!r}", f"already a token of {name}: choose a new word")
+        init_ids.append(tok(init_words, add_special_tokens=False).input_ids)
+        if not init_ids[-1]:
+            raise ModelError(f"learned_token_init {init_words!r}", f"gives no tokens in {name}")
+    token_ids = []
+    for (tok, encoder), init in zip(pairs, init_ids, strict=True):
+        tok.add_tokens([token])
+        token_ids.append(tok.convert_tokens_to_ids(token))
+        encoder.resize_token_embeddings(len(tok), mean_resizing=False)
+        weight = encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            weight[token_ids[-1]] = weight[init].mean(dim=0)
+    return token_ids
 
 
 def learn_only_row(embedding: torch.nn.Embedding, row: int) -> torch.nn.Parameter:
@@ -60,19 +70,22 @@ def learn_only_row(embedding: torch.nn.Embedding, row: int) -> torch.nn.Paramete
 
 
 def set_up_trained_parts(
-    recipe: TrainRecipe, unet, text_encoder, device: torch.device, learned_token_id: int | None = None
-):
+    recipe: TrainRecipe, unet, text_encoder, device: torch.device, learned_token_ids: list[int] | None = None
+) -> tuple[Any, Any, list[torch.nn.Parameter]]:
     """Freeze or unfreeze each part, add adapters, set train/eval mode and memory switches.
 
-    Returns (unet, text_encoder), adapter-wrapped where ``use_lora`` (both) or ``text_encoder_lora``
-    (the text encoder). A frozen part moves to ``device`` now (accelerate moves the trained ones)
-    and stays fp32: autocast computes in bf16/fp16, so checkpoints keep full-precision weights.
-    ``learned_token_id``: with the text encoder under adapters, its embedding row alone trains.
+    Returns (unet, text_encoder, learned embeddings), the first two adapter-wrapped where
+    ``use_lora`` (both) or ``text_encoder_lora`` (the text encoder). A frozen part moves to
+    ``device`` now (accelerate moves the trained ones) and stays fp32: autocast computes in
+    bf16/fp16, so checkpoints keep full-precision weights. ``learned_token_ids`` (one per text
+    encoder, :func:`add_learned_token`): with the text encoder(s) under adapters, in each encoder's
+    embedding that row alone trains, and the embedding matrices are returned (for their own
+    optimizer group, :func:`build_optimizer`); else the list is empty.
     """
     te_adapter = recipe.use_lora or recipe.text_encoder_lora
     unet.requires_grad_(recipe.train_unet and not recipe.use_lora)
     text_encoder.requires_grad_(recipe.train_text_encoder and not te_adapter)
-    embedding = text_encoder.get_input_embeddings()
+    embeddings = [encoder.get_input_embeddings() for encoder in text_encoders(text_encoder)]
     # from_pretrained returns eval-mode modules: a trained part must be in train mode (transformers
     # checkpoints activations only in train mode), a frozen one in eval mode
     unet.train(recipe.train_unet)
@@ -96,25 +109,26 @@ def set_up_trained_parts(
             recipe.text_encoder_lora_alpha,
             recipe.text_encoder_lora_targets,
         )
-    if learned_token_id is not None and te_adapter:
-        learn_only_row(embedding, learned_token_id)
+    learned = []
+    if learned_token_ids and te_adapter:
+        learned = [learn_only_row(e, row) for e, row in zip(embeddings, learned_token_ids, strict=True)]
     if recipe.channels_last:
         unet.to(memory_format=torch.channels_last)
     if not recipe.train_unet:
         unet.to(device)
     if not recipe.train_text_encoder:
         text_encoder.to(device)
-    return unet, text_encoder
+    return unet, text_encoder, learned
 
 
 def build_optimizer(
-    recipe: TrainRecipe, unet, text_encoder, learned_embedding: torch.nn.Parameter | None = None
+    recipe: TrainRecipe, unet, text_encoder, learned_embeddings: list[torch.nn.Parameter] = ()
 ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters, one named group per trained part with its learning rate;
-    ``learned_embedding`` (the embedding matrix of which only the learned token's row moves) in a
-    group of its own, without weight decay (decay would move the other rows)."""
+    ``learned_embeddings`` (each text encoder's embedding matrix, of which only the learned token's
+    row moves) in a group of their own, without weight decay (decay would move the other rows)."""
     param_groups = []
-    learned = [learned_embedding] if learned_embedding is not None and learned_embedding.requires_grad else []
+    learned = [p for p in learned_embeddings if p.requires_grad]
     if recipe.train_unet:
         param_groups.append(
             {

@@ -20,21 +20,33 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def sdxl_run(tiny_world, tmp_path_factory) -> dict:
-    """The tiny SDXL base (its VAE's latent cache of the tiny world) and a run of STEPS steps on it."""
-    root = tmp_path_factory.mktemp("sdxl")
-    base = write_tiny_base(root / "tiny-sdxl-base", images=None, vae_steps=0, family="sdxl")
+def sdxl_base(tiny_world, tmp_path_factory) -> Path:
+    """The tiny SDXL base, its VAE's latent cache of the tiny world built."""
+    base = write_tiny_base(
+        tmp_path_factory.mktemp("sdxl") / "tiny-sdxl-base", images=None, vae_steps=0, family="sdxl"
+    )
     build_latent_cache(tiny_world["storage"], "v1", load_base_model(base).vae, 64, ("train", "validation"))
-    cfg = tiny_config(
+    return base
+
+
+def sdxl_config(tiny_world, base: Path, output_dir: Path, **options):
+    """tiny_config on the tiny SDXL base."""
+    return tiny_config(tiny_world, output_dir, preset="tiny_sdxl", base_model_path=str(base), **options)
+
+
+@pytest.fixture(scope="module")
+def sdxl_run(tiny_world, sdxl_base, tmp_path_factory) -> dict:
+    """A run of STEPS steps on the tiny SDXL base."""
+    run = tmp_path_factory.mktemp("sdxl-run") / "run"
+    cfg = sdxl_config(
         tiny_world,
-        root / "run",
-        preset="tiny_sdxl",
-        base_model_path=str(base),
+        sdxl_base,
+        run,
         max_train_steps=STEPS,
         checkpoint_every_steps=0,
         validation_prompts=["a river"],
     )
-    return {"base": base, "summary": train(cfg), "run": root / "run"}
+    return {"base": sdxl_base, "summary": train(cfg), "run": run}
 
 
 def test_tiny_sdxl_trains_and_saves_a_diffusers_sdxl_pipeline(sdxl_run):
@@ -129,5 +141,117 @@ def test_a_base_model_of_the_other_family_is_refused(tiny_world, tmp_path):
     cfg = tiny_config(tiny_world, tmp_path / "run", preset="tiny_sdxl", max_train_steps=1)
     with pytest.raises(ConfigError, match="holds a sd15 model but preset 'tiny_sdxl' trains sdxl"):
         train(cfg)
-    with pytest.raises(ConfigError, match="learned_token"):
-        tiny_config(tiny_world, tmp_path / "run2", preset="tiny_sdxl", learned_token="<sar>")
+
+
+# ---------------------------------------------------------------------------------------------
+# the follow-up study's best recipe on SDXL: full UNet, LoRA on both text encoders, a learned token
+
+
+def _part_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (path,) = (folder / part).glob("*.safetensors")
+    return load_file(str(path))
+
+
+def _embedding_key(weights: dict[str, torch.Tensor]) -> str:
+    (key,) = [k for k in weights if k.endswith("token_embedding.weight")]
+    return key
+
+
+@pytest.fixture(scope="module")
+def sdxl_hybrid(tiny_world, sdxl_base, tmp_path_factory) -> dict:
+    """The hybrid recipe on the tiny SDXL base, 2 steps, a checkpoint after each."""
+    run = tmp_path_factory.mktemp("sdxl-hybrid") / "run"
+    cfg = sdxl_config(
+        tiny_world,
+        sdxl_base,
+        run,
+        max_train_steps=2,
+        checkpoint_every_steps=1,
+        text_encoder_lora=True,
+        text_encoder_lora_rank=4,
+        text_encoder_lora_alpha=4,
+        learned_token="<sar>",
+        learned_token_learning_rate=1e-2,
+        validation_prompts=["a river"],
+    )
+    return {"cfg": cfg, "summary": train(cfg), "run": run}
+
+
+def test_sdxl_hybrid_recipe_learns_only_the_token_row_in_both_text_encoders(sdxl_hybrid, sdxl_base):
+    """Both tokenizers gain the token, both encoders a row initialised from learned_token_init; in
+    each encoder that row and the adapted projections move, every other weight is bit-identical."""
+    cfg, pipeline = sdxl_hybrid["cfg"], Path(sdxl_hybrid["summary"]["pipeline"])
+    info = json.loads((pipeline.parent / "checkpoint.json").read_text())
+    assert info["learning_rates"] == {"unet": 1e-3, "text_encoder": 1e-4, "learned_token": 1e-2}
+    base = load_base_model(sdxl_base)
+    for part, tokenizer in (("text_encoder", base.tokenizer), ("text_encoder_2", base.tokenizer_2)):
+        trained, before = _part_weights(pipeline, part), _part_weights(sdxl_base, part)
+        key = _embedding_key(before)
+        assert trained[key].shape[0] == before[key].shape[0] + 1, part
+        assert torch.equal(trained[key][:-1], before[key]), part  # every existing token's row, bit for bit
+        init = before[key][tokenizer("radar", add_special_tokens=False).input_ids].mean(0)
+        assert (trained[key][-1] - init).abs().max() > 1e-3, (
+            part
+        )  # the new row learned from its initial value
+        moved = {k for k in before if k != key and not torch.equal(trained[k], before[k])}
+        assert moved, part
+        assert all(any(f".{t}." in k for t in cfg.text_encoder_lora_targets) for k in moved), part
+    unet, base_unet = _part_weights(pipeline, "unet"), _part_weights(sdxl_base, "unet")
+    assert not torch.equal(unet["conv_in.weight"], base_unet["conv_in.weight"])  # the UNet in full
+
+
+def test_generation_reads_the_learned_token_through_both_sdxl_encoders(sdxl_hybrid):
+    import numpy as np
+
+    from sar_pipeline.generation.model import load_generation_model
+    from sar_pipeline.generation.sample import _encode, conditioning_texts, generate
+    from sar_pipeline.generation.settings import GenerationSettings
+
+    model = load_generation_model(sdxl_hybrid["summary"]["checkpoint"], device="cpu")
+    text, _ = conditioning_texts(model, "a river", "")
+    assert text == "<sar> An aerial view, a river"
+    pipe = model.pipe
+    for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):  # one token, the new row, in each tokenizer
+        assert tokenizer(text).input_ids[1] == len(tokenizer) - 1 == 49408
+    # each encoder's learned row conditions its own half of the UNet's text features
+    hidden, _ = _encode(model, [text], 64)
+    width = pipe.text_encoder.config.hidden_size
+    for index, encoder in enumerate((pipe.text_encoder, pipe.text_encoder_2)):
+        weight = encoder.get_input_embeddings().weight
+        learned = weight[49408].detach().clone()
+        with torch.no_grad():
+            weight[49408] = 0.0
+        other, _ = _encode(model, [text], 64)
+        with torch.no_grad():
+            weight[49408] = learned
+        own = slice(0, width) if index == 0 else slice(width, None)
+        rest = slice(width, None) if index == 0 else slice(0, width)
+        assert not torch.equal(hidden[..., own], other[..., own]), index
+        assert torch.equal(hidden[..., rest], other[..., rest]), index
+    settings = GenerationSettings(steps=2, scheduler="ddim", num_images=1, seed=3)
+    (image,) = generate(model, "a river", settings, progress=False)
+    assert image.image.shape == (64, 64) and np.isfinite(image.image).all()
+
+
+def test_sdxl_learned_token_run_resumes_as_it_ran(sdxl_hybrid, tiny_world, sdxl_base, tmp_path):
+    """Resuming from step 1 rebuilds both tokens' rows and adapters, and step 2 comes out the same."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from sar_pipeline.diffusion.checkpoint import list_checkpoints
+
+    resumed = tmp_path / "run"
+    shutil.copytree(sdxl_hybrid["run"], resumed)
+    first, second = list_checkpoints(resumed)
+    shutil.rmtree(second)
+    summary = train(sdxl_hybrid["cfg"].model_copy(update={"output_dir": str(resumed)}))
+    assert summary["steps"] == 2
+    state = "state/text_encoder.safetensors"
+    expected = load_file(str(sdxl_hybrid["run"] / "checkpoints" / second.name / state))
+    again = load_file(str(list_checkpoints(resumed)[-1] / state))
+    assert expected.keys() == again.keys()
+    for key in expected:
+        torch.testing.assert_close(again[key], expected[key], rtol=0, atol=1e-6, msg=key)
