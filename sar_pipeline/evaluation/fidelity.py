@@ -13,6 +13,11 @@ adherence is the ceiling, the base model's (before fine-tuning) the floor.
 The best checkpoint has the lowest mean rank over amplitude Wasserstein-1, GLCM distance and CLIP
 score (higher is better); it may be promoted only when it beats the base model on both amplitude
 distance (lower Wasserstein-1) and adherence (higher CLIP score): :func:`beats_base`.
+
+FID and KID (``inception``) join the measures only when ``inception_path`` names a local
+TorchScript Inception-v3; they are then columns of the table and plots like the others, but
+neither ranks checkpoints nor decides promotion (a setting that is off by default must not change
+which checkpoint is best).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sar_pipeline import radiometry
 from sar_pipeline.errors import ConfigError, ModelError
 from sar_pipeline.evaluation import metrics
 from sar_pipeline.evaluation.clip import SarClip, adherence
+from sar_pipeline.evaluation.inception import InceptionDistances, load_inception
 from sar_pipeline.evaluation.tiles import (
     SplitTiles,
     dataset_params,
@@ -92,6 +98,14 @@ class FidelitySettings(Settings):
         description="GLCM directions, degrees in the native SAR frame (0 = along range, 90 = along azimuth).",
     )
     device: str = Field(default="auto", description="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1', …")
+    inception_path: str = Field(
+        default="",
+        description="Local TorchScript Inception-v3 file for FID and KID, e.g. NVIDIA's "
+        "inception-2015-12-05.pt (the network of StyleGAN2-ADA and clean-fid) copied beforehand; nothing "
+        "is downloaded. It is called as net(x, return_features=True) on x N × 3 × 299 × 299 float 0–255 "
+        "(each grey tile's 8-bit levels resized bicubically with antialiasing, replicated over R, G, B) "
+        "and gives N × 2048 features. Empty = no FID/KID (their columns are absent).",
+    )
 
 
 #: the metrics of a generated set, in table order: key → (heading, unit, lower is better)
@@ -106,6 +120,11 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "speckle_enl_log_ratio": ("|ln ENL ratio| to real", "e-folds", True),
     "clip_score": ("SAR-CLIP score", "", False),
     "retrieval_r1": ("SAR-CLIP retrieval R@1", "", False),
+}
+#: the metrics computed only with a local Inception network (``inception_path``), same layout
+INCEPTION_METRICS: dict[str, tuple[str, str, bool]] = {
+    "fid": ("FID (Inception-v3 features)", "", True),
+    "kid": ("KID (Inception-v3, mean over subsets)", "", True),
 }
 #: metrics the best checkpoint is ranked on: key → sign (+1 lower is better, -1 higher is better)
 RANKED = {"wasserstein_db": 1, "glcm_distance": 1, "clip_score": -1}
@@ -122,6 +141,7 @@ class Reference:
     glcm: np.ndarray
     scores: dict[str, float]
     held_out: bool  # False: the train split, the dataset holding no tile out
+    inception: InceptionDistances | None = None  # FID/KID against these tiles (inception_path set)
 
 
 def _glcm(
@@ -149,8 +169,10 @@ def reference_set(
     text_column: str,
     settings: FidelitySettings,
     clip: SarClip,
+    inception: InceptionDistances | None = None,
 ) -> Reference:
-    """Read and measure the held-out tiles of dataset ``version`` at ``side_px`` (the model's tile side)."""
+    """Read and measure the held-out tiles of dataset ``version`` at ``side_px`` (the model's tile
+    side); with ``inception``, their Inception features too (what FID/KID compare with)."""
     params = dataset_params(storage_root, version)
     split, held_out = evaluation_split(storage_root, version)
     tiles = read_split_tiles(storage_root, version, split, side_px, text_column, settings.max_tiles)
@@ -162,7 +184,9 @@ def reference_set(
         **adherence(clip, tiles.greys, tiles.texts),
     }
     bins = metrics.fixed_bins_db(params.db_min, params.db_max, settings.histogram_bin_width_db)
-    return Reference(tiles, db, params, bins, _glcm(db, params, settings), scores, held_out)
+    if inception is not None:
+        inception.set_real(tiles.greys)
+    return Reference(tiles, db, params, bins, _glcm(db, params, settings), scores, held_out, inception)
 
 
 def generate_set(model, reference: Reference, settings: FidelitySettings) -> list[np.ndarray]:
@@ -188,7 +212,8 @@ def score_set(
     reference: Reference, greys: list[np.ndarray], settings: FidelitySettings, clip: SarClip
 ) -> dict[str, Any]:
     """:data:`METRICS` of a generated set (``images_per_caption`` per held-out tile, in tile order)
-    against the real tiles, and ``by_landcover``: class → amplitude distances of that class's tiles."""
+    against the real tiles, :data:`INCEPTION_METRICS` (and ``kid_std``) when the reference has an
+    Inception network, and ``by_landcover``: class → amplitude distances of that class's tiles."""
     n = settings.images_per_caption
     if len(greys) != n * len(reference.tiles):
         raise ValueError(f"{len(greys)} generated images for {len(reference.tiles)} tiles × {n}")
@@ -226,6 +251,7 @@ def score_set(
             speckle.equivalent_number_of_looks, reference.scores["speckle_enl"]
         ),
         **adherence(clip, greys, texts),
+        **(reference.inception.score(greys) if reference.inception is not None else {}),
         "by_landcover": by_landcover,
     }
 
@@ -313,9 +339,14 @@ def evaluate_run(
     ``promotable`` with its ``reasons``. ``on_checkpoint`` is called with each checkpoint's entry
     as soon as it is scored.
     """
+    from sar_pipeline.devices import resolve_device
     from sar_pipeline.generation.model import load_generation_model
 
     run_dir = Path(run_dir)
+    inception = None
+    if settings.inception_path:  # a bad file fails here, before any image is generated
+        features = load_inception(settings.inception_path, resolve_device(settings.device))
+        inception = InceptionDistances(features, settings.seed)
     try:
         train_config = json.loads((run_dir / "train_config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -333,7 +364,9 @@ def evaluate_run(
     base_model = load_base_for_generation(
         train_config["base_model_path"], train_config.get("single_file_config") or "", settings.device
     )
-    reference = reference_set(storage_root, version, base_model.resolution, text_column, settings, clip)
+    reference = reference_set(
+        storage_root, version, base_model.resolution, text_column, settings, clip, inception
+    )
     base = scored(base_model)
     del base_model
     entries = []
@@ -377,30 +410,38 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def report_metrics(scores: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """The columns of a report whose base model scored ``scores``: :data:`METRICS`, then
+    :data:`INCEPTION_METRICS` where they were computed (``inception_path`` set)."""
+    return {**METRICS, **{k: v for k, v in INCEPTION_METRICS.items() if k in scores}}
+
+
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model (base, each checkpoint, the real tiles): name, step, :data:`METRICS`
+    """One row per model (base, each checkpoint, the real tiles): name, step, :func:`report_metrics`
     (the real tiles have only their speckle and adherence: the other metrics compare with them)."""
-    rows = [{"model": "base (before fine-tuning)", "step": 0, **_metric_values(report["base"]["scores"])}]
+    keys = report_metrics(report["base"]["scores"])
+
+    def values(scores: dict[str, Any]) -> dict[str, float | None]:
+        return {key: (float(scores[key]) if key in scores else None) for key in keys}
+
+    rows = [{"model": "base (before fine-tuning)", "step": 0, **values(report["base"]["scores"])}]
     for i, entry in enumerate(report["checkpoints"]):
         name = f"checkpoint {entry['step']}" + (" (best)" if i == report["best"] else "")
-        rows.append({"model": name, "step": entry["step"], **_metric_values(entry["scores"])})
-    rows.append({"model": "real tiles (ceiling)", "step": None, **_metric_values(report["real"])})
+        rows.append({"model": name, "step": entry["step"], **values(entry["scores"])})
+    rows.append({"model": "real tiles (ceiling)", "step": None, **values(report["real"])})
     return rows
-
-
-def _metric_values(scores: dict[str, Any]) -> dict[str, float | None]:
-    return {key: (float(scores[key]) if key in scores else None) for key in METRICS}
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The per-checkpoint table and, where the tiles have land cover, Wasserstein-1 per class."""
     rows = table_rows(report)
-    head = ["model"] + [f"{METRICS[k][0]}{f' ({METRICS[k][1]})' if METRICS[k][1] else ''}" for k in METRICS]
+    columns = report_metrics(report["base"]["scores"])
+    head = ["model"] + [f"{heading}{f' ({unit})' if unit else ''}" for heading, unit, _ in columns.values()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         lines.append(
             "| "
-            + " | ".join([row["model"]] + ["" if row[k] is None else _cell(row[k]) for k in METRICS])
+            + " | ".join([row["model"]] + ["" if row[k] is None else _cell(row[k]) for k in columns])
             + " |"
         )
     classes = sorted(report["base"]["scores"].get("by_landcover") or {})
@@ -426,7 +467,7 @@ def metric_plots(report: dict[str, Any]) -> dict[str, bytes]:
     steps = [e["step"] for e in report["checkpoints"]]
     span = [min(steps), max(steps)] if len(steps) > 1 else [0, steps[0]]
     plots = {}
-    for key, (heading, unit, _) in METRICS.items():
+    for key, (heading, unit, _) in report_metrics(report["base"]["scores"]).items():
         series = {
             "checkpoints": (steps, [float(e["scores"][key]) for e in report["checkpoints"]]),
             "base model": (span, [float(report["base"]["scores"][key])] * 2),

@@ -69,27 +69,30 @@ def test_sar_clip_is_trained_saved_and_scored_against_chance(eval_world, clip_ma
     assert read_latest(eval_world["storage"], "sar_clip")["sar_clip"] == str(folder)
 
 
-def _fidelity_run(eval_world, clip_materialised, pipeline: Path):
+def _fidelity_run(eval_world, clip_materialised, pipeline: Path, **config):
     instance, _ = clip_materialised
     write_latest(eval_world["storage"], "sd_model", {"checkpoint": str(pipeline)})
     return _materialise(
         [sar_fidelity, sar_fidelity_beats_base],
         eval_world["storage"],
         instance,
-        {"sar_fidelity": {"config": FIDELITY_CONFIG}},
+        {"sar_fidelity": {"config": {**FIDELITY_CONFIG, **config}}},
     )
 
 
 def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles(
-    eval_world, clip_materialised
+    eval_world, clip_materialised, tiny_inception
 ):
-    result = _fidelity_run(eval_world, clip_materialised, eval_world["pipeline"])
+    result = _fidelity_run(
+        eval_world, clip_materialised, eval_world["pipeline"], inception_path=str(tiny_inception)
+    )
     observations = [
         e.event_specific_data.asset_observation
         for e in result.all_events
         if e.event_type_value == "ASSET_OBSERVATION"
     ]
     assert [o.metadata["step"].value for o in observations] == [1, 2]
+    assert all(o.metadata["fid"].value >= 0 for o in observations)
     (materialization,) = result.asset_materializations_for_node("sar_fidelity")
     meta = materialization.metadata
     assert meta["run"].value == "run1" and meta["tiles"].value == 2
@@ -103,6 +106,9 @@ def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles
     ]
     assert all(0 <= r.data["clip_score"] <= 100 for r in rows)
     assert rows[-1].data["wasserstein_db"] is None  # the real tiles are what the others are measured against
+    # with a local Inception: FID and KID columns, measured against the real tiles too
+    assert all(r.data["fid"] >= 0 for r in rows[:-1]) and rows[-1].data["fid"] is None
+    assert "kid" in rows[0].data and "FID (Inception-v3 features)" in meta["table_markdown"].value
     best_step = meta["best_step"].value
     assert best_step in (1, 2) and f"checkpoint {best_step} (best)" in meta["table_markdown"].value
     assert meta["best_checkpoint"].value.endswith(f"checkpoint-{best_step:08d}/pipeline")
@@ -113,7 +119,7 @@ def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles
     assert "per main land-cover class" in meta["table_markdown"].value
     # a plot per metric against the training step, as a file under the storage root; metadata a thumbnail
     plots = Path(meta["report"].value).parent / "plots"
-    assert {p.stem for p in plots.glob("*.png")} == set(fidelity.METRICS)
+    assert {p.stem for p in plots.glob("*.png")} == set(fidelity.METRICS) | {"fid", "kid"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.glob("*.png"))
     assert str(plots / "wasserstein_db.png") in meta["plot_wasserstein_db"].value
     assert len(meta["plot_wasserstein_db"].value) < 60_000
@@ -122,6 +128,16 @@ def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles
     (check,) = result.get_asset_check_evaluations()
     best = report["checkpoints"][report["best"]]["scores"]
     assert check.passed == fidelity.beats_base(best, report["base"]["scores"])[0]
+
+
+def test_a_bad_inception_file_fails_sar_fidelity_naming_it(eval_world, clip_materialised, tmp_path):
+    bad = tmp_path / "inception-2015-12-05.pt"
+    bad.write_bytes(b"<html>403 Forbidden</html>")  # what a failed download leaves behind
+    result = _fidelity_run(eval_world, clip_materialised, eval_world["pipeline"], inception_path=str(bad))
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.to_string()
+    assert f"{bad}: not a TorchScript archive" in message and "return_features=True" in message
 
 
 def test_a_model_no_better_than_its_base_is_not_promoted(eval_world, clip_materialised):
@@ -136,6 +152,9 @@ def test_a_model_no_better_than_its_base_is_not_promoted(eval_world, clip_materi
     assert "not below the base model's" in report["reasons"][0]
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "not below the base model's" in check.description
+    # no inception_path: FID/KID are simply absent, not an error
+    assert "fid" not in report["base"]["scores"] and "fid" not in meta["table"].value.records[0].data
+    assert "FID" not in meta["table_markdown"].value
     # a warning, not a failed run: the job (training_job, the demo) goes on, generation keeps its default
     assert check.severity == dg.AssetCheckSeverity.WARN and result.success
     assert read_promoted(eval_world["storage"]) == promoted_before

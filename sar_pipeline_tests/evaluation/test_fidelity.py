@@ -59,3 +59,26 @@ def test_the_table_has_a_row_per_checkpoint_and_names_the_best():
     plots = fidelity.metric_plots(report)
     assert set(plots) == set(fidelity.METRICS)
     assert all(png.startswith(b"\x89PNG") for png in plots.values())
+
+
+def test_fid_and_kid_columns_appear_only_where_they_were_computed():
+    def report(with_inception: bool):
+        extra = {"fid": 12.0, "kid": 0.01, "kid_std": 0.002} if with_inception else {}
+        return {
+            "real": {"speckle_cv": 1.0, "speckle_enl": 4.0, "clip_score": 40.0, "retrieval_r1": 0.9},
+            "base": {"scores": {**_scores(5.0, 10.0), **extra}},
+            "checkpoints": [{"step": 100, "scores": {**_scores(3.0, 20.0), **extra}}],
+            "best": 0,
+        }
+
+    plain = report(False)
+    assert "fid" not in fidelity.table_rows(plain)[0] and "FID" not in fidelity.markdown_table(plain)
+    assert set(fidelity.metric_plots(plain)) == set(fidelity.METRICS)
+    measured = report(True)
+    rows = fidelity.table_rows(measured)
+    assert rows[0]["fid"] == 12.0 and rows[1]["kid"] == 0.01 and rows[-1]["fid"] is None
+    assert (
+        "| FID (Inception-v3 features) | KID (Inception-v3, mean over subsets) |"
+        in fidelity.markdown_table(measured)
+    )
+    assert set(fidelity.metric_plots(measured)) == set(fidelity.METRICS) | {"fid", "kid"}

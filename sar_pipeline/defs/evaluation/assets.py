@@ -131,7 +131,7 @@ def _table(report: dict) -> dg.MetadataValue:
     rows = fidelity.table_rows(report)
     columns = [dg.TableColumn("model", "string"), dg.TableColumn("step", "int")] + [
         dg.TableColumn(key, "float", description=f"{heading}{f' ({unit})' if unit else ''}")
-        for key, (heading, unit, _) in fidelity.METRICS.items()
+        for key, (heading, unit, _) in fidelity.report_metrics(report["base"]["scores"]).items()
     ]
     records = [
         dg.TableRecord({k: (_rounded(v) if isinstance(v, float) else v) for k, v in row.items()})
@@ -149,7 +149,8 @@ def _table(report: dict) -> dg.MetadataValue:
     description="SAR fidelity of each checkpoint of the latest sd_model run and of its base model: for the held-out "
     "captions, images with fixed seeds compared with the real tiles — amplitude distances in dB (Wasserstein-1, "
     "Jensen–Shannon, KS; overall and per land-cover class), speckle (CV, ENL), GLCM texture distance, and "
-    "adherence under sar_clip (real tiles the ceiling, the base model the floor). A table, plots of each metric "
+    "adherence under sar_clip (real tiles the ceiling, the base model the floor); FID/KID too when inception_path "
+    "names a local TorchScript Inception-v3. A table, plots of each metric "
     "against the training step, the best checkpoint; report under `evaluation/sar_fidelity/<run>/`.",
 )
 def sar_fidelity(
@@ -171,7 +172,7 @@ def sar_fidelity(
                 metadata={
                     "step": entry["step"],
                     "checkpoint": dg.MetadataValue.path(storage.uri_of(entry["pipeline"])),
-                    **{key: round(float(scores[key]), 5) for key in fidelity.METRICS},
+                    **{key: round(float(scores[key]), 5) for key in fidelity.report_metrics(scores)},
                 },
             )
         )
@@ -213,7 +214,7 @@ def sar_fidelity(
                 f"plot_{key}": picture(
                     storage,
                     png,
-                    fidelity.METRICS[key][0],
+                    fidelity.report_metrics(base)[key][0],
                     path=storage.uri_of(folder / "plots" / f"{key}.png"),
                 )
                 for key, png in plots.items()
