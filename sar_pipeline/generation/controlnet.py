@@ -1,9 +1,12 @@
 """Train a ControlNet on the fine-tuned model: sketch (land cover in the palette) → SAR tile.
 
-Reads top to bottom like ``diffusion/train.py`` and diffusers' ``train_controlnet.py``: settings,
-set-up (the ``sd_model`` pipeline frozen, a ControlNet initialised from its UNet with
-``ControlNetModel.from_unet``, the latent cache, one conditioning picture per tile), the loop,
-checkpoints. What the loop adds to the diffusion loss: the ControlNet's residuals in the frozen
+Reads top to bottom like ``diffusion/train.py`` and diffusers' ``train_controlnet.py`` /
+``train_controlnet_sdxl.py``: settings, set-up (the ``sd_model`` pipeline frozen, a ControlNet
+initialised from its UNet with ``ControlNetModel.from_unet``, the latent cache, one conditioning
+picture per tile), the loop, checkpoints. An SDXL sd_model gets an SDXL ControlNet (``from_unet``
+copies the UNet's ``text_time`` addition embedding; both read the pooled text embedding and the
+size/crop time ids, ``diffusion.text_conditioning``), loadable by diffusers'
+``StableDiffusionXLControlNetPipeline``. What the loop adds to the diffusion loss: the ControlNet's residuals in the frozen
 UNet, and prompts replaced by the empty text with probability ``text_dropout`` (the ControlNet
 paper drops 50 %), so the model must read the layout from the sketch rather than the caption.
 
@@ -35,7 +38,8 @@ from sar_pipeline.errors import ConfigError
 from sar_pipeline.settings import Settings
 from sar_pipeline.storage import atomic_write_bytes
 
-# sd15: diffusers' train_controlnet defaults; tiny: the CPU demo (random-init model, small tiles)
+# sd15: diffusers' train_controlnet defaults; tiny: the CPU demo (random-init model, small tiles);
+# sdxl / tiny_sdxl: the same for the SDXL family (diffusers' train_controlnet_sdxl uses lr 1e-5 too)
 CONTROLNET_PRESETS: dict[str, dict[str, Any]] = {
     "sd15": {
         "learning_rate": 1e-5,
@@ -51,6 +55,8 @@ CONTROLNET_PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every_steps": 50,
     },
 }
+CONTROLNET_PRESETS["sdxl"] = dict(CONTROLNET_PRESETS["sd15"])
+CONTROLNET_PRESETS["tiny_sdxl"] = dict(CONTROLNET_PRESETS["tiny"])
 
 
 def _by_preset(name: str) -> str:
@@ -102,7 +108,9 @@ class ControlNetRecipe(Settings):
 class ControlNetSettings(ControlNetRecipe):
     """One ControlNet run: the recipe bound to a model, a dataset and a run folder (``controlnet_config.json``)."""
 
-    preset: Literal["sd15", "tiny"] = Field(default="sd15", description="Fills the options left empty.")
+    preset: Literal["sd15", "tiny", "sdxl", "tiny_sdxl"] = Field(
+        default="sd15", description="Fills the options left empty (the sd_model's diffusion_base preset)."
+    )
     sd_model_path: str = Field(description="The sd_model pipeline folder the ControlNet is trained for.")
     storage_root: str = Field(description="Storage root holding dataset/ and latents/.")
     dataset_version: str = Field(description="Dataset version (its latent cache must exist).")
@@ -161,12 +169,13 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     from diffusers import ControlNetModel
     from tqdm.auto import tqdm
 
-    from sar_pipeline.diffusion.data import epoch_batches, tokenize, with_activation_token
+    from sar_pipeline.diffusion.data import epoch_batches, with_activation_token
     from sar_pipeline.diffusion.latent_cache import load_latent_cache, require_latent_cache
     from sar_pipeline.diffusion.reporting import Reporter
     from sar_pipeline.generation.adherence import agreement, train_classifier
     from sar_pipeline.generation.conditioning import legend_png
     from sar_pipeline.generation.model import load_generation_model
+    from sar_pipeline.generation.sample import encode_texts
 
     reporter = reporter or Reporter(None)
     output_dir = Path(cfg.output_dir)
@@ -180,8 +189,9 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     # ---------------------------------------------------------------- models: the sd_model frozen, a ControlNet from its UNet
     model = load_generation_model(cfg.sd_model_path, device=str(device))
     pipe = model.pipe
-    for part in (pipe.unet, pipe.text_encoder, pipe.vae):
-        part.requires_grad_(False)
+    for part in pipe.components.values():  # UNet, VAE, the text encoder(s): all frozen
+        if isinstance(part, torch.nn.Module):
+            part.requires_grad_(False)
     downsamplings = int(np.log2(model.vae_scale_factor))
     controlnet = ControlNetModel.from_unet(
         pipe.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[: downsamplings + 1]
@@ -199,15 +209,7 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     conditions, _, _ = conditioning_tensors(
         cfg.storage_root, cfg.dataset_version, "train", cache.tile_ids, resolution
     )
-    input_ids = tokenize(
-        pipe.tokenizer, with_activation_token(cache.texts, model.activation_token, model.learned_token)
-    )
-    empty_ids = tokenize(pipe.tokenizer, [""])[0]
-    with torch.no_grad():  # the text encoder is frozen: encode every caption once
-        embeds = torch.cat(
-            [pipe.text_encoder(input_ids[i : i + 64].to(device))[0] for i in range(0, len(input_ids), 64)]
-        )
-        empty = pipe.text_encoder(empty_ids[None].to(device))[0][0]
+    texts = with_activation_token(cache.texts, model.activation_token, model.learned_token)
     validation = _validation_set(cfg, model)
     classifier = train_classifier(*_classifier_tiles(cfg, resolution))
     # how well the classifier recognises land cover in real held-out tiles: the ceiling of adherence
@@ -245,8 +247,12 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
                 latents = torch.where(flip[:, None, None, None], flips_all[index], latents)
                 cond = torch.where(flip[:, None, None, None], cond.flip(-2), cond)
             drop = torch.rand(len(index), generator=gen) < cfg.text_dropout
-            hidden = torch.where(drop[:, None, None], empty.cpu(), embeds[index].cpu())
-            latents, cond, hidden = (t.to(device) for t in (latents * scale, cond, hidden))
+            # the frozen text encoder(s) read each batch's texts as generation does (SDXL: with the
+            # pooled embedding and size/crop time ids the ControlNet and the UNet both take)
+            hidden, added = encode_texts(
+                model, ["" if d else texts[i] for d, i in zip(drop.tolist(), batch, strict=True)], resolution
+            )
+            latents, cond = latents.to(device) * scale, cond.to(device)
             noise = torch.randn(latents.shape, generator=gen).to(device)
             t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=gen).to(
                 device
@@ -254,12 +260,18 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
             noisy = noise_scheduler.add_noise(latents, noise, t)
             with accelerator.autocast():
                 down, mid = controlnet(
-                    noisy, t, encoder_hidden_states=hidden, controlnet_cond=cond, return_dict=False
+                    noisy,
+                    t,
+                    encoder_hidden_states=hidden,
+                    controlnet_cond=cond,
+                    added_cond_kwargs=added,
+                    return_dict=False,
                 )
                 pred = pipe.unet(
                     noisy,
                     t,
                     encoder_hidden_states=hidden,
+                    added_cond_kwargs=added,
                     down_block_additional_residuals=down,
                     mid_block_additional_residual=mid,
                     return_dict=False,

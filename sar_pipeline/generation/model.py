@@ -161,6 +161,15 @@ def load_controlnet(model: GenerationModel, path: str | Path) -> None:
             controlnet = controlnet.to(model.pipe.unet.dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(folder, f"cannot load the ControlNet: {exc}") from exc
+    # a ControlNet is made from one UNet (from_unet): one of the other family cannot feed this one
+    for name in ("cross_attention_dim", "addition_embed_type"):
+        theirs, ours = controlnet.config.get(name), model.pipe.unet.config.get(name)
+        if theirs != ours:
+            raise ModelError(
+                folder,
+                f"this ControlNet was made for another model ({name} {theirs!r}, the {model.family} "
+                f"model at {model.path} has {ours!r}): train a ControlNet for this model",
+            )
     model.controlnet = controlnet.to(model.device)
     model.controlnet_path = folder
     model.controlnet_step = read_json_or_empty(folder.parent / "checkpoint.json").get("step")

@@ -70,12 +70,13 @@ def check_prompt(tokenizer, text: str, what: str = "prompt") -> None:
     )
 
 
-def _encode(
+def encode_texts(
     model: GenerationModel, texts: list[str], size: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    """The UNet's text conditioning of ``texts`` as training built it (``text_conditioning``): SD 1.5's
-    hidden states, or SDXL's two encoders' with the pooled embedding and the time ids of a whole
-    tile of the trained tile size drawn at ``size`` px."""
+    """The UNet's (and a ControlNet's) text conditioning of ``texts`` as training built it
+    (``text_conditioning``): SD 1.5's hidden states (N×L×D), or SDXL's two encoders' with the
+    pooled embedding and the time ids of a whole tile of the trained tile size drawn at ``size`` px
+    (``added_cond_kwargs``: ``text_embeds`` N×P, ``time_ids`` N×6). On the model's device."""
     pipe = model.pipe
     encoder, tokenizer, time_ids = pipe.text_encoder, pipe.tokenizer, None
     if model.family == "sdxl":
@@ -131,15 +132,13 @@ def generate(
             )
     if control_rgb is not None and model.controlnet is None:
         raise SarPipelineError("sketch", "no ControlNet is attached to the model")
-    if control_rgb is not None and model.family != "sd15":
-        raise SarPipelineError("sketch", f"sketches need an SD 1.5 model (ControlNet), not {model.family}")
     text, negative = conditioning_texts(model, prompt, settings.negative_prompt)
     device, dtype = model.device, pipe.unet.dtype
     guidance = settings.guidance_scale > 1.0
     rescale = default_guidance_rescale(model, settings.guidance_rescale)
-    embeds, added = _encode(model, [text], size)
+    embeds, added = encode_texts(model, [text], size)
     if guidance:  # unconditional branch first
-        negative_embeds, negative_added = _encode(model, [negative], size)
+        negative_embeds, negative_added = encode_texts(model, [negative], size)
         embeds = torch.cat([negative_embeds, embeds])
         if added is not None:
             added = {k: torch.cat([negative_added[k], v]) for k, v in added.items()}
@@ -199,6 +198,7 @@ def generate(
                         encoder_hidden_states=embeds,
                         controlnet_cond=control,
                         conditioning_scale=settings.conditioning_scale,
+                        added_cond_kwargs=added,
                         return_dict=False,
                     )
                     extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}

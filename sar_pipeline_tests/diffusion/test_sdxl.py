@@ -206,7 +206,7 @@ def test_generation_reads_the_learned_token_through_both_sdxl_encoders(sdxl_hybr
     import numpy as np
 
     from sar_pipeline.generation.model import load_generation_model
-    from sar_pipeline.generation.sample import _encode, conditioning_texts, generate
+    from sar_pipeline.generation.sample import conditioning_texts, encode_texts, generate
     from sar_pipeline.generation.settings import GenerationSettings
 
     model = load_generation_model(sdxl_hybrid["summary"]["checkpoint"], device="cpu")
@@ -216,14 +216,14 @@ def test_generation_reads_the_learned_token_through_both_sdxl_encoders(sdxl_hybr
     for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):  # one token, the new row, in each tokenizer
         assert tokenizer(text).input_ids[1] == len(tokenizer) - 1 == 49408
     # each encoder's learned row conditions its own half of the UNet's text features
-    hidden, _ = _encode(model, [text], 64)
+    hidden, _ = encode_texts(model, [text], 64)
     width = pipe.text_encoder.config.hidden_size
     for index, encoder in enumerate((pipe.text_encoder, pipe.text_encoder_2)):
         weight = encoder.get_input_embeddings().weight
         learned = weight[49408].detach().clone()
         with torch.no_grad():
             weight[49408] = 0.0
-        other, _ = _encode(model, [text], 64)
+        other, _ = encode_texts(model, [text], 64)
         with torch.no_grad():
             weight[49408] = learned
         own = slice(0, width) if index == 0 else slice(width, None)

@@ -118,10 +118,12 @@ if __name__ == "__main__":
     print(write_world(sys.argv[1]))
 
 
-def train_tiny_world(root: Path, version: str, n_train: int, checkpoint_every_steps: int) -> dict:
+def train_tiny_world(
+    root: Path, version: str, n_train: int, checkpoint_every_steps: int, family: str = "sd15"
+) -> dict:
     """A world of ``n_train`` 64-px tiles under ``root/storage`` (dataset ``version``), a tiny base
-    model, its latent cache, and a tiny SD run of 2 steps in ``models/sd/run1``; returns root, storage,
-    base, run_dir and the run's final pipeline folder."""
+    model of ``family`` ("sd15" or "sdxl"), its latent cache, and a tiny SD run of 2 steps in
+    ``models/sd/run1``; returns root, storage, base, run_dir and the run's final pipeline folder."""
     from sar_pipeline.diffusion.config import TrainSettings
     from sar_pipeline.diffusion.latent_cache import build_latent_cache
     from sar_pipeline.diffusion.models import load_base_model, write_tiny_base
@@ -129,12 +131,12 @@ def train_tiny_world(root: Path, version: str, n_train: int, checkpoint_every_st
 
     storage = root / "storage"
     write_world(storage, version, n_train=n_train, size=64)
-    base = write_tiny_base(root / "tiny-base", images=None, vae_steps=0)
+    base = write_tiny_base(root / "tiny-base", images=None, vae_steps=0, family=family)
     build_latent_cache(storage, version, load_base_model(base).vae, 64)
     run_dir = storage / "models" / "sd" / "run1"
     cfg = TrainSettings.from_dict(
         {
-            "preset": "tiny",
+            "preset": "tiny_sdxl" if family == "sdxl" else "tiny",
             "base_model_path": str(base),
             "storage_root": str(storage),
             "dataset_version": version,

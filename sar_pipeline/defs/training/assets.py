@@ -272,11 +272,6 @@ def controlnet_model(
     diffusion_base: DiffusionBase,
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
-    if diffusion_base.family != "sd15":
-        raise SarPipelineError(
-            "diffusion_base",
-            f"preset {diffusion_base.preset!r}: the sketch ControlNet is trained for SD 1.5 only",
-        )
     root = str(storage.local_path())
     version = current_version(root)
     sd_folder = latest_model_folder(root, "sd_model")
