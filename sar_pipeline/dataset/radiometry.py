@@ -158,6 +158,28 @@ class DatasetRadiometrySettings(Settings):
             "max_nodata_fraction": self.max_nodata_fraction,
         }
 
+    def saturation_advice(self) -> str:
+        """What to change when tiles are clipped at an end of the range, naming the settings that
+        apply to this normalisation (db_min/db_max and the percentiles do nothing under 'amplitude')."""
+        if self.normalisation == "amplitude":
+            return (
+                "the dataset uses normalisation 'amplitude' (A / (μ + 3σ) clipped to [0, 1]), where "
+                "db_min/db_max and percentile_low/percentile_high do not apply: amplitudes above μ + 3σ "
+                "fill the top level by design and those below half a grey level the bottom one; set "
+                "training_dataset bit_depth 16 for finer low levels, or normalisation 'db' to choose the "
+                "range in dB, or leave out the flight"
+            )
+        if self.fixed_range is not None:
+            return (
+                f"set training_dataset db_min/db_max (fixed now at {self.db_min:g}…{self.db_max:g} dB) "
+                "wider, or unset both so the pooled percentile_low/percentile_high apply, or leave out "
+                "the flight"
+            )
+        return (
+            f"widen training_dataset percentile_low/percentile_high ({self.percentile_low:g}/"
+            f"{self.percentile_high:g} now), or set db_min/db_max, or leave out the flight"
+        )
+
 
 def decode_png(data: bytes, source: object) -> np.ndarray:
     """A single-band PNG's pixels (uint8 or uint16); RasterError naming ``source`` when it is not one."""

@@ -2,6 +2,7 @@ import dagster as dg
 import pytest
 
 from sar_pipeline.dataset import current_version, dataset_info, load_dataset_table
+from sar_pipeline.dataset.write import TrainingDatasetSettings
 from sar_pipeline.defs.dataset import checks
 from sar_pipeline.defs.dataset.assets import training_dataset
 from sar_pipeline.defs.flights.partitions import flight_partitions
@@ -90,23 +91,51 @@ def test_materialises_from_every_captioned_flight(tmp_path):
         assert load_dataset_table(tmp_path, split="train").num_rows == meta["row_count_train"].value
 
 
-def test_the_amplitude_normalisation_is_a_run_config_setting(tmp_path):
-    make_flight(tmp_path, "flight-a", rows=3, cols=3)
-    config = {**RUN_CONFIG["ops"]["training_dataset"]["config"], "normalisation": "amplitude"}
+def _one_flight_dataset(root, **settings):
+    """training_dataset over one small flight, with ``settings`` over RUN_CONFIG's."""
+    make_flight(root, "flight-a", rows=3, cols=3)
+    config = {**RUN_CONFIG["ops"]["training_dataset"]["config"], **settings}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(flight_partitions.name, ["flight-a"])
-        result = dg.materialize(
+        return dg.materialize(
             [training_dataset, *UPSTREAM],
             selection=[training_dataset.key],
             instance=instance,
-            resources={"storage": StorageRoot(uri=str(tmp_path))},
+            resources={"storage": StorageRoot(uri=str(root))},
             run_config={"ops": {"training_dataset": {"config": config}}},
+            raise_on_error=False,
         )
+
+
+def test_the_amplitude_normalisation_is_a_run_config_setting(tmp_path):
+    result = _one_flight_dataset(tmp_path, normalisation="amplitude")
+    assert result.success
     meta = result.asset_materializations_for_node("training_dataset")[0].metadata
     assert meta["normalisation"].value == "amplitude" and "μ + 3σ" in meta["radiometry"].value
     table = load_dataset_table(tmp_path, columns=["normalisation", "amplitude_scale"])
     assert set(table.column("normalisation").to_pylist()) == {"amplitude"}
     assert all(scale > 0 for scale in table.column("amplitude_scale").to_pylist())
+    (check,) = result.get_asset_check_evaluations()
+    assert check.metadata["normalisation"].value == "amplitude"
+
+
+def test_a_saturated_dataset_fails_its_check_with_the_hint_of_its_normalisation(tmp_path):
+    # a fixed range far above every pixel: all of them clipped at the low end
+    result = _one_flight_dataset(tmp_path, db_min=200.0, db_max=210.0)
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["normalisation"].value == "db"
+    assert "db_min/db_max (fixed now at 200…210 dB) wider" in check.metadata["advice"].value
+
+
+def test_the_saturation_hint_names_the_settings_of_the_normalisation_in_force():
+    amplitude = TrainingDatasetSettings(normalisation="amplitude").saturation_advice()
+    assert "normalisation 'amplitude'" in amplitude and "do not apply" in amplitude
+    assert "bit_depth 16" in amplitude and "normalisation 'db'" in amplitude
+    fixed = TrainingDatasetSettings(db_min=-25, db_max=5).saturation_advice()
+    assert "db_min/db_max (fixed now at -25…5 dB) wider" in fixed
+    pooled = TrainingDatasetSettings().saturation_advice()
+    assert pooled.startswith("widen training_dataset percentile_low/percentile_high (0.5/99.5 now)")
 
 
 def test_fails_clearly_when_no_flight_has_captions(tmp_path):

@@ -132,15 +132,18 @@ def training_dataset(
     failed = bool(saturation["failures"])
     if failed:
         context.log.error(
-            f"{len(saturation['failures'])} tile(s) mostly clipped at one end of {metadata['db_range']}: set "
-            "training_dataset db_min/db_max, or widen percentile_low/percentile_high, or leave out the flight"
+            f"{len(saturation['failures'])} tile(s) mostly clipped at one end of {metadata['db_range']}: "
+            + config.saturation_advice()
         )
+    passed = not failed and not saturation["warnings"]
     check = dg.AssetCheckResult(
         check_name="training_dataset_saturation",
-        passed=not failed and not saturation["warnings"],
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR if failed else dg.AssetCheckSeverity.WARN,
         metadata={
             "db_range": metadata["db_range"],
+            "normalisation": metadata["normalisation"],
+            "advice": "none needed" if passed else config.saturation_advice(),
             "clipped_by_flight": dg.MetadataValue.json(saturation["flights"]),
             "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in saturation["warnings"]) or "none"),
             "mostly_clipped_tiles": dg.MetadataValue.json(saturation["failures"][:50]),
