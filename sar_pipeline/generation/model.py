@@ -246,13 +246,18 @@ def read_promoted(storage_root: str | Path) -> dict[str, Any] | None:
 def default_sd_model_folder(storage_root: str | Path, from_instance: str | None = None) -> Path:
     """Generation's default model: the promoted sd_model checkpoint (one that beat the base model
     under sar_fidelity) when there is one, else the latest sd_model (:func:`latest_model_folder`)."""
+    return default_sd_model(storage_root, from_instance)[0]
+
+
+def default_sd_model(storage_root: str | Path, from_instance: str | None = None) -> tuple[Path, str]:
+    """:func:`default_sd_model_folder` and which it is: ``"promoted"`` or ``"latest"``."""
     promoted = (read_promoted(storage_root) or {}).get("checkpoint")
     if not promoted:
-        return latest_model_folder(storage_root, "sd_model", from_instance)
+        return latest_model_folder(storage_root, "sd_model", from_instance), "latest"
     if not Path(promoted).exists():
         raise ModelError(
             promoted,
             f"the promoted sd_model folder is gone: pass --model, or remove {Path(*PROMOTED_POINTER)} "
             "under the storage root to use the latest sd_model",
         )
-    return Path(promoted)
+    return Path(promoted), "promoted"

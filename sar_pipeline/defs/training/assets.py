@@ -25,7 +25,8 @@ from sar_pipeline.diffusion.launch import CONTROLNET_MODULE
 from sar_pipeline.diffusion.models import load_vae
 from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.generation.controlnet import ControlNetRecipe, ControlNetSettings
-from sar_pipeline.generation.model import latest_model_folder, write_latest
+from sar_pipeline.generation.model import default_sd_model, write_latest
+from sar_pipeline.lineage import latest_model_from_instance
 from sar_pipeline.retention import prune_latent_caches
 from sar_pipeline.storage import validate_id
 
@@ -256,13 +257,16 @@ class ControlNetConfig(dg.Config, ControlNetRecipe):
 
 @dg.asset(
     group_name="training",
-    deps=[sd_model, latent_cache, dg.AssetKey("training_dataset")],
+    # after sar_fidelity (and its blocking check, which promotes): a run of training_job then trains
+    # the ControlNet on the model that run promoted, not on the one promoted before
+    deps=[sd_model, latent_cache, dg.AssetKey("training_dataset"), dg.AssetKey("sar_fidelity")],
     kinds={"pytorch", "diffusers"},
     pool=GPU_POOL,
     op_tags=None if trainer_in_own_pod() else GPU_STEP_TAGS,
-    description="ControlNet for sketch → SAR (paper §4.2, Figure 7), initialised from the fine-tuned UNet "
-    "(ControlNetModel.from_unet) and trained out of process through Dagster Pipes on conditioning pictures "
-    "derived from the dataset (land cover in the fixed palette, else a sketch of the despeckled tile); each "
+    description="ControlNet for sketch → SAR (paper §4.2, Figure 7), initialised from the UNet of the model "
+    "generation uses by default (the promoted sd_model, else the latest; metadata sd_model / "
+    "sd_model_source) with ControlNetModel.from_unet (SD 1.5 or SDXL) and trained out of process "
+    "through Dagster Pipes on conditioning pictures derived from the dataset (land cover in the fixed palette, else a sketch of the despeckled tile); each "
     "checkpoint is an observation with a sketch | generated | real grid and its adherence to the sketch.",
 )
 def controlnet_model(
@@ -274,7 +278,9 @@ def controlnet_model(
 ) -> dg.MaterializeResult:
     root = str(storage.local_path())
     version = current_version(root)
-    sd_folder = latest_model_folder(root, "sd_model")
+    # the model sketch generation uses by default (the promoted sd_model, else the latest), so the
+    # ControlNet it attaches was trained on that very UNet
+    sd_folder, sd_source = default_sd_model(root, latest_model_from_instance("sd_model", context.instance))
     cfg = ControlNetSettings.model_validate(
         {
             **config.model_dump(),
@@ -318,13 +324,19 @@ def controlnet_model(
         module=CONTROLNET_MODULE,
     )
     summary = json.loads((run_dir / "final.json").read_text())
-    write_latest(root, "controlnet_model", {"controlnet": summary["controlnet"], "sd_model": str(sd_folder)})
+    write_latest(
+        root,
+        "controlnet_model",
+        {"controlnet": summary["controlnet"], "sd_model": str(sd_folder), "sd_model_source": sd_source},
+    )
     child = invocation.get_materialize_result()
     return dg.MaterializeResult(
         metadata={
             **(child.metadata or {}),
             "controlnet": dg.MetadataValue.path(summary["controlnet"]),
             "sd_model": dg.MetadataValue.path(str(sd_folder)),
+            # "promoted" (sar_fidelity's check promoted it) or "latest" (none promoted yet)
+            "sd_model_source": sd_source,
             "dataset_version": version,
             "steps": summary["steps"],
             "adherence": summary["adherence"],
