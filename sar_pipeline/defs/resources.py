@@ -68,6 +68,16 @@ class StorageRoot(dg.ConfigurableResource, StorageSettings):
         """Where a file of the local copy lives under the storage root (metadata shows this)."""
         return self.mirror().uri(local)
 
+    def pull_recorded(self, recorded: str | Path) -> Path:
+        """The local copy of a file or folder as metadata records it (:meth:`uri_of`): under a
+        remote root it is pulled first (this machine's copy may be empty); a local path as it is."""
+        root = str(self.root()).rstrip("/")
+        if not (self.mirror().remote and str(recorded).startswith(root + "/")):
+            return Path(recorded)
+        parts = str(recorded)[len(root) + 1 :].split("/")
+        self.pull(*parts)
+        return self.local_path(*parts)
+
     def flight_path(self, flight_id: str, *parts: str) -> UPath:
         """``root/flights/<flight_id>/parts…``: where a flight partition's outputs live."""
         return self.path("flights", validate_id(flight_id, "flight id"), *parts)

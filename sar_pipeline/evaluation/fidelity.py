@@ -272,6 +272,44 @@ def load_base_for_generation(path: str | Path, single_file_config: str = "", dev
     return GenerationModel(pipe=pipe, path=path)
 
 
+def read_train_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``train_config.json`` an sd_model run recorded (its dataset, storage root and base model
+    as the training machine saw them); ConfigError naming the file when it cannot be read."""
+    path = Path(run_dir) / "train_config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, f"cannot read the run's training config ({exc})") from exc
+
+
+def stored_parts(path: str | Path, run_storage_root: str | Path) -> tuple[str, ...] | None:
+    """``path``'s parts under the storage root a run trained in (``train_config.json``'s
+    ``storage_root``: the local copy on the training machine), None when it lies outside it."""
+    try:
+        parts = Path(path).relative_to(Path(run_storage_root)).parts
+    except ValueError:
+        return None
+    return parts or None
+
+
+def base_model_path_here(train_config: dict[str, Any], storage_root: str | Path) -> Path:
+    """Where the run's base model is on this machine, whose copy of the storage root is
+    ``storage_root``: at the same place under it when the run kept the model in its storage root
+    (the tiny base, ``models/tiny-base/<version>``), else at the path the run recorded (local
+    weights such as sd15, which must be at that path here too); ModelError when it is not there."""
+    recorded = train_config["base_model_path"]
+    parts = stored_parts(recorded, train_config["storage_root"])
+    path = Path(storage_root).joinpath(*parts) if parts else Path(recorded)
+    if not path.exists():
+        raise ModelError(
+            path,
+            "the base model the run was fine-tuned from (base_model_path in its train_config.json) is not "
+            "on this machine: sar_fidelity scores it as the floor, so its weights must be at this path "
+            "wherever sar_fidelity runs (the same local path or shared volume as on the training machine)",
+        )
+    return path
+
+
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, pipeline folder) of every complete checkpoint of an sd_model run, oldest first."""
     from sar_pipeline.diffusion.checkpoint import list_checkpoints
@@ -331,8 +369,13 @@ def evaluate_run(
     clip: SarClip,
     settings: FidelitySettings,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    storage_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score every checkpoint of an sd_model run and its base model on the held-out tiles.
+
+    ``storage_root``: this machine's copy of the storage root, holding the run's dataset version
+    (default: the one the run recorded, i.e. the training machine's); the base model is looked for
+    with :func:`base_model_path_here`.
 
     Returns the report (JSON-ready): run, dataset version, split, tiles, ``real`` (the ceiling),
     ``base`` (the floor), ``checkpoints`` (step, pipeline, scores), ``best`` (index into them) and
@@ -347,13 +390,9 @@ def evaluate_run(
     if settings.inception_path:  # a bad file fails here, before any image is generated
         features = load_inception(settings.inception_path, resolve_device(settings.device))
         inception = InceptionDistances(features, settings.seed)
-    try:
-        train_config = json.loads((run_dir / "train_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            run_dir / "train_config.json", f"cannot read the run's training config ({exc})"
-        ) from exc
-    storage_root = train_config["storage_root"]
+    train_config = read_train_config(run_dir)
+    storage_root = storage_root or train_config["storage_root"]
+    base_path = base_model_path_here(train_config, storage_root)
     version = train_config["dataset_version"]
     text_column = ((clip.info or {}).get("settings") or {}).get("text_column", "caption")
     checkpoints = run_checkpoints(run_dir)
@@ -362,7 +401,7 @@ def evaluate_run(
         return score_set(reference, generate_set(model, reference, settings), settings, clip)
 
     base_model = load_base_for_generation(
-        train_config["base_model_path"], train_config.get("single_file_config") or "", settings.device
+        base_path, train_config.get("single_file_config") or "", settings.device
     )
     reference = reference_set(
         storage_root, version, base_model.resolution, text_column, settings, clip, inception
@@ -392,7 +431,7 @@ def evaluate_run(
         "settings": settings.model_dump(),
         "sar_clip": str(clip.path) if clip.path else None,
         "real": reference.scores,
-        "base": {"model": train_config["base_model_path"], "scores": base},
+        "base": {"model": str(base_path), "scores": base},
         "checkpoints": entries,
         "best": best,
         "promotable": promotable,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sar_pipeline.errors import ConfigError
+from sar_pipeline.errors import ConfigError, ModelError
 from sar_pipeline.evaluation import fidelity
 from sar_pipeline.evaluation.tiles import evaluation_split
 
@@ -82,3 +82,29 @@ def test_fid_and_kid_columns_appear_only_where_they_were_computed():
         in fidelity.markdown_table(measured)
     )
     assert set(fidelity.metric_plots(measured)) == set(fidelity.METRICS) | {"fid", "kid"}
+
+
+def test_the_base_model_is_looked_for_in_this_machines_copy_of_the_storage_root(tmp_path):
+    """A run trained on another machine recorded its paths there: the tiny base it kept in the storage
+    root is found in this machine's copy; weights outside the root must be at the recorded path."""
+    here = tmp_path / "here"
+    (here / "models" / "tiny-base" / "v1").mkdir(parents=True)
+    config = {
+        "storage_root": "/cache/training-host/s3/lake",
+        "base_model_path": "/cache/training-host/s3/lake/models/tiny-base/v1",
+    }
+    assert fidelity.base_model_path_here(config, here) == here / "models" / "tiny-base" / "v1"
+    local = tmp_path / "weights" / "sd15"
+    local.mkdir(parents=True)
+    assert fidelity.base_model_path_here({**config, "base_model_path": str(local)}, here) == local
+    with pytest.raises(
+        ModelError,
+        match=r"/opt/weights/sd15: the base model the run was fine-tuned from .*not on this machine",
+    ):
+        fidelity.base_model_path_here({**config, "base_model_path": "/opt/weights/sd15"}, here)
+    with pytest.raises(ModelError, match="tiny-base/v2: the base model"):
+        fidelity.base_model_path_here(
+            {**config, "base_model_path": config["base_model_path"][:-1] + "2"}, here
+        )
+    with pytest.raises(ConfigError, match=r"train_config\.json: cannot read the run's training config"):
+        fidelity.read_train_config(tmp_path)

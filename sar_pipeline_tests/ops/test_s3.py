@@ -23,6 +23,8 @@ from sar_pipeline.defs.captions.assets import captions
 from sar_pipeline.defs.captions.checks import captions_not_empty
 from sar_pipeline.defs.captions.resources import CaptionerResource
 from sar_pipeline.defs.dataset.assets import training_dataset
+from sar_pipeline.defs.evaluation.assets import sar_clip, sar_fidelity
+from sar_pipeline.defs.evaluation.checks import sar_fidelity_beats_base
 from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
 from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
@@ -141,6 +143,38 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
     )
     assert again.success
     assert again.asset_materializations_for_node("latent_cache")[0].metadata["path"].value == cache_uri
+
+    # the evaluation on a third machine: its local copy holds neither the dataset, nor the tiny base
+    # the run recorded under the training machine's copy (train_config.json), nor the SAR-CLIP
+    evaluation = dg.materialize(
+        [sar_clip, sar_fidelity, sar_fidelity_beats_base],
+        instance=instance,
+        resources={**resources, "storage": StorageRoot(uri=storage.uri, cache_dir=str(tmp_path / "third"))},
+        run_config={
+            "ops": {
+                "sar_clip": {
+                    "config": {"image_size_px": 32, "max_steps": 5, "batch_size": 4, "device": "cpu"}
+                },
+                "sar_fidelity": {
+                    "config": {"max_tiles": 2, "steps": 2, "glcm_distances_px": [1], "device": "cpu"}
+                },
+            }
+        },
+    )
+    assert evaluation.success
+    fidelity_meta = evaluation.asset_materializations_for_node("sar_fidelity")[0].metadata
+    assert fidelity_meta["run"].value == run
+    report_uri = fidelity_meta["report"].value
+    assert report_uri == f"s3://lake/sar-pipeline/evaluation/sar_fidelity/{run}/report.json"
+    assert report_uri.removeprefix("s3://lake/") in _keys(client, "lake", "sar-pipeline/evaluation/")
+    report = json.loads(
+        client.get_object(Bucket="lake", Key=report_uri.removeprefix("s3://lake/"))["Body"].read()
+    )
+    # the base model was read from this machine's copy of the storage root
+    assert report["base"]["model"] == str(
+        tmp_path / "third" / "s3" / "lake" / "sar-pipeline" / "models" / "tiny-base" / version
+    )
+    assert [c["step"] for c in report["checkpoints"]] == [2, 4]
 
     # credentials came from the environment only: none in the event log
     for record in instance.all_logs(cross.run_id) + instance.all_logs(per_flight.run_id):

@@ -18,7 +18,7 @@ from sar_pipeline import pictures
 from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
-from sar_pipeline.defs.training.assets import sd_model, upstream_dataset_version
+from sar_pipeline.defs.training.assets import pull_dataset_version, sd_model, upstream_dataset_version
 from sar_pipeline.evaluation import clip as sar_clip_model
 from sar_pipeline.evaluation import fidelity
 from sar_pipeline.evaluation.clip import SarClipSettings
@@ -57,8 +57,7 @@ def sar_clip(
     context: dg.AssetExecutionContext, config: SarClipConfig, storage: StorageRoot
 ) -> dg.MaterializeResult:
     version = upstream_dataset_version(context, "training_dataset", storage.root())
-    storage.pull("dataset", "current.json")
-    storage.pull("dataset", version)
+    pull_dataset_version(storage, version)
     root = storage.local_path()
     settings = SarClipSettings.model_validate(config.model_dump())
     clip, losses, info = sar_clip_model.train_on_dataset(root, version, settings)
@@ -122,6 +121,18 @@ def _latest_run_dir(context: dg.AssetExecutionContext, storage: StorageRoot) -> 
     return fidelity.run_dir_of(latest_model_folder(storage.local_path(), "sd_model"))
 
 
+def _pull_run_inputs(storage: StorageRoot, run_dir: Path) -> None:
+    """On a remote root, copy into this machine's local copy what scoring the run reads besides
+    its folder: the dataset version it trained on and, when the run kept its base model in the
+    storage root (the tiny base), that model. A base model outside it (local sd15 weights) must be
+    at the recorded path here (``fidelity.base_model_path_here`` says so if not)."""
+    train_config = fidelity.read_train_config(run_dir)
+    pull_dataset_version(storage, train_config["dataset_version"])
+    parts = fidelity.stored_parts(train_config["base_model_path"], train_config["storage_root"])
+    if parts:
+        storage.pull(*parts)
+
+
 def _rounded(value: float) -> float | None:
     """A figure for display: 5 decimals, None (an empty cell) where it is not finite."""
     return round(value, 5) if math.isfinite(value) else None
@@ -158,8 +169,9 @@ def sar_fidelity(
 ) -> dg.MaterializeResult:
     root = storage.local_path()
     run_dir = _latest_run_dir(context, storage)
+    recorded_clip = latest_model_from_instance("sar_clip", context.instance)
     clip_folder = latest_model_folder(
-        root, "sar_clip", latest_model_from_instance("sar_clip", context.instance)
+        root, "sar_clip", str(storage.pull_recorded(recorded_clip)) if recorded_clip else None
     )
     clip = sar_clip_model.load_sar_clip(clip_folder, config.device)
     settings = FidelitySettings.model_validate(config.model_dump())
@@ -177,7 +189,8 @@ def sar_fidelity(
             )
         )
 
-    report = fidelity.evaluate_run(run_dir, clip, settings, on_checkpoint=observe)
+    _pull_run_inputs(storage, run_dir)
+    report = fidelity.evaluate_run(run_dir, clip, settings, on_checkpoint=observe, storage_root=root)
     if not report["held_out"]:
         context.log.warning(
             f"dataset {report['dataset_version']} holds no tile out: the models are scored on train tiles"

@@ -1,7 +1,6 @@
 """Promotion behind a check: the best checkpoint becomes generation's default only when it beats the base model."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
@@ -23,9 +22,7 @@ def _latest_report(context: dg.AssetCheckExecutionContext, storage: StorageRoot)
         raise SarPipelineError(
             "sar_fidelity", "no materialisation with a report yet: materialise sar_fidelity first"
         )
-    relative = Path(str(entry.value)).relative_to(str(storage.root())).parts
-    storage.pull(*relative)
-    return json.loads(storage.local_path(*relative).read_text())
+    return json.loads(storage.pull_recorded(str(entry.value)).read_text())
 
 
 @dg.asset_check(
