@@ -6,6 +6,7 @@ sar-pipeline register-flights     # only add the archive's new flights as partit
 sar-pipeline demo-archive PATH    # write a simulated airborne SAR STAC archive
 sar-pipeline settings             # every setting of every stage: default and meaning
 sar-pipeline generate PROMPT      # text → SAR; also img2img, refine-simulated, sketch, provenance, serve
+sar-pipeline compare-recipes      # train recipes on one dataset, score each by sar_fidelity's measures
 
 Every stage runs with the settings of sar_pipeline.definitions (the same models the UI's
 Launchpad shows): the archive and storage root from $SAR_PIPELINE_ARCHIVE/$SAR_PIPELINE_STORAGE
@@ -45,18 +46,10 @@ def load_run_config(path: str | os.PathLike, defs) -> dict:
     """A run config YAML file, in the schema of the UI's Launchpad (``ops: {<asset>: {config: …}}``,
     ``resources: {<key>: {config: …}}``), checked against the main jobs: a key that no main job has is
     an error naming the file and the key (so a typo is never silently ignored)."""
-    import yaml
-
     from sar_pipeline.errors import ConfigError
+    from sar_pipeline.settings import read_mapping_file
 
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read the run config ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, f"not valid YAML ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ConfigError(path, "a run config is a mapping with 'ops' and/or 'resources'")
+    config = read_mapping_file(path, "run config")
     unknown = sorted(set(config) - {"ops", "resources", "execution", "loggers"})
     if unknown:
         raise ConfigError(path, f"unknown top-level key(s) {unknown}: expected ops, resources")
@@ -255,6 +248,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_recipes(args: argparse.Namespace) -> int:
+    from sar_pipeline.evaluation.comparison import run_from_arguments
+
+    return run_from_arguments(args)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if run_main_job(flights=args.flight or None, config_path=args.config) else 0
 
@@ -323,6 +322,38 @@ def main(argv: list[str] | None = None) -> int:
     from sar_pipeline.cli_generation import add_commands as add_generation_commands
 
     add_generation_commands(sub)
+
+    compare = sub.add_parser(
+        "compare-recipes",
+        help="train each recipe (paper, hybrid, LoRA) with the same data, seed and steps; score each as "
+        "sar_fidelity does; write a Markdown table",
+    )
+    compare.add_argument(
+        "--storage",
+        default=None,
+        help="local storage root holding the materialised dataset (default: $SAR_PIPELINE_STORAGE, else the "
+        "demo's data/storage)",
+    )
+    compare.add_argument(
+        "--config", metavar="FILE", help="YAML of RecipeComparisonSettings (recipes, base, …)"
+    )
+    compare.add_argument(
+        "--dataset-version", default=None, help="dataset version (default: dataset/current.json)"
+    )
+    compare.add_argument(
+        "--recipes", nargs="+", metavar="NAME", help="compare only these of the settings' recipes"
+    )
+    compare.add_argument("--steps", type=int, default=None, help="optimizer steps of every run (the budget)")
+    compare.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0)")
+    compare.add_argument(
+        "--device",
+        default=None,
+        help="device of scoring and of the SAR-CLIP: auto, cpu, cuda, … (training: accelerate's)",
+    )
+    compare.add_argument(
+        "--output", default=None, help="folder of runs and report (default: under the storage root)"
+    )
+    compare.set_defaults(func=_cmd_compare_recipes)
 
     from sar_pipeline.archive import demo as demo_module
 

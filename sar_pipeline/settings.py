@@ -17,6 +17,7 @@ checks that the Launchpad shows exactly the domain model's fields, defaults and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -28,6 +29,24 @@ class Settings(pydantic.BaseModel):
     """Base of every stage's settings: an unknown key is an error, never silently ignored."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def read_mapping_file(path: str | Path, what: str = "settings file") -> dict[str, Any]:
+    """The mapping a YAML (or JSON) file holds ({} when empty); ConfigError naming the file when it
+    cannot be read, is not valid YAML or holds something else than a mapping."""
+    import yaml
+
+    from sar_pipeline.errors import ConfigError
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the {what} ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(path, f"a {what} is a mapping of key: value, not {type(values).__name__}")
+    return values
 
 
 def settings_models(cls: type) -> list[type[Settings]]:

@@ -208,6 +208,23 @@ def generate_set(model, reference: Reference, settings: FidelitySettings) -> lis
     return images
 
 
+def score_model(model, reference: Reference, settings: FidelitySettings, clip: SarClip) -> dict[str, Any]:
+    """:func:`score_set` of ``model``'s images for the held-out captions (:func:`generate_set`)."""
+    return score_set(reference, generate_set(model, reference, settings), settings, clip)
+
+
+def inception_distances(settings: FidelitySettings) -> InceptionDistances | None:
+    """FID/KID's Inception network when ``inception_path`` is set (a bad file fails here, before any
+    image is generated), else None."""
+    from sar_pipeline.devices import resolve_device
+
+    if not settings.inception_path:
+        return None
+    return InceptionDistances(
+        load_inception(settings.inception_path, resolve_device(settings.device)), settings.seed
+    )
+
+
 def score_set(
     reference: Reference, greys: list[np.ndarray], settings: FidelitySettings, clip: SarClip
 ) -> dict[str, Any]:
@@ -382,14 +399,10 @@ def evaluate_run(
     ``promotable`` with its ``reasons``. ``on_checkpoint`` is called with each checkpoint's entry
     as soon as it is scored.
     """
-    from sar_pipeline.devices import resolve_device
     from sar_pipeline.generation.model import load_generation_model
 
     run_dir = Path(run_dir)
-    inception = None
-    if settings.inception_path:  # a bad file fails here, before any image is generated
-        features = load_inception(settings.inception_path, resolve_device(settings.device))
-        inception = InceptionDistances(features, settings.seed)
+    inception = inception_distances(settings)
     train_config = read_train_config(run_dir)
     storage_root = storage_root or train_config["storage_root"]
     base_path = base_model_path_here(train_config, storage_root)
@@ -397,21 +410,22 @@ def evaluate_run(
     text_column = ((clip.info or {}).get("settings") or {}).get("text_column", "caption")
     checkpoints = run_checkpoints(run_dir)
 
-    def scored(model) -> dict[str, Any]:
-        return score_set(reference, generate_set(model, reference, settings), settings, clip)
-
     base_model = load_base_for_generation(
         base_path, train_config.get("single_file_config") or "", settings.device
     )
     reference = reference_set(
         storage_root, version, base_model.resolution, text_column, settings, clip, inception
     )
-    base = scored(base_model)
+    base = score_model(base_model, reference, settings, clip)
     del base_model
     entries = []
     for step, pipeline in checkpoints:
         model = load_generation_model(pipeline, settings.device)
-        entry = {"step": step, "pipeline": str(pipeline), "scores": scored(model)}
+        entry = {
+            "step": step,
+            "pipeline": str(pipeline),
+            "scores": score_model(model, reference, settings, clip),
+        }
         del model
         gc.collect()
         entries.append(entry)
