@@ -78,7 +78,8 @@ def test_run_with_a_config_file_sets_gsd_tile_size_and_sources_without_the_ui(tm
             },
             "ops": {
                 "sar_tiles": {"config": {"ground_sample_distance_m": 2.0, "tile_size": 64}},
-                "training_dataset": {"config": {"block_size_m": 200.0}},
+                # 'balanced': 200 m blocks of 128 m tiles ('hash' would leave train empty here)
+                "training_dataset": {"config": {"block_size_m": 200.0, "assignment": "balanced"}},
                 "sd_model": {
                     "config": {
                         "max_train_steps": 2,

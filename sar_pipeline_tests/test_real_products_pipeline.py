@@ -82,7 +82,10 @@ def _dataset(instance, resources, config):
         selection=[training_dataset.key],
         instance=instance,
         resources=resources,
-        run_config={"ops": {"training_dataset": {"config": {"block_size_m": 200.0, **config}}}},
+        # 'balanced': few blocks, each under two tiles wide ('hash' would drop most tiles as guard band)
+        run_config={
+            "ops": {"training_dataset": {"config": {"block_size_m": 200.0, "assignment": "balanced", **config}}}
+        },
         raise_on_error=False,
     )
 

@@ -7,14 +7,28 @@ whole planet (EPSG:6933, WGS 84 / EASE-Grid 2.0 global, equal-area cylindrical, 
 goes to the block holding its footprint's centroid, and whole blocks go to splits, in one of two
 ways (``SplitSettings.assignment``):
 
-* ``"balanced"`` (default): the occupied blocks are visited in the order of a hash of
-  ``(seed, block)`` and each goes to the split furthest below its target share of tiles. The
-  shares come out as close to the fractions as whole blocks allow, even with a few dozen blocks,
-  but adding flights can move a block to another split in the next dataset version. With only a
-  handful of blocks, train (the largest share) takes them all.
-* ``"hash"``: each block's split is drawn from a hash of ``(seed, block size, block)`` alone. A
-  block's split never changes when flights are added (a test tile of one dataset version stays a
-  test tile in the next), but with few blocks the shares scatter widely around the fractions.
+* ``"hash"`` (default): each block's split is drawn from a hash of ``(seed, block size, block)``
+  alone. A block's split never changes when flights are added (a test tile of one dataset version
+  stays a test tile in the next), but with few blocks the shares scatter widely around the
+  fractions (a single-block dataset is all train, all validation or all test).
+* ``"balanced"``: the occupied blocks are visited in the order of a hash of ``(seed, block)`` and
+  each goes to the split furthest below its target share of tiles. The shares come out as close to
+  the fractions as whole blocks allow, even with a few dozen blocks, but adding flights can move a
+  block to another split in the next dataset version. With only a handful of blocks, train (the
+  largest share) takes them all.
+
+Why ``"hash"`` is the default: the dataset is versioned as per-flight shards that later versions
+share (:mod:`sar_pipeline.dataset.write`), so that storage grows by one flight's shard per new
+flight rather than by the whole dataset. That holds only if a new flight leaves every earlier tile's
+split, and whether it is kept, unchanged. ``"hash"`` gives that by construction: a tile's split is a
+function of the tile and the settings. ``"balanced"`` cannot: its shares are a property of the whole
+set of blocks, so one new block can move others. Making it "sticky" (keep the splits an earlier
+version gave) would make a version depend on the order the flights arrived in, not only on the data
+and the settings, and break reproducibility (same flights + same settings ⇒ same version, same bytes),
+which ``"hash"`` keeps. The price of ``"hash"`` is scattered shares with few blocks: keep blocks a
+few tiles wide so that a flight spans dozens of them (``training_dataset_splits_non_empty`` warns
+about a split that is empty though the blocks were enough to expect it), or choose ``"balanced"``
+for a small, closed dataset where every version may be rewritten whole.
 
 Tiles on a block edge can still touch a tile of another split: a guard band drops some of them, so
 that no two tiles of different splits intersect or come within ``touch_tolerance_m`` of each other —
@@ -96,12 +110,14 @@ class SplitSettings(Settings):
         description="Tiles of different splits closer than this (metres) count as touching; one of them "
         "is dropped (guard band).",
     )
-    assignment: Literal["balanced", "hash"] = Field(
-        default="balanced",
-        description="'balanced': blocks in hash order fill each split up to its share of tiles (shares "
-        "close to the fractions even with few blocks); 'hash': each block's split from its hash alone (a "
-        "tile's split never changes when flights are added, so earlier flights' dataset shards are reused "
-        "as they are: choose it once there are dozens of blocks; shares scatter with few blocks).",
+    assignment: Literal["hash", "balanced"] = Field(
+        default="hash",
+        description="'hash': each block's split from its hash alone, so a tile's split never changes when "
+        "flights are added and earlier flights' dataset shards are reused as they are (storage grows by "
+        "the new flight's shard); shares scatter around the fractions with few blocks. 'balanced': "
+        "blocks in hash order fill each split up to its share of tiles (shares close to the fractions "
+        "even with few blocks), but a new flight can move blocks to another split and so rewrite the "
+        "shards of the flights it touches.",
     )
 
     @pydantic.model_validator(mode="after")

@@ -16,7 +16,7 @@ dB range and the settings. A shard whose key already exists (with its ``.json`` 
 files of the recorded size) is reused as it is, so a version after a new flight writes that flight's
 shard and shares the others with the previous version: storage grows with the flights, not with
 flights × versions. The earlier shards stay unchanged when the new flight changes neither the split
-of their tiles (``assignment="hash"``: a tile's split depends on the tile alone) nor the dataset's
+of their tiles (``assignment="hash"``, the default: a tile's split depends on the tile alone) nor the dataset's
 dB range (rounded to ``range_step_db``); otherwise the shards of the flights it touches are written
 anew under new keys (correct, only less shared). Re-tiling a flight rewrites its tile manifest, so it
 gets a new shard.

@@ -63,26 +63,35 @@ def test_without_guard_band_the_blocks_leak():
     assert leaking_pairs(wgs, raw, tolerance_m=1.0)
 
 
-def test_overlapping_tiles_of_two_flights_never_straddle_splits():
+@pytest.mark.parametrize("assignment", ["balanced", "hash"])
+def test_overlapping_tiles_of_two_flights_never_straddle_splits(assignment):
     _, first = tile_grid(10, 10, 100.0, 0.0)
     _, second = tile_grid(10, 10, 100.0, 37.0, origin=(500_230.0, 4_799_870.0))
     wgs = first + second
-    splits = assign_splits(
-        wgs, SplitSettings(block_size_m=250.0, train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2)
-    ).splits
+    config = SplitSettings(
+        block_size_m=250.0,
+        train_fraction=0.6,
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        assignment=assignment,
+    )
+    splits = assign_splits(wgs, config).splits
     assert leaking_pairs(wgs, splits) == []
     assert len({s for s in splits if s != DROPPED}) == 3
 
 
-def test_split_is_deterministic_and_independent_of_order():
+@pytest.mark.parametrize("assignment", ["balanced", "hash"])
+def test_split_is_deterministic_and_independent_of_order(assignment):
     _, wgs = tile_grid(8, 8, 100.0, 12.0)
-    config = SplitSettings(block_size_m=250.0, seed=3)
+    config = SplitSettings(block_size_m=250.0, seed=3, assignment=assignment)
     first = assign_splits(wgs, config).splits
     order = list(range(len(wgs)))
     random.Random(1).shuffle(order)
     shuffled = assign_splits([wgs[k] for k in order], config).splits
     assert [shuffled[order.index(k)] for k in range(len(wgs))] == first
-    assert assign_splits(wgs, SplitSettings(block_size_m=250.0, seed=4)).splits != first
+    assert (
+        assign_splits(wgs, SplitSettings(block_size_m=250.0, seed=4, assignment=assignment)).splits != first
+    )
 
 
 def test_block_split_follows_fractions():
@@ -97,7 +106,13 @@ def test_block_split_follows_fractions():
 
 def test_balanced_assignment_follows_the_fractions_with_few_blocks():
     _, wgs = tile_grid(12, 12, 100.0, 0.0)
-    config = SplitSettings(block_size_m=200.0, train_fraction=0.7, validation_fraction=0.1, test_fraction=0.2)
+    config = SplitSettings(
+        block_size_m=200.0,
+        train_fraction=0.7,
+        validation_fraction=0.1,
+        test_fraction=0.2,
+        assignment="balanced",
+    )
     blocks = assign_splits(wgs, config).blocks
     per_block = {b: blocks.count(b) for b in set(blocks)}
     shares = dict.fromkeys(("train", "validation", "test"), 0)

@@ -114,3 +114,38 @@ def test_a_shard_file_lost_since_is_written_again(tmp_path):
     again = build_dataset(tmp_path, flights, CONFIG)
     assert again.version == first.version and again.shards_written == ["flight-a"]
     assert lost.read_bytes() == data
+
+
+def dataset_bytes(root):
+    return sum(p.stat().st_size for p in (root / "dataset").rglob("*") if p.is_file())
+
+
+def test_with_the_default_settings_a_new_flight_adds_its_shard_and_rewrites_none(tmp_path):
+    # Flights of 1.6 km tiles spanning several default 5 km blocks each, the new one on new ground:
+    # a split that balances shares over all blocks ('balanced') would move earlier blocks here.
+    far = {"tile_px": 16, "gsd_m": 100.0}
+    flights = []
+    for k, origin in enumerate(
+        [(500_000.0, 4_800_000.0), (520_000.0, 4_790_000.0), (480_000.0, 4_820_000.0)]
+    ):
+        make_flight(tmp_path, f"flight-{k}", rows=6, cols=6, origin=origin, **far)
+        flights.append(f"flight-{k}")
+    build_dataset(tmp_path, flights)  # no settings: every default
+    before = shard_files(tmp_path)
+    stamps = {f: os.stat(tmp_path / f).st_mtime_ns for f in before}
+    size_before = dataset_bytes(tmp_path)
+
+    make_flight(tmp_path, "flight-new", rows=8, cols=8, origin=(540_000.0, 4_830_000.0), **far)
+    grown = build_dataset(tmp_path, [*flights, "flight-new"])
+    assert grown.shards_written == ["flight-new"]
+    after = shard_files(tmp_path)
+    # no earlier shard file rewritten: same paths, same bytes, same modification time
+    assert {f: after[f] for f in before} == before
+    assert all(os.stat(tmp_path / f).st_mtime_ns == stamps[f] for f in before)
+    # the new version names the earlier shard files themselves
+    assert set(before) - {f for f in before if f.endswith(".json")} <= set(version_files(tmp_path))
+    # storage grew by the new flight's shard, plus a version manifest and current.json (a few KB)
+    new_shard = sum(len(data) for f, data in after.items() if f not in before)
+    assert all(f.startswith("dataset/shards/flight-new/") for f in set(after) - set(before))
+    growth = dataset_bytes(tmp_path) - size_before
+    assert new_shard <= growth <= new_shard + 16_000

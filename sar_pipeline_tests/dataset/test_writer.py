@@ -20,8 +20,14 @@ from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.errors import ConfigError, RasterError
 from sar_pipeline_tests.dataset.fixtures import make_flight
 
+# 'balanced': two small flights (a few dozen blocks) still get every split, and train in both flights
 CONFIG = TrainingDatasetSettings(
-    block_size_m=200.0, train_fraction=0.5, validation_fraction=0.2, test_fraction=0.3, row_group_size=8
+    block_size_m=200.0,
+    train_fraction=0.5,
+    validation_fraction=0.2,
+    test_fraction=0.3,
+    row_group_size=8,
+    assignment="balanced",
 )
 
 
