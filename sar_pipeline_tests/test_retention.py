@@ -120,3 +120,75 @@ def test_checkpoints_keep_the_last_the_best_and_the_pointed(tmp_path):
     # 0 keeps everything
     everything = list_checkpoints(run)
     assert checkpoints_to_keep(everything, 0) == set(everything)
+
+
+@pytest.fixture(scope="module")
+def s3_lake():
+    """moto's S3 server on 127.0.0.1 (the one the S3 tests start) with an empty bucket ``lake``."""
+    import boto3
+
+    from sar_pipeline_tests.services import S3Server
+
+    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env().items():
+            patch.setenv(key, value)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="lake")
+        yield client
+
+
+def _keys(client, prefix: str) -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
+    return {item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])}
+
+
+def test_on_s3_keeps_the_last_the_current_and_the_pointed_versions_and_their_shards(s3_lake, tmp_path):
+    import time
+
+    from sar_pipeline.generation.model import write_promoted
+
+    local, root = tmp_path / "flights", "s3://lake/storage"
+    for k in range(4):
+        make_flight(local, f"flight-{k}", rows=1, cols=2, origin=(500_000.0 + 5000 * k, 4_800_000.0))
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            s3_lake.upload_file(str(path), "lake", "storage/" + path.relative_to(local).as_posix())
+    versions = []
+    for ks in [[0], [0, 1], [0, 1, 2], [0, 1, 3]]:
+        versions.append(build_dataset(root, [f"flight-{k}" for k in ks], CONFIG).version)
+        time.sleep(1.1)  # versions are dated by their pointer's LastModified (whole seconds on S3)
+    # the current pointer moved back to the second version; the promoted model was trained on the first
+    s3_lake.put_object(
+        Bucket="lake", Key="storage/dataset/current.json", Body=json.dumps({"version": versions[1]}).encode()
+    )
+    promoted = tmp_path / "promoted"
+    write_promoted(promoted, {"checkpoint": "elsewhere", "dataset_version": versions[0]})
+    s3_lake.upload_file(str(promoted / "models/sd/promoted.json"), "lake", "storage/models/sd/promoted.json")
+    # a version folder no pointer names: the upload of a build killed before it wrote the pointer
+    abandoned = "dataset/0123456789abcdef@20250101T000000000000-deadbeef/manifest.json"
+    s3_lake.put_object(Bucket="lake", Key="storage/" + abandoned, Body=b"{}")
+    # the model stages' local copy holds a latest.json naming the third version
+    mirror = tmp_path / "cache"
+    write_latest(mirror, "sd_model", {"checkpoint": "elsewhere", "dataset_version": versions[2]})
+    flight_2 = {k for k in _keys(s3_lake, "storage/") if k.startswith("dataset/shards/flight-2/")}
+    assert flight_2
+
+    # every version is pointed at or among the last: nothing goes
+    assert prune_dataset_versions(root, keep_last=1, pointer_roots=[mirror]).deleted == []
+    # without the local copy's pointer the third version goes, but its shard was written moments ago
+    result = prune_dataset_versions(root, keep_last=1)
+    assert result.deleted == [versions[2]]
+    assert sorted(result.kept) == sorted([versions[3], versions[1], versions[0]])
+    keys = _keys(s3_lake, "storage/")
+    assert not {k for k in keys if k.startswith(f"dataset/{versions[2]}")}  # pointer and folder
+    assert flight_2 <= keys and abandoned in keys
+
+    # past the grace time the shard only the deleted version named goes, and so does the abandoned upload
+    later = prune_dataset_versions(root, keep_last=1, now=time.time() + LATER)
+    assert set(later.deleted) == flight_2 | {abandoned}
+    keys = _keys(s3_lake, "storage/")
+    kept_files = {f for v in result.kept for f in version_files(root, v)}
+    assert {k for k in keys if k.startswith("dataset/shards/") and k.endswith(".parquet")} == kept_files
+    for version in result.kept:
+        assert load_dataset_table(root, version=version).num_rows > 0
+    assert current_version(root) == versions[1]

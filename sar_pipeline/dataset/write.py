@@ -111,7 +111,7 @@ class TrainingDatasetSettings(SplitSettings, DatasetRadiometrySettings):
         ge=1,
         description="Retention: keep the last this many dataset versions, plus the current one and any a "
         "checkpoint or model pointer names; older versions and the shards no kept version names are "
-        "deleted after each build (local storage roots).",
+        "deleted after each build (local or s3:// storage roots).",
     )
 
     def version_json(self) -> dict[str, Any]:

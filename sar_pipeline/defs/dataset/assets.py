@@ -84,10 +84,10 @@ def training_dataset(
         config,
         on_error=record_skip if config.skip_bad_tiles else None,
     )
-    pruned = (
-        prune_dataset_versions(storage.local_path(), config.keep_versions)
-        if not storage.mirror().remote
-        else None
+    # on an s3:// root the model stages' pointers may live only in their local copy: they protect too
+    mirror = storage.mirror()
+    pruned = prune_dataset_versions(
+        storage.root(), config.keep_versions, pointer_roots=[mirror.local()] if mirror.remote else []
     )
     advice = block_size_advice(config.block_size_m, result.median_tile_side_m)
     if advice:
@@ -102,9 +102,7 @@ def training_dataset(
         "flight_count": len(result.flights),
         "shards_written": len(result.shards_written),
         "shards_reused": len(result.flights) - len(result.shards_written),
-        "deleted_by_retention": dg.MetadataValue.json(
-            pruned.deleted if pruned else "skipped: object storage"
-        ),
+        "deleted_by_retention": dg.MetadataValue.json(pruned.deleted),
         "block_count": result.block_count,
         "dropped_guard_tiles": result.dropped_guard_tiles,
         "median_tile_side_m": round(result.median_tile_side_m, 1),
