@@ -25,3 +25,19 @@ def test_all_definitions_load_and_the_graph_is_wired():
         "storage",
         "archive",
     }
+
+
+def test_the_code_location_loads_without_torch_diffusers_or_transformers():
+    # every launched run (per-flight ones included) loads the code location in a fresh process:
+    # torch alone takes seconds to import, so the stages that need it import it when they run
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from sar_pipeline.definitions import defs; defs(); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'diffusers', 'transformers'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

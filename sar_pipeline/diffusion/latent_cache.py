@@ -23,18 +23,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field, field_validator
-from safetensors.torch import load_file, save_file
 
 from sar_pipeline.dataset import load_dataset_table
 from sar_pipeline.devices import resolve_device
-from sar_pipeline.diffusion.data import tiles_from_table
 from sar_pipeline.diffusion.models import vae_id as compute_vae_id
 from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.settings import Settings
 from sar_pipeline.storage import atomic_local_dir
+
+# torch is imported where tensors are made: the code location imports this module (the latent_cache
+# asset's settings) in every run, per-flight ones included, and torch alone takes seconds to import.
+if TYPE_CHECKING:
+    import torch
 
 INDEX_NAME = "index.json"
 
@@ -89,7 +92,6 @@ def cache_dir(storage_root: str | Path, dataset_version: str, vae_id: str) -> Pa
     return Path(storage_root) / "latents" / dataset_version / vae_id
 
 
-@torch.no_grad()
 def build_latent_cache(
     storage_root: str | Path,
     dataset_version: str,
@@ -105,6 +107,10 @@ def build_latent_cache(
 
     If a complete cache already exists for this (version, VAE, resolution), it is reused.
     """
+    from safetensors.torch import save_file
+
+    from sar_pipeline.diffusion.data import tiles_from_table
+
     device = resolve_device(device)
     vid = compute_vae_id(vae)
     target = cache_dir(storage_root, dataset_version, vid)
@@ -154,14 +160,16 @@ def build_latent_cache(
     return target
 
 
-@torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch_size: int = 8, device: str = "cpu") -> torch.Tensor:
     """Latent-distribution means (unscaled, float32, CPU) of images N×3×H×W in [-1, 1]."""
+    import torch
+
     out = []
     dtype = next(vae.parameters()).dtype
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device=device, dtype=dtype)
-        out.append(vae.encode(x).latent_dist.mean.float().cpu())
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(device=device, dtype=dtype)
+            out.append(vae.encode(x).latent_dist.mean.float().cpu())
     return torch.cat(out).contiguous()
 
 
@@ -184,6 +192,9 @@ def load_latent_cache(folder: str | Path, split: str = "train", resolution: int 
     for name in entry["shards"]:
         if not (folder / name).is_file():
             raise LatentCacheError(folder / name, "shard listed in index.json is missing")
+    import torch
+    from safetensors.torch import load_file
+
     parts = [load_file(str(folder / name)) for name in entry["shards"]]
 
     def joined(key: str) -> torch.Tensor:  # an empty split (a small dataset) has no shard
@@ -240,6 +251,8 @@ def write_latent_cache(
     vae_id: str = "synthetic",
 ) -> Path:
     """Write precomputed ``train`` latents as a cache folder (benchmarks; other encoders)."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     tensors = {"latents": latents.float().contiguous()}
     if latents_flip_azimuth is not None:

@@ -31,12 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders
 from sar_pipeline.errors import ModelError
+
+# torch (and what subclasses it) is imported inside the functions that use it: the code location
+# imports this module (text_token_counts, ensure_tiny_base) in every run, per-flight ones included,
+# and torch alone takes seconds to import.
+if TYPE_CHECKING:
+    import torch
 
 SD_COMPONENTS = ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
 SDXL_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler")
@@ -156,6 +159,7 @@ def tiny_components(seed: int = 0, family: str = "sd15") -> BaseModel:
     reads both text encoders' features side by side, a CLIPTextModel and a
     CLIPTextModelWithProjection, two tokenizers (the same real CLIP vocabulary).
     """
+    import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -238,6 +242,8 @@ def train_tiny_vae(
     Loss: pixel MSE + 1e-4 × KL to N(0, I). Afterwards the config's scaling_factor is set to
     1/std of the latent means so diffusion sees unit-variance latents.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     vae.train()
@@ -276,6 +282,7 @@ def write_tiny_base(
     ``images`` (N×3×64×64 in [-1, 1]), when given, train the tiny VAE first; without them the VAE
     stays random (fine for tests of the training mechanics, useless for looking at samples).
     """
+    from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders
     from sar_pipeline.storage import atomic_local_dir
 
     parts = tiny_components(seed, family)
@@ -300,6 +307,8 @@ def assemble_pipeline(unet, text_encoder, vae, tokenizer, scheduler):
     dropout trained it, not replaced by zeros); a CLIPTextModel a StableDiffusionPipeline.
     """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from sar_pipeline.diffusion.text_conditioning import SdxlTextEncoders
 
     if isinstance(text_encoder, SdxlTextEncoders):
         return StableDiffusionXLPipeline(
@@ -481,6 +490,8 @@ def _load_single_file(path: Path, single_file_config: str | Path) -> BaseModel:
 
 def vae_id(vae) -> str:
     """Identity of a VAE: 16 hex digits of SHA-256 over its config and weights (latent caches key on it)."""
+    import torch
+
     h = hashlib.sha256()
     config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())

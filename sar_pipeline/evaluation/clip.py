@@ -29,15 +29,19 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from sar_pipeline.devices import resolve_device
 from sar_pipeline.errors import ModelError, SarPipelineError
 from sar_pipeline.settings import Settings
+
+# torch is imported inside the functions that use it: the code location imports this module (the
+# sar_clip asset's settings) in every run, and torch alone takes seconds to import.
+if TYPE_CHECKING:
+    import torch
 
 #: what the sar_clip folder holds beside the transformers files
 SAR_CLIP_INFO = "sar_clip.json"
@@ -78,6 +82,7 @@ class SarClipSettings(Settings):
 
 def tiny_clip(image_size_px: int, seed: int = 0):
     """(model, tokenizer, image processor) of a small random-init CLIP with the real CLIP vocabulary."""
+    import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     from sar_pipeline.diffusion.models import build_clip_tokenizer
@@ -140,6 +145,8 @@ class SarClip:
         Done in torch rather than by the image processor itself (PIL per image): the same
         resize and normalisation, ten times faster on the small tiles of training.
         """
+        import torch
+
         size = _crop_size(self.processor)
         mean = torch.tensor(self.processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -171,24 +178,28 @@ class SarClip:
     def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return _features(self.model.get_text_features(**tokens))
 
-    @torch.no_grad()
     def embed_images(self, greys: list[np.ndarray], batch_size: int = 64) -> torch.Tensor:
         """Unit-length embeddings (N × D, CPU float32) of grey tiles in [0, 1]."""
+        import torch
+
         self.model.eval()
-        parts = [
-            self._image_features(self.pixel_values(greys[i : i + batch_size]))
-            for i in range(0, len(greys), batch_size)
-        ]
+        with torch.no_grad():
+            parts = [
+                self._image_features(self.pixel_values(greys[i : i + batch_size]))
+                for i in range(0, len(greys), batch_size)
+            ]
         return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
 
-    @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-length embeddings (N × D, CPU float32) of captions."""
+        import torch
+
         self.model.eval()
-        parts = [
-            self._text_features(self.tokens(texts[i : i + batch_size]))
-            for i in range(0, len(texts), batch_size)
-        ]
+        with torch.no_grad():
+            parts = [
+                self._text_features(self.tokens(texts[i : i + batch_size]))
+                for i in range(0, len(texts), batch_size)
+            ]
         return torch.nn.functional.normalize(torch.cat(parts).float(), dim=-1).cpu()
 
 
@@ -209,6 +220,8 @@ def _crop_size(processor) -> int:
 
 def _features(output: Any) -> torch.Tensor:
     # transformers returns a tensor, or (newer releases) an output object holding the projection
+    import torch
+
     if isinstance(output, torch.Tensor):
         return output
     for name in ("image_embeds", "text_embeds", "pooler_output"):
@@ -241,6 +254,8 @@ def load_pretrained_clip(path: str | Path) -> tuple[Any, Any, Any]:
 
 def load_sar_clip(path: str | Path, device: str = "auto") -> SarClip:
     """A SAR-CLIP folder written by :func:`train_sar_clip` (or any local transformers CLIP folder)."""
+    import torch
+
     model, tokenizer, processor = load_pretrained_clip(path)
     info_path = Path(path) / SAR_CLIP_INFO
     info = json.loads(info_path.read_text()) if info_path.is_file() else None
@@ -260,6 +275,8 @@ def contrastive_loss(
     ``image_embeds``, ``text_embeds``: B × D (normalised here); ``caption_ids``: B integers, equal
     for equal captions; ``logit_scale``: CLIP's learnt log temperature.
     """
+    import torch
+
     image_embeds = torch.nn.functional.normalize(image_embeds, dim=-1)
     text_embeds = torch.nn.functional.normalize(text_embeds, dim=-1)
     logits = logit_scale.exp().clamp(max=100.0) * image_embeds @ text_embeds.T
@@ -279,6 +296,7 @@ def train_sar_clip(
     Starts from ``settings.base_model_path`` (a local transformers CLIP) or a small CLIP from a
     config. Deterministic for a seed on the CPU.
     """
+    import torch
     from tqdm.auto import tqdm
 
     if len(greys) != len(captions):
@@ -354,6 +372,8 @@ def retrieval_recall(
     *distinct* caption, in first-seen order of ``captions``. Keys: ``image_to_text_r1``,
     ``text_to_image_r5``, ``chance_image_to_text_r1``, …, and ``distinct_captions``, ``tiles``.
     """
+    import torch
+
     distinct = list(dict.fromkeys(captions))
     if text_embeds.shape[0] != len(distinct):
         raise ValueError(f"{text_embeds.shape[0]} text embeddings for {len(distinct)} distinct captions")
@@ -394,6 +414,8 @@ def adherence(clip: SarClip, greys: list[np.ndarray], captions: list[str]) -> di
     ``retrieval_r1``: share of tiles whose own caption ranks first among the set's distinct captions
     (``chance_r1`` = 1 / distinct captions).
     """
+    import torch
+
     images = clip.embed_images(greys)
     distinct = list(dict.fromkeys(captions))
     texts = clip.embed_texts(distinct)

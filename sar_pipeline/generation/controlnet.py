@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, model_validator
 
 from sar_pipeline.errors import ConfigError
 from sar_pipeline.settings import Settings
 from sar_pipeline.storage import atomic_write_bytes
+
+# torch is imported inside the functions that train: the code location imports this module (the
+# controlnet asset's settings) in every run, and torch alone takes seconds to import.
 
 # sd15: diffusers' train_controlnet defaults; tiny: the CPU demo (random-init model, small tiles);
 # sdxl / tiny_sdxl: the same for the SDXL family (diffusers' train_controlnet_sdxl uses lr 1e-5 too)
@@ -135,6 +137,8 @@ class ControlNetSettings(ControlNetRecipe):
 def conditioning_tensors(storage_root: str, version: str, split: str, tile_ids: list[str], resolution: int):
     """(N×3×R×R conditioning pictures in [0, 1], N×R×R class codes, N×R×R grey tiles in [0, 1])
     of ``tile_ids`` in that order: land cover in the palette where the tile has some, else a sketch."""
+    import torch
+
     from sar_pipeline.dataset import load_dataset_table
     from sar_pipeline.diffusion.data import decode_tile
     from sar_pipeline.generation.conditioning import conditioning_image, resize_classes, sketch_classes
@@ -164,6 +168,7 @@ def conditioning_tensors(storage_root: str, version: str, split: str, tile_ids: 
 
 def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     """Train (afresh) and return the summary written to ``final.json``."""
+    import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import ControlNetModel

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
 from sar_pipeline.diffusion.models import inspect_base_model
 from sar_pipeline.errors import ModelError
+
+# torch is imported inside the functions that load models: the code location imports this module (the
+# model pointers) in every run, and torch alone takes seconds to import.
+if TYPE_CHECKING:
+    import torch
 
 #: scheduler name → (diffusers class, options added to the model's own schedule)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -73,6 +76,8 @@ class GenerationModel:
 
 def resolve_device(device: str) -> torch.device:
     """``'auto'`` → CUDA when available, else CPU; any other name as given."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -102,6 +107,7 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
 
     ModelError names a missing component (``unet/``, ``vae/``, …) or file, or an unreadable model.
     """
+    import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     folder = Path(path)
@@ -144,6 +150,7 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
 
 def load_controlnet(model: GenerationModel, path: str | Path) -> None:
     """Attach the ControlNet at ``path`` (a ``controlnet_model`` checkpoint or a ControlNetModel folder)."""
+    import torch
     from diffusers import ControlNetModel
 
     folder = Path(path)

@@ -9,7 +9,6 @@ from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.evaluation.fidelity import beats_base
 from sar_pipeline.generation.model import PROMOTED_POINTER, write_promoted
-from sar_pipeline.generation.output import now_utc
 
 
 def _latest_report(context: dg.AssetCheckExecutionContext, storage: StorageRoot) -> dict:
@@ -59,6 +58,8 @@ def sar_fidelity_beats_base(
             description="not promoted: " + "; ".join(reasons),
             metadata={**metadata, "reasons": dg.MetadataValue.json(reasons)},
         )
+    from sar_pipeline.generation.output import now_utc  # imports torch: not at code-location load
+
     pointer = write_promoted(
         storage.local_path(),
         {
