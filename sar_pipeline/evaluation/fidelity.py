@@ -27,7 +27,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -36,7 +36,6 @@ from sar_pipeline import radiometry
 from sar_pipeline.errors import ConfigError, ModelError
 from sar_pipeline.evaluation import metrics
 from sar_pipeline.evaluation.clip import SarClip, adherence
-from sar_pipeline.evaluation.inception import InceptionDistances, load_inception
 from sar_pipeline.evaluation.tiles import (
     SplitTiles,
     dataset_params,
@@ -46,6 +45,11 @@ from sar_pipeline.evaluation.tiles import (
 )
 from sar_pipeline.generation.settings import SchedulerName
 from sar_pipeline.settings import Settings
+
+# inception imports torch (its network is a torch module): imported when FID/KID are computed, not
+# when the code location loads this module (every run does, and torch takes seconds to import)
+if TYPE_CHECKING:
+    from sar_pipeline.evaluation.inception import InceptionDistances
 
 
 class FidelitySettings(Settings):
@@ -220,6 +224,8 @@ def inception_distances(settings: FidelitySettings) -> InceptionDistances | None
 
     if not settings.inception_path:
         return None
+    from sar_pipeline.evaluation.inception import InceptionDistances, load_inception
+
     return InceptionDistances(
         load_inception(settings.inception_path, resolve_device(settings.device)), settings.seed
     )
