@@ -191,3 +191,21 @@ def test_training_stages_use_the_dataset_version_of_the_upstream_materialisation
         dg.AssetMaterialization("training_dataset", metadata={"dataset_version": "cccc3333"})
     )
     assert upstream_dataset_version(context, "latent_cache", str(tmp_path)) == "aaaa1111"
+
+
+def test_a_dataset_version_without_train_tiles_fails_the_latent_cache_naming_the_settings(tmp_path):
+    # what a small dataset can come to with few blocks: every tile in validation or test
+    from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
+    from sar_pipeline_tests.dataset.fixtures import make_flight
+
+    storage = tmp_path / "storage"
+    make_flight(storage, "flight-a", rows=2, cols=2)
+    no_train = TrainingDatasetSettings(train_fraction=0.0, validation_fraction=0.5, test_fraction=0.5)
+    version = build_dataset(storage, ["flight-a"], no_train).version
+    result = _materialise([latent_cache], storage, {}, dataset_version=version)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert f"dataset version {version}" in message and "train split is empty" in message
+    assert "block_size_m" in message and "assignment" in message
+    assert not (storage / "latents").exists()  # nothing encoded, no base model trained

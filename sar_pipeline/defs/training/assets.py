@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from sar_pipeline import pictures
-from sar_pipeline.dataset import current_version, version_files
+from sar_pipeline.dataset import current_version, version_files, version_manifest
 from sar_pipeline.defs.pictures import picture
 from sar_pipeline.defs.pools import GPU_POOL, GPU_STEP_TAGS
 from sar_pipeline.defs.resources import StorageRoot
@@ -83,6 +83,21 @@ def pull_dataset_version(storage: StorageRoot, version: str) -> None:
         storage.pull(*path.split("/"))
 
 
+def require_train_tiles(storage_root: str, version: str) -> None:
+    """Raise naming the dataset version and the settings to change when its train split is empty
+    (nothing to train on; the tiny base's VAE and the trainer would fail on it with no clear cause)."""
+    counts = version_manifest(storage_root, version)["row_counts"]
+    if not counts.get("train"):
+        raise SarPipelineError(
+            f"dataset version {version}",
+            f"its train split is empty (rows per split: {counts}): with few ground blocks the spatial "
+            "split can put every block in validation/test, or drop the tiles as guard band. Set "
+            "training_dataset's block_size_m so that the flights span dozens of blocks (several tiles "
+            "wide each), or its assignment to 'balanced' (shares close to the fractions even with few "
+            "blocks; a new flight may then rewrite earlier flights' shards), and re-materialise it",
+        )
+
+
 @dg.asset(
     group_name="training",
     deps=[dg.AssetKey("training_dataset")],
@@ -105,6 +120,7 @@ def latent_cache(
     pull_dataset_version(storage, version)
     storage.pull("latents", version)
     root = str(storage.local_path())
+    require_train_tiles(root, version)
     vae = load_vae(diffusion_base.model_path(storage, version), diffusion_base.single_file_config)
     folder = latents.build_latent_cache(
         root,
