@@ -15,7 +15,18 @@ Phases (each timed with ``time.perf_counter``; ``--skip`` leaves phases out):
    without launching a process. On SQLite (``DagsterInstance.local_temp``) and, with ``--postgres``,
    on a throwaway PostgreSQL cluster on 127.0.0.1 (``sar_pipeline_tests.services.PostgresCluster``)
    through ``docker/dagster.yaml``.
-4. **backfill sample**: the per-flight stages (sar_scenes, sar_tiles at 64 px tiles, optical_tiles,
+4. **launched** (``--launched N``): runs as users run them — a code server over gRPC
+   (``dagster code-server start``), the daemon (``dagster-daemon run``), the instance's
+   ``QueuedRunCoordinator`` and ``DefaultRunLauncher`` (one process per run, and the default
+   multiprocess executor's one process per step, each loading the code location). A backfill of the
+   no-op asset over N flights is recorded as the daemon records the ``new_flights`` sensor's request
+   (``PartitionBackfill.from_asset_graph_subset``, as ``_submit_backfill_request`` does, plus a run
+   config) and the daemon launches its runs; per run, from the run's own events: launch (``RUN_STARTING``) →
+   start (``RUN_START``: the run process has loaded the code) → success, and the backfill's wall
+   time. On SQLite (the project's ``dagster.yaml``) and, with ``--postgres``, on
+   ``docker/dagster.yaml``. ``--launched-flights M`` then backfills the real per-flight stages over
+   M flights the same way (64 px tiles, template captions), measured, not extrapolated.
+5. **backfill sample**: the per-flight stages (sar_scenes, sar_tiles at 64 px tiles, optical_tiles,
    template captions) materialised for ``--sample`` flights in one process, one run per flight; then
    ``build_dataset`` once per added flight (incremental versions, ``assignment="hash"``), recording
    the time of each build, the shards written and the bytes under ``dataset/``. The figures for all
@@ -23,6 +34,8 @@ Phases (each timed with ``time.perf_counter``; ``--skip`` leaves phases out):
 
     .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 1000 --postgres
     .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 50 --sample 4   # a quick look
+    .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 20 --skip sqlite postgres backfill \
+        --launched 10 --launched-flights 20 --postgres   # launched runs and a real backfill via the daemon
 
 Prints one JSON object (also written to ``--json``).
 """
@@ -222,6 +235,178 @@ def backfill_sample(workdir: Path, archive_path: Path, sample: int, total: int) 
     }
 
 
+#: the per-flight stages' settings in launched backfills: tiles small enough for the tiny scenes
+FLIGHT_RUN_CONFIG = {"ops": {"sar_tiles": {"config": {"tile_size": 64, "ground_sample_distance_m": 1.25}}}}
+
+
+@contextlib.contextmanager
+def deployment(workdir: Path, name: str, archive_path: Path, postgres: bool):
+    """A code server (``benchmarks/noop_location.py``: the project plus the no-op asset) and the daemon
+    on a fresh instance (SQLite: the project's dagster.yaml; Postgres: docker/dagster.yaml on a
+    throwaway cluster); yields the instance as this process sees it."""
+    from sar_pipeline import paths
+    from sar_pipeline_tests.services import PostgresCluster, dagster_process, free_port, venv_tool
+
+    root = workdir / f"launched-{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "home").mkdir(parents=True)
+    config = paths.PROJECT_ROOT / ("docker" if postgres else "") / "dagster.yaml"
+    shutil.copyfile(config, root / "home" / "dagster.yaml")
+    port = free_port()
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: sar_pipeline\n"
+    )
+    with contextlib.ExitStack() as stack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAR_PIPELINE_", "DAGSTER_"))}
+        if postgres:
+            cluster = stack.enter_context(PostgresCluster())
+            env.update(cluster.env())
+            saved = {k: os.environ.get(k) for k in cluster.env()}
+            os.environ.update(cluster.env())
+            stack.callback(
+                lambda: [
+                    os.environ.pop(k) if v is None else os.environ.update({k: v}) for k, v in saved.items()
+                ]
+            )
+        env.update(
+            DAGSTER_HOME=str(root / "home"),
+            SAR_PIPELINE_DATA=str(root / "data"),
+            SAR_PIPELINE_ARCHIVE=str(archive_path / "catalog.json"),
+            SAR_PIPELINE_STORAGE=str(root / "storage"),
+            SAR_PIPELINE_RETRAIN_CRON="0 0 1 1 *",  # no retraining tick during the measurement
+            HF_HUB_OFFLINE="1",
+        )
+        location = paths.PROJECT_ROOT / "benchmarks" / "noop_location.py"
+        server = [venv_tool("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
+        server += ["-f", str(location), "--location-name", "sar_pipeline"]
+        stack.enter_context(
+            dagster_process(server, env, root / "code-server.log", paths.PROJECT_ROOT, port=port)
+        )
+        daemon = [venv_tool("dagster-daemon"), "run", "-w", str(workspace)]
+        stack.enter_context(dagster_process(daemon, env, root / "daemon.log", root))
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(root / "home")))
+        yield instance
+
+
+def launched_backfill(
+    instance: dg.DagsterInstance,
+    asset_keys: list[str],
+    flights: list[str],
+    run_config: dict,
+    timeout_s: float,
+) -> dict:
+    """Submit one backfill of ``asset_keys`` over ``flights`` (as the ``new_flights`` sensor does) and
+    wait for the daemon to launch and finish its runs; per-run figures from the runs' events."""
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from sar_pipeline.defs.flights.partitions import flight_partitions
+
+    instance.add_dynamic_partitions(flight_partitions.name, flights)
+    subset = flight_partitions.empty_subset().with_partition_keys(flights)
+    graph_subset = AssetGraphSubset(
+        partitions_subsets_by_asset_key={dg.AssetKey(k): subset for k in asset_keys}
+    )
+    backfill_id = f"bench-{time.time_ns()}"
+    submitted = time.time()
+    # what the daemon's _submit_backfill_request does with the sensor's request, plus the run config
+    # (a RunRequest carrying an asset graph subset drops its run_config)
+    instance.add_backfill(
+        PartitionBackfill.from_asset_graph_subset(
+            backfill_id=backfill_id,
+            dynamic_partitions_store=instance,
+            backfill_timestamp=submitted,
+            asset_graph_subset=graph_subset,
+            tags={},
+            title=None,
+            description=None,
+            run_config=run_config,
+        )
+    )
+    done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+    while time.time() - submitted < timeout_s:
+        runs = instance.get_runs(filters=runs_filter)
+        if len(runs) == len(flights) and all(r.status in done for r in runs):
+            break
+        time.sleep(2)
+    runs = instance.get_runs(filters=runs_filter)
+    figures = []
+    for run in runs:
+        stamps = {}
+        for record in instance.all_logs(run.run_id):
+            event = record.dagster_event
+            # by name: the stored values of the run events are still PIPELINE_*
+            if event is not None and event.event_type.name in (
+                "RUN_ENQUEUED",
+                "RUN_STARTING",
+                "RUN_START",
+                "RUN_SUCCESS",
+                "RUN_FAILURE",
+            ):
+                stamps.setdefault(event.event_type.name, record.timestamp)
+        end = stamps.get("RUN_SUCCESS", stamps.get("RUN_FAILURE"))
+        if "RUN_STARTING" in stamps and "RUN_START" in stamps and end is not None:
+            figures.append(
+                {
+                    "ok": "RUN_SUCCESS" in stamps,
+                    "queued_s": stamps["RUN_STARTING"] - stamps.get("RUN_ENQUEUED", stamps["RUN_STARTING"]),
+                    "launch_to_start_s": stamps["RUN_START"] - stamps["RUN_STARTING"],
+                    "start_to_end_s": end - stamps["RUN_START"],
+                    "launch_to_end_s": end - stamps["RUN_STARTING"],
+                    "end": end,
+                }
+            )
+
+    def summary(key: str) -> dict:
+        values = [f[key] for f in figures]
+        if not values:
+            return {}
+        return {
+            "median_s": round(statistics.median(values), 2),
+            "mean_s": round(statistics.fmean(values), 2),
+            "min_s": round(min(values), 2),
+            "max_s": round(max(values), 2),
+        }
+
+    return {
+        "flights": len(flights),
+        "runs": len(runs),
+        "succeeded": sum(f["ok"] for f in figures),
+        "statuses": sorted({r.status.value for r in runs}),
+        "backfill_wall_s": round(max((f["end"] for f in figures), default=time.time()) - submitted, 1),
+        "launch_to_start": summary("launch_to_start_s"),
+        "start_to_end": summary("start_to_end_s"),
+        "launch_to_end": summary("launch_to_end_s"),
+        "queued": summary("queued_s"),
+    }
+
+
+def launched_figures(
+    workdir: Path, name: str, archive_path: Path, noop_runs: int, real_flights: int, postgres: bool
+) -> dict:
+    """The no-op backfill, then (``real_flights`` > 0) the per-flight stages over real flights."""
+    flights = [f"demo-flight-{i:03d}" for i in range(max(noop_runs, real_flights))]
+    out = {}
+    with deployment(workdir, name, archive_path, postgres) as instance:
+        if noop_runs:
+            out["noop_backfill"] = launched_backfill(
+                instance, ["noop_per_flight"], flights[:noop_runs], {}, timeout_s=60 * noop_runs
+            )
+            print(json.dumps({name: out}), flush=True)
+        if real_flights:
+            from sar_pipeline.definitions import defs
+
+            job = defs().resolve_job_def("flight_job")
+            keys = [k.to_user_string() for k in sorted(job.asset_layer.executable_asset_keys)]
+            out["flight_backfill"] = launched_backfill(
+                instance, keys, flights[:real_flights], FLIGHT_RUN_CONFIG, timeout_s=120 * real_flights
+            )
+            out["flight_backfill"]["assets"] = keys
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
@@ -229,6 +414,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="no-op partition runs per instance")
     parser.add_argument("--sample", type=int, default=8, help="flights backfilled for real")
     parser.add_argument("--postgres", action="store_true", help="also on a throwaway PostgreSQL")
+    parser.add_argument("--launched", type=int, default=0, help="no-op runs launched through the daemon")
+    parser.add_argument(
+        "--launched-flights", type=int, default=0, help="flights backfilled through the daemon"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["sqlite", "postgres", "backfill"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -259,6 +448,17 @@ def main() -> None:
                 out[name] = instance_figures(instance, copy, args.runs)
         shutil.rmtree(copy, ignore_errors=True)
         print(json.dumps({name: out[name]}), flush=True)
+    if args.launched or args.launched_flights:
+        for name in ("sqlite", "postgres"):
+            if name == "postgres" and not args.postgres:
+                continue
+            key = f"launched_{name}"
+            # the real per-flight backfill once (on SQLite, the embedded default); the no-op on both
+            real = args.launched_flights if name == "sqlite" else 0
+            out[key] = launched_figures(
+                args.workdir, name, archive.root, args.launched, real, name == "postgres"
+            )
+            print(json.dumps({key: out[key]}), flush=True)
     if "backfill" not in args.skip:
         out["backfill_sample"] = backfill_sample(args.workdir, archive.root, args.sample, args.flights)
     out["machine"]["load_average_end"] = os.getloadavg()
