@@ -195,10 +195,20 @@ class S3Server:
     def __enter__(self) -> S3Server:
         self.server.start()
         wait_for_port(self.port, 30)
+        _forget_s3_clients()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
+        _forget_s3_clients()
+
+
+def _forget_s3_clients() -> None:
+    """Drop fsspec's cached S3 file systems: an instance is cached by its arguments, not by the
+    environment, so one made while an earlier server ran would keep that server's endpoint and keys."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @contextlib.contextmanager

@@ -75,7 +75,18 @@ def version_manifest(storage_root: UPath | str | os.PathLike, version: str | Non
     prefix = relative_path(folder, root)
     info["shards"] = []
     info["files"] = {s: [f"{prefix}/{s}.parquet"] for s in SPLITS}
+    if "row_counts" not in info:  # a bare legacy folder (split files, no info file): count from the footers
+        info["row_counts"] = {s: _parquet_rows(folder / f"{s}.parquet") for s in SPLITS}
     return info
+
+
+def _parquet_rows(path: UPath) -> int:
+    """Rows of one Parquet file, read from its footer (0 when the file is absent)."""
+    try:
+        with path.open("rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except FileNotFoundError:
+        return 0
 
 
 def dataset_split_paths(

@@ -47,10 +47,10 @@ def _failures(instance: dg.DagsterInstance) -> list[str]:
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
         for record in instance.all_logs(run.run_id):
             event = record.dagster_event
-            if event is not None and event.event_type_value in (
-                "STEP_FAILURE",
-                "RUN_FAILURE",
-                "ENGINE_EVENT",
+            if event is not None and event.event_type in (
+                dg.DagsterEventType.STEP_FAILURE,
+                dg.DagsterEventType.RUN_FAILURE,  # stored as "PIPELINE_FAILURE"
+                dg.DagsterEventType.ENGINE_EVENT,
             ):
                 error = getattr(event.event_specific_data, "error", None)
                 messages.append(f"{run.job_name} {event.event_type_value}: {record.message} {error or ''}")
