@@ -14,7 +14,9 @@ Beside ``cli.py`` (not in the generation package): the default model comes from 
 ``sar_fidelity``'s check when a checkpoint beats the base model), else the latest ``sd_model``
 materialisation (the Dagster instance of ``$DAGSTER_HOME``, else the storage root's
 ``models/sd/latest.json``); ``--controlnet`` likewise to
-the latest ``controlnet_model``. Outputs go to ``--out`` (default ``<data>/generated``).
+the latest ``controlnet_model``. On an ``s3://`` storage root ($SAR_PIPELINE_STORAGE) the model is
+pulled into this machine's copy ($SAR_PIPELINE_CACHE) when missing there, whichever machine trained
+it. Outputs go to ``--out`` (default ``<data>/generated``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ _ONLY_WITH = {"strength": ("img2img", "refine-simulated"), "conditioning_scale":
 
 
 def _storage_root() -> str:
-    """The storage root the pipeline writes to: $SAR_PIPELINE_STORAGE, else the default one."""
-    import os
+    """The storage root the pipeline writes to: $SAR_PIPELINE_STORAGE, else the default one. On an
+    ``s3://`` root the model is pulled into this machine's copy ($SAR_PIPELINE_CACHE)."""
+    from sar_pipeline.storage import storage_settings_from_environment
 
-    from sar_pipeline.storage import STORAGE_VARIABLE, StorageSettings
+    return storage_settings_from_environment().uri
 
-    return os.environ.get(STORAGE_VARIABLE) or StorageSettings().uri
+
+def _dataset_root(recorded: str | None) -> str:
+    """Where a model's dataset is read: the storage root its run recorded (``train_config.json``)
+    when that folder is on this machine, else this machine's storage root (the run trained on
+    another machine, in its copy of the same ``s3://`` root)."""
+    return recorded if recorded and Path(recorded).is_dir() else _storage_root()
 
 
 def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
@@ -169,7 +177,7 @@ def _params(model):
     from sar_pipeline.generation.output import dataset_radiometry
 
     if model.storage_root and model.dataset_version:
-        return dataset_radiometry(model.storage_root, model.dataset_version)
+        return dataset_radiometry(_dataset_root(model.storage_root), model.dataset_version)
     return None
 
 
@@ -286,7 +294,9 @@ def _model_pixel_m(model) -> float | None:
     from sar_pipeline.errors import SarPipelineError
 
     try:
-        table = load_dataset_table(model.storage_root, version=model.dataset_version, split="train")
+        table = load_dataset_table(
+            _dataset_root(model.storage_root), version=model.dataset_version, split="train"
+        )
     except SarPipelineError:
         return None
     if "ground_sample_distance_m" not in table.column_names or table.num_rows == 0:
@@ -338,7 +348,7 @@ def cmd_provenance(args) -> int:
         storage_root = read_json_or_empty(checkpoint.parent.parent.parent / "train_config.json").get(
             "storage_root"
         )
-    print("\n".join(describe(provenance, storage_root or _storage_root())))
+    print("\n".join(describe(provenance, _dataset_root(storage_root))))
     return 0
 
 

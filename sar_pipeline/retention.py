@@ -19,13 +19,15 @@ cache per dataset version, a checkpoint (~16 GB at SD 1.5 size with its optimize
   plus those of every dataset version kept above for a pointer (the current one, the checkpoints').
 * checkpoints of one training run (the recipe's ``checkpoints_total_limit``): the last N by step,
   plus the best (lowest held-out ``validation_loss`` in its ``checkpoint.json``), plus any checkpoint a
-  pointer references (``models/<kind>/latest.json``, a ControlNet run's ``sd_model_path``).
+  pointer references (``models/<kind>/latest.json``, ``models/sd/promoted.json``, a ControlNet run's
+  ``sd_model_path``; paths relative to the storage root, or absolute in older pointers).
 
 Nothing a pointer references is ever deleted, whatever N is. A local folder is deleted by renaming it
 to a hidden name first, so a reader never finds it half deleted. On object storage the model stages'
-checkpoints and latents are pruned in the local copy (and the pushed run folder follows it); the
-pointers read there (the model stages keep some, ``models/sd/latest.json``, only in that copy) are
-passed to the dataset's prune with ``pointer_roots``.
+checkpoints and latents are pruned in the local copy (and the pushed run folder follows it), so
+the pointers are read there: ``sd_model`` pulls them before training (each writer uploads its
+pointer). The local copy is also passed to the dataset's prune with ``pointer_roots`` (pointers
+written there by earlier versions, which kept ``models/sd/latest.json`` only in that copy).
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ from sar_pipeline.storage import (
 SHARD_GRACE_S = 3600.0
 
 #: JSON files under ``models/`` whose path values are pointers to checkpoints
-_POINTER_GLOBS = ("models/*/latest.json", "models/controlnet/*/controlnet_config.json")
+_POINTER_GLOBS = (
+    "models/*/latest.json",
+    "models/*/promoted.json",
+    "models/controlnet/*/controlnet_config.json",
+)
 
 
 @dataclasses.dataclass
@@ -80,14 +86,16 @@ def _checkpoint_infos(root: Path | UPath) -> list[dict[str, Any]]:
 
 
 def pointer_paths(storage_root: str | os.PathLike) -> set[Path]:
-    """Every path a model pointer under ``storage_root`` names (``latest.json``, ControlNet configs)."""
+    """Every path a model pointer under the local folder ``storage_root`` names (``latest.json``,
+    ``promoted.json``, ControlNet configs): relative paths (what pointers store) under
+    ``storage_root``, absolute ones (older pointers, models outside the root) as they are."""
     root = Path(storage_root)
     found: set[Path] = set()
     for pattern in _POINTER_GLOBS:
         for pointer in root.glob(pattern):
             for value in _json(pointer).values():
-                if isinstance(value, str) and os.sep in value:
-                    found.add(Path(value).resolve())
+                if isinstance(value, str) and "/" in value and "://" not in value:
+                    found.add((root / value).resolve())  # an absolute value replaces the root
     return found
 
 

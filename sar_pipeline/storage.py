@@ -50,10 +50,18 @@ class StorageSettings(Settings):
         default_factory=lambda: str(paths.data_dir() / "cache"),
         description="Local folder where the model stages (BLIP fine-tuning, latent cache, training) keep their "
         "copy of an s3:// storage root: what they read is downloaded there, what they write is uploaded "
-        "from there (checkpoints as they are written). Unused for a local root. Definitions read it from "
+        "from there (checkpoints as they are written); sar-pipeline generate downloads its model there too. "
+        "Unused for a local root. Definitions and the command line read it from "
         "$SAR_PIPELINE_CACHE when that is set; else <data>/cache. On Kubernetes: a volume shared by the "
         "step pods and the training pod.",
     )
+
+
+def storage_settings_from_environment() -> StorageSettings:
+    """The storage root and its local copy as the deployment sets them ($SAR_PIPELINE_STORAGE,
+    $SAR_PIPELINE_CACHE), each else its default: what the command line uses outside Dagster."""
+    chosen = {"uri": os.environ.get(STORAGE_VARIABLE), "cache_dir": os.environ.get(CACHE_VARIABLE)}
+    return StorageSettings(**{field: value for field, value in chosen.items() if value})
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

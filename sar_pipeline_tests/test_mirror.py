@@ -3,8 +3,10 @@ real S3 server test is sar_pipeline_tests/ops/test_s3.py)."""
 
 import uuid
 
+import pytest
 from upath import UPath
 
+from sar_pipeline.errors import ConfigError
 from sar_pipeline.mirror import LocalMirror
 
 
@@ -43,3 +45,33 @@ def test_pull_and_push_copy_only_what_changed_markers_last(tmp_path, monkeypatch
     (run / "checkpoints" / "checkpoint-2" / "weights.safetensors").unlink()
     mirror.push("models", "sd", "run", prune=True)
     assert not UPath(f"{root}/models/sd/run/checkpoints/checkpoint-2/weights.safetensors").exists()
+
+
+def test_pointer_files_rewritten_at_the_same_size_are_transferred(tmp_path):
+    """``latest.json`` naming checkpoint-4 instead of checkpoint-2 has the same size: a copy that
+    compared sizes only would keep the old pointer on the other machine (and on the root)."""
+    root = f"memory://lake-{uuid.uuid4().hex[:8]}/prefix"
+    writer, reader = LocalMirror(root, tmp_path / "a"), LocalMirror(root, tmp_path / "b")
+    pointer = writer.local("models", "sd", "latest.json")
+    pointer.parent.mkdir(parents=True)
+    for step in (2, 4):
+        pointer.write_text(f'{{"checkpoint": "checkpoint-{step}"}}')
+        assert writer.push("models", "sd", "latest.json") == 1
+        assert reader.pull("models", "sd", "latest.json") == 1
+        assert reader.local("models", "sd", "latest.json").read_text() == pointer.read_text()
+
+
+def test_stored_parts_of_uris_relative_and_local_copy_paths(tmp_path):
+    root = f"memory://lake-{uuid.uuid4().hex[:8]}/prefix"
+    mirror = LocalMirror(root, tmp_path / "cache")
+    parts = ("models", "sd", "run", "checkpoints", "checkpoint-2", "pipeline")
+    assert mirror.stored_parts(f"{root}/{'/'.join(parts)}") == parts  # asset metadata
+    assert mirror.stored_parts("/".join(parts)) == parts  # a pointer
+    assert mirror.stored_parts(mirror.local(*parts)) == parts  # an older pointer on this machine
+    assert mirror.stored_parts(tmp_path / "weights" / "sd15") is None  # outside the root
+    assert mirror.stored_parts("memory://other/models/sd") is None
+    with pytest.raises(ConfigError, match="climb"):
+        mirror.stored_parts("models/../../etc")
+    local = LocalMirror(tmp_path / "root", tmp_path / "cache")
+    assert local.stored_parts(tmp_path / "root" / "models" / "sd") == ("models", "sd")
+    assert local.pull_recorded(tmp_path / "root" / "models") == tmp_path / "root" / "models"

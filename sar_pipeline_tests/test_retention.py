@@ -11,7 +11,7 @@ from sar_pipeline.dataset import current_version, load_dataset_table, version_fi
 from sar_pipeline.dataset.write import TrainingDatasetSettings, build_dataset
 from sar_pipeline.diffusion.checkpoint import list_checkpoints, publish_checkpoint
 from sar_pipeline.errors import ConfigError
-from sar_pipeline.generation.model import write_latest
+from sar_pipeline.generation.model import write_latest, write_promoted
 from sar_pipeline.retention import (
     SHARD_GRACE_S,
     checkpoints_to_keep,
@@ -93,6 +93,10 @@ def test_keeps_the_last_latent_caches_and_those_of_pointed_versions(tmp_path):
     assert sorted(p.name for p in (tmp_path / "latents").iterdir()) == ["v1", "v2", "v4"]
 
 
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def _checkpoint(run: Path, step: int, validation_loss: float | None) -> Path:
     partial = run / "checkpoints" / f"checkpoint-{step:08d}.partial"
     (partial / "pipeline").mkdir(parents=True)
@@ -100,12 +104,25 @@ def _checkpoint(run: Path, step: int, validation_loss: float | None) -> Path:
     return partial
 
 
-def test_checkpoints_keep_the_last_the_best_and_the_pointed(tmp_path):
+def test_checkpoints_keep_the_last_the_best_and_the_pointed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # relative pointers resolve under the storage root, not here
     run = tmp_path / "models" / "sd" / "run-a"
     losses = {10: 0.30, 20: 0.12, 30: 0.25, 40: 0.20, 50: None, 60: 0.22}
-    # generation's pointer names the step-30 pipeline (a promoted model)
-    pointed = run / "checkpoints" / "checkpoint-00000030" / "pipeline"
-    write_latest(tmp_path, "sd_model", {"checkpoint": str(pointed), "run": "run-a"})
+    pipeline = "models/sd/run-a/checkpoints/checkpoint-{:08d}/pipeline"
+    # generation's pointers: the latest sd_model names step 30, the promoted one step 10
+    write_latest(tmp_path, "sd_model", {"checkpoint": str(tmp_path / pipeline.format(30)), "run": "run-a"})
+    write_promoted(tmp_path, {"checkpoint": str(tmp_path / pipeline.format(10))})
+    stored = {
+        name: _json(tmp_path / "models" / "sd" / f"{name}.json")["checkpoint"]
+        for name in ("latest", "promoted")
+    }
+    assert stored == {"latest": pipeline.format(30), "promoted": pipeline.format(10)}  # relative to the root
+    # a pointer written before pointers were relative: an absolute path (the ControlNet's sd_model)
+    old = tmp_path / "models" / "controlnet" / "latest.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(
+        json.dumps({"controlnet": "/elsewhere/controlnet", "sd_model": str(tmp_path / pipeline.format(40))})
+    )
     for step, loss in losses.items():
         publish_checkpoint(
             _checkpoint(run, step, loss),
@@ -114,8 +131,11 @@ def test_checkpoints_keep_the_last_the_best_and_the_pointed(tmp_path):
             storage_root=tmp_path,
         )
     kept = [int(c.name.split("-")[1]) for c in list_checkpoints(run)]
-    # last two (50, 60), the best held-out loss (20), the pointed one (30)
-    assert kept == [20, 30, 50, 60]
+    # last two (50, 60), the best held-out loss (20), the pointed ones (latest 30, promoted 10, old 40)
+    assert kept == [10, 20, 30, 40, 50, 60]
+    old.unlink()
+    publish_checkpoint(_checkpoint(run, 70, None), {"step": 70}, keep_last=2, storage_root=tmp_path)
+    assert [int(c.name.split("-")[1]) for c in list_checkpoints(run)] == [10, 20, 30, 60, 70]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     # 0 keeps everything
     everything = list_checkpoints(run)
@@ -144,8 +164,6 @@ def _keys(client, prefix: str) -> set[str]:
 
 def test_on_s3_keeps_the_last_the_current_and_the_pointed_versions_and_their_shards(s3_lake, tmp_path):
     import time
-
-    from sar_pipeline.generation.model import write_promoted
 
     local, root = tmp_path / "flights", "s3://lake/storage"
     for k in range(4):

@@ -70,13 +70,12 @@ class StorageRoot(dg.ConfigurableResource, StorageSettings):
 
     def pull_recorded(self, recorded: str | Path) -> Path:
         """The local copy of a file or folder as metadata records it (:meth:`uri_of`): under a
-        remote root it is pulled first (this machine's copy may be empty); a local path as it is."""
-        root = str(self.root()).rstrip("/")
-        if not (self.mirror().remote and str(recorded).startswith(root + "/")):
-            return Path(recorded)
-        parts = str(recorded)[len(root) + 1 :].split("/")
-        self.pull(*parts)
-        return self.local_path(*parts)
+        remote root it is pulled first (this machine's copy may be empty); a path outside the root as
+        it is (``LocalMirror.pull_recorded``)."""
+        parts = self.mirror().stored_parts(recorded)
+        if parts:
+            self.path(*parts)  # each part validated
+        return self.mirror().pull_recorded(recorded)
 
     def flight_path(self, flight_id: str, *parts: str) -> UPath:
         """``root/flights/<flight_id>/parts…``: where a flight partition's outputs live."""

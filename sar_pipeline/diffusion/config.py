@@ -395,7 +395,8 @@ class TrainRecipe(Settings):
         default=3,
         ge=0,
         description="Retention: keep the last this many checkpoints of the run, plus the one with the best "
-        "held-out validation loss and any a model pointer (models/<kind>/latest.json) references; the "
+        "held-out validation loss and any a model pointer (models/<kind>/latest.json, models/sd/promoted.json) "
+        "references; the "
         "others are deleted as new ones are written (0 keeps all).",
     )
     resume_from_checkpoint: str = Field(

@@ -113,7 +113,10 @@ class ControlNetSettings(ControlNetRecipe):
     preset: Literal["sd15", "tiny", "sdxl", "tiny_sdxl"] = Field(
         default="sd15", description="Fills the options left empty (the sd_model's diffusion_base preset)."
     )
-    sd_model_path: str = Field(description="The sd_model pipeline folder the ControlNet is trained for.")
+    sd_model_path: str = Field(
+        description="The sd_model pipeline folder the ControlNet is trained for: relative to storage_root "
+        "(what controlnet_model writes, so the run's config names the model on any machine), or absolute."
+    )
     storage_root: str = Field(description="Storage root holding dataset/ and latents/.")
     dataset_version: str = Field(description="Dataset version (its latent cache must exist).")
     output_dir: str = Field(description="Run folder.")
@@ -192,7 +195,7 @@ def train_controlnet(cfg: ControlNetSettings, reporter=None) -> dict[str, Any]:
     set_seed(cfg.seed)
 
     # ---------------------------------------------------------------- models: the sd_model frozen, a ControlNet from its UNet
-    model = load_generation_model(cfg.sd_model_path, device=str(device))
+    model = load_generation_model(Path(cfg.storage_root) / cfg.sd_model_path, device=str(device))
     pipe = model.pipe
     for part in pipe.components.values():  # UNet, VAE, the text encoder(s): all frozen
         if isinstance(part, torch.nn.Module):

@@ -24,6 +24,8 @@ from sar_pipeline.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
+    from sar_pipeline.mirror import LocalMirror
+
 #: scheduler name → (diffusers class, options added to the model's own schedule)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
@@ -191,6 +193,14 @@ def default_guidance_rescale(model: GenerationModel, value: float | None) -> flo
 
 # ----------------------------------------------------------------------------------------------
 # the latest model of each training asset, as a pointer file under the storage root
+#
+# A pointer stores its model folders relative to the storage root (``models/sd/<run>/checkpoints/
+# checkpoint-<step>/pipeline``), so that any machine reading the same root finds them: under the
+# root itself when it is a local folder, or in this machine's local copy of an ``s3://`` root
+# (``sar_pipeline.mirror``), pulled there when missing. Pointers written before stored absolute
+# paths of the machine that wrote them; those are still read, as the paths they name (valid on
+# that machine, or where the same path is shared). A folder outside the storage root (local
+# weights) is stored absolute.
 
 #: asset → its pointer file under the storage root, written when the asset materialises
 LATEST_POINTERS = {
@@ -202,27 +212,96 @@ LATEST_POINTERS = {
 MODEL_KEYS = {"sd_model": "checkpoint", "controlnet_model": "controlnet", "sar_clip": "sar_clip"}
 #: the sd_model checkpoint sar_fidelity's check promoted (it beat the base model): generation's default
 PROMOTED_POINTER = ("models", "sd", "promoted.json")
+#: pointer fields naming a model folder (stored relative to the storage root)
+POINTER_FOLDER_KEYS = ("checkpoint", "controlnet", "sar_clip", "sd_model")
 
 
-def write_latest(storage_root: str | Path, asset: str, info: dict[str, Any]) -> Path:
-    """Record ``info`` (at least the model folder under :data:`MODEL_KEYS`) as ``asset``'s latest."""
+def storage_mirror(storage_root: str | Path | LocalMirror) -> LocalMirror:
+    """``storage_root`` as its local copy: itself for a local folder; for an ``s3://`` URI the copy
+    under the cache folder the environment sets (``storage_settings_from_environment``)."""
+    from sar_pipeline.mirror import LocalMirror
+    from sar_pipeline.storage import storage_settings_from_environment
+
+    if isinstance(storage_root, LocalMirror):
+        return storage_root
+    return LocalMirror(storage_root, storage_settings_from_environment().cache_dir)
+
+
+def stored_model_path(storage_root: str | Path | LocalMirror, folder: str | Path) -> str:
+    """What a pointer stores for ``folder``: its path relative to the storage root (``/``
+    separators) when it lies under the root or its local copy, else the absolute path."""
+    parts = storage_mirror(storage_root).stored_parts(folder)
+    return "/".join(parts) if parts else str(folder)
+
+
+def pull_model_folder(storage_root: str | Path | LocalMirror, recorded: str | Path) -> Path:
+    """Where the model folder ``recorded`` (a pointer's relative path, an older pointer's absolute
+    path, or a storage URI from asset metadata) is on this machine: under the local copy, pulled
+    from an ``s3://`` root first with what loading it reads beside it (the checkpoint's
+    ``checkpoint.json``, the run's ``train_config.json`` / ``controlnet_config.json``; not the
+    optimizer state); a folder outside the storage root as it is."""
+    mirror = storage_mirror(storage_root)
+    parts = mirror.stored_parts(recorded)
+    if not parts:
+        return Path(recorded)
+    mirror.pull(*parts)
+    if len(parts) >= 4 and parts[-3] == "checkpoints":  # <run>/checkpoints/checkpoint-N/<folder>
+        mirror.pull(*parts[:-1], "checkpoint.json")
+        for name in ("train_config.json", "controlnet_config.json"):
+            mirror.pull(*parts[:-3], name)
+    return mirror.local(*parts)
+
+
+def _write_pointer(
+    storage_root: str | Path | LocalMirror, where: tuple[str, ...], info: dict[str, Any]
+) -> Path:
+    """Write pointer ``info`` at ``where`` in the local copy (folders stored relative to the root,
+    :func:`stored_model_path`) and upload it to a remote root; the local file's path."""
     from sar_pipeline.storage import atomic_write_bytes
 
-    path = Path(storage_root).joinpath(*LATEST_POINTERS[asset])
-    atomic_write_bytes(path, json.dumps(info, indent=1, default=str).encode())
+    mirror = storage_mirror(storage_root)
+    stored = {
+        key: stored_model_path(mirror, value) if key in POINTER_FOLDER_KEYS and value else value
+        for key, value in info.items()
+    }
+    path = mirror.local(*where)
+    atomic_write_bytes(path, json.dumps(stored, indent=1, default=str).encode())
+    mirror.push(*where)
     return path
 
 
-def read_latest(storage_root: str | Path, asset: str) -> dict[str, Any] | None:
-    """The pointer :func:`write_latest` wrote for ``asset`` (None when there is none)."""
-    info = read_json_or_empty(Path(storage_root).joinpath(*LATEST_POINTERS[asset]))
+def _read_pointer(storage_root: str | Path | LocalMirror, where: tuple[str, ...]) -> dict[str, Any] | None:
+    """The pointer at ``where`` (pulled from a remote root first), its folders as paths on this
+    machine (relative ones under the local copy; not pulled); None when there is none."""
+    mirror = storage_mirror(storage_root)
+    mirror.pull(*where)
+    info = read_json_or_empty(mirror.local(*where))
+    for key in POINTER_FOLDER_KEYS:
+        if isinstance(info.get(key), str) and info[key]:
+            parts = mirror.stored_parts(info[key])
+            info[key] = str(mirror.local(*parts)) if parts else info[key]
     return info or None
 
 
-def latest_model_folder(storage_root: str | Path, asset: str, from_instance: str | None = None) -> Path:
-    """The folder of ``asset``'s latest materialisation: ``from_instance`` (what the Dagster instance
-    recorded, when the caller could ask it), else the storage root's pointer; ModelError saying
-    which asset to materialise when there is neither."""
+def write_latest(storage_root: str | Path | LocalMirror, asset: str, info: dict[str, Any]) -> Path:
+    """Record ``info`` (at least the model folder under :data:`MODEL_KEYS`) as ``asset``'s latest,
+    in the local copy and on a remote root (see the pointer notes above :data:`LATEST_POINTERS`)."""
+    return _write_pointer(storage_root, LATEST_POINTERS[asset], info)
+
+
+def read_latest(storage_root: str | Path | LocalMirror, asset: str) -> dict[str, Any] | None:
+    """The pointer :func:`write_latest` wrote for ``asset``, its folders as paths on this machine
+    (None when there is none)."""
+    return _read_pointer(storage_root, LATEST_POINTERS[asset])
+
+
+def latest_model_folder(
+    storage_root: str | Path | LocalMirror, asset: str, from_instance: str | None = None
+) -> Path:
+    """The folder of ``asset``'s latest materialisation on this machine (pulled from a remote root
+    when missing, :func:`pull_model_folder`): ``from_instance`` (what the Dagster instance recorded,
+    when the caller could ask it), else the storage root's pointer; ModelError saying which asset to
+    materialise when there is neither."""
     folder = from_instance or (read_latest(storage_root, asset) or {}).get(MODEL_KEYS[asset])
     if not folder:
         how = "sar-pipeline demo / run, or materialise it in the UI"
@@ -230,41 +309,43 @@ def latest_model_folder(storage_root: str | Path, asset: str, from_instance: str
             asset,
             f"no {asset} materialised yet (storage root {storage_root}): materialise the {asset} asset ({how})",
         )
-    if not Path(folder).exists():
-        raise ModelError(folder, f"the latest {asset} folder is gone: materialise {asset} again")
-    return Path(folder)
+    here = pull_model_folder(storage_root, folder)
+    if not here.exists():
+        raise ModelError(here, f"the latest {asset} folder is gone: materialise {asset} again")
+    return here
 
 
-def write_promoted(storage_root: str | Path, info: dict[str, Any]) -> Path:
-    """Record ``info`` (at least ``checkpoint``: the pipeline folder) as the promoted sd_model."""
-    from sar_pipeline.storage import atomic_write_bytes
-
-    path = Path(storage_root).joinpath(*PROMOTED_POINTER)
-    atomic_write_bytes(path, json.dumps(info, indent=1, default=str).encode())
-    return path
+def write_promoted(storage_root: str | Path | LocalMirror, info: dict[str, Any]) -> Path:
+    """Record ``info`` (at least ``checkpoint``: the pipeline folder) as the promoted sd_model, in
+    the local copy and on a remote root."""
+    return _write_pointer(storage_root, PROMOTED_POINTER, info)
 
 
-def read_promoted(storage_root: str | Path) -> dict[str, Any] | None:
-    """The pointer :func:`write_promoted` wrote (None when no model was promoted yet)."""
-    info = read_json_or_empty(Path(storage_root).joinpath(*PROMOTED_POINTER))
-    return info or None
+def read_promoted(storage_root: str | Path | LocalMirror) -> dict[str, Any] | None:
+    """The pointer :func:`write_promoted` wrote, its folders as paths on this machine (None when no
+    model was promoted yet)."""
+    return _read_pointer(storage_root, PROMOTED_POINTER)
 
 
-def default_sd_model_folder(storage_root: str | Path, from_instance: str | None = None) -> Path:
+def default_sd_model_folder(storage_root: str | Path | LocalMirror, from_instance: str | None = None) -> Path:
     """Generation's default model: the promoted sd_model checkpoint (one that beat the base model
-    under sar_fidelity) when there is one, else the latest sd_model (:func:`latest_model_folder`)."""
+    under sar_fidelity) when there is one, else the latest sd_model (:func:`latest_model_folder`);
+    pulled from a remote root when missing."""
     return default_sd_model(storage_root, from_instance)[0]
 
 
-def default_sd_model(storage_root: str | Path, from_instance: str | None = None) -> tuple[Path, str]:
+def default_sd_model(
+    storage_root: str | Path | LocalMirror, from_instance: str | None = None
+) -> tuple[Path, str]:
     """:func:`default_sd_model_folder` and which it is: ``"promoted"`` or ``"latest"``."""
     promoted = (read_promoted(storage_root) or {}).get("checkpoint")
     if not promoted:
         return latest_model_folder(storage_root, "sd_model", from_instance), "latest"
-    if not Path(promoted).exists():
+    here = pull_model_folder(storage_root, promoted)
+    if not here.exists():
         raise ModelError(
-            promoted,
+            here,
             f"the promoted sd_model folder is gone: pass --model, or remove {Path(*PROMOTED_POINTER)} "
             "under the storage root to use the latest sd_model",
         )
-    return Path(promoted), "promoted"
+    return here, "promoted"

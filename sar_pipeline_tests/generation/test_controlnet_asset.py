@@ -57,7 +57,8 @@ def test_controlnet_trains_on_the_model_generation_uses_the_promoted_one(gen_wor
     storage = tmp_path / "storage"
     shutil.copytree(gen_world["storage"], storage, ignore=shutil.ignore_patterns("controlnet"))
     latest = json.loads((storage / "models" / "sd" / "latest.json").read_text())["checkpoint"]
-    assert latest == str(gen_world["pipeline"])  # the latest sd_model: gen_world's run
+    # the latest sd_model: gen_world's run, relative to the storage root (so: in this copy of it)
+    assert latest == gen_world["pipeline"].relative_to(gen_world["storage"]).as_posix()
     run = gen_world["pipeline"].parents[2]  # <run>/checkpoints/checkpoint-N/pipeline
     promoted_run = storage / "models" / "sd" / "promoted-run"
     shutil.copytree(run, promoted_run)
@@ -73,5 +74,7 @@ def test_controlnet_trains_on_the_model_generation_uses_the_promoted_one(gen_wor
     assert meta["sd_model"].value == str(promoted) and meta["sd_model_source"].value == "promoted"
     run_dir = Path(meta["controlnet"].value).parents[2]
     assert run_dir.name.startswith("promoted-run-")
-    assert json.loads((run_dir / "controlnet_config.json").read_text())["sd_model_path"] == str(promoted)
+    # the run's config names the model relative to the storage root: valid on any machine
+    config = json.loads((run_dir / "controlnet_config.json").read_text())
+    assert config["sd_model_path"] == promoted.relative_to(storage).as_posix()
     assert read_latest(storage, "controlnet_model")["sd_model_source"] == "promoted"

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import boto3
 import dagster as dg
+import numpy as np
 import pytest
+from PIL import Image
 
 from sar_pipeline.archive.demo import write_demo_archive
+from sar_pipeline.archive.landcover import FIELD
 from sar_pipeline.archive.simulate import SMALL_DEMO_SETTINGS
+from sar_pipeline.cli_generation import run_command
 from sar_pipeline.dataset import version_files
 from sar_pipeline.defs.captions.assets import captions
 from sar_pipeline.defs.captions.checks import captions_not_empty
@@ -29,9 +34,11 @@ from sar_pipeline.defs.flights.assets import sar_scenes
 from sar_pipeline.defs.geo.assets import optical_tiles, sar_tiles
 from sar_pipeline.defs.geo.resources import LandCoverResource, OpticalResource
 from sar_pipeline.defs.resources import SarArchiveResource, StorageRoot
-from sar_pipeline.defs.training.assets import latent_cache, sd_model
+from sar_pipeline.defs.training.assets import controlnet_model, latent_cache, sd_model
 from sar_pipeline.defs.training.resources import DiffusionBase, SdTrainerLauncher
-from sar_pipeline.storage import resolve_dir
+from sar_pipeline.generation.conditioning import landcover_to_rgb
+from sar_pipeline.generation.output import read_provenance
+from sar_pipeline.storage import CACHE_VARIABLE, STORAGE_VARIABLE, resolve_dir
 from sar_pipeline_tests.services import S3Server
 
 TRAINING = {
@@ -179,3 +186,100 @@ def test_archive_storage_and_model_stages_all_on_s3(s3, tmp_path):
     # credentials came from the environment only: none in the event log
     for record in instance.all_logs(cross.run_id) + instance.all_logs(per_flight.run_id):
         assert server.secret_key not in str(record)
+
+    _models_used_from_another_machine(instance, resources, client, tmp_path, run, version)
+
+
+def _lake_json(client, key: str) -> dict:
+    return json.loads(client.get_object(Bucket="lake", Key=f"sar-pipeline/{key}")["Body"].read())
+
+
+def _models_used_from_another_machine(instance, resources, client, tmp_path, run, version):
+    """The model pointers name checkpoints relative to the storage root: the training machine
+    promotes one of its checkpoints, and a machine with an empty local copy generates with it,
+    trains the ControlNet on it and sketches with that ControlNet."""
+    trainer = StorageRoot(uri="s3://lake/sar-pipeline", cache_dir=str(tmp_path / "cache"))
+    checkpoint = f"models/sd/{run}/checkpoints/checkpoint-00000002/pipeline"
+    assert _lake_json(client, "models/sd/latest.json")["checkpoint"] == (
+        f"models/sd/{run}/checkpoints/checkpoint-00000004/pipeline"
+    )
+    # promotion on the training machine, by the check, of a report naming its local copy's checkpoint
+    scores = {"wasserstein_db": 1.0, "clip_score": 30.0, "glcm_distance": 0.5}
+    report = {
+        "run": run,
+        "dataset_version": version,
+        "real": {"clip_score": 40.0},
+        "base": {"scores": {"wasserstein_db": 4.0, "clip_score": 20.0, "glcm_distance": 2.0}},
+        "checkpoints": [
+            {"step": 2, "pipeline": str(trainer.local_path(*checkpoint.split("/"))), "scores": scores}
+        ],
+        "best": 0,
+    }
+    key = "sar-pipeline/evaluation/hand-made/report.json"
+    client.put_object(Bucket="lake", Key=key, Body=json.dumps(report).encode())
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "sar_fidelity", metadata={"report": dg.MetadataValue.path(f"s3://lake/{key}")}
+        )
+    )
+    promotion = dg.materialize(
+        [sar_fidelity_beats_base],
+        resources={"storage": trainer},
+        instance=instance,
+        selection=dg.AssetSelection.checks(sar_fidelity_beats_base),
+    )
+    assert promotion.get_asset_check_evaluations()[0].passed
+    assert _lake_json(client, "models/sd/promoted.json")["checkpoint"] == checkpoint
+
+    # sar-pipeline generate on another machine: no Dagster instance, an empty local copy
+    other = tmp_path / "generator"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DAGSTER_HOME", raising=False)
+        patch.setenv(STORAGE_VARIABLE, trainer.uri)
+        patch.setenv(CACHE_VARIABLE, str(other))
+        fast = ["--steps", "2", "--num-images", "1", "--device", "cpu", "--out", str(tmp_path / "out")]
+        assert run_command(["generate", "a river", "--geotiff", *fast]) == 0
+        here = StorageRoot(uri=trainer.uri, cache_dir=str(other)).local_path(*checkpoint.split("/"))
+        (png,) = (tmp_path / "out").glob("text-*.png")
+        assert read_provenance(png).checkpoint == str(here)
+        assert png.with_suffix(".tif").is_file()  # the dataset's radiometry, read from the root
+
+        # the ControlNet trained on yet another machine, on the promoted model it pulls
+        builder = StorageRoot(uri=trainer.uri, cache_dir=str(tmp_path / "controlnet"))
+        trained = dg.materialize(
+            [controlnet_model],
+            instance=instance,
+            resources={**resources, "storage": builder},
+            run_config={
+                "ops": {
+                    "controlnet_model": {
+                        "config": {
+                            "max_train_steps": 1,
+                            "checkpoint_every_steps": 1,
+                            "validation_tiles": 1,
+                            "validation_steps": 1,
+                        }
+                    }
+                }
+            },
+        )
+        assert trained.success
+        meta = trained.asset_materializations_for_node("controlnet_model")[0].metadata
+        assert meta["sd_model"].value == f"{trainer.uri}/{checkpoint}"
+        assert meta["sd_model_source"].value == "promoted"
+        pointer = _lake_json(client, "models/controlnet/latest.json")
+        assert pointer["sd_model"] == checkpoint and pointer["controlnet"].startswith("models/controlnet/")
+        assert f"sar-pipeline/{pointer['controlnet']}/config.json" in _keys(
+            client, "lake", "sar-pipeline/models/"
+        )
+        config = _lake_json(client, str(Path(pointer["controlnet"]).parents[2] / "controlnet_config.json"))
+        assert config["sd_model_path"] == checkpoint
+
+        # and the generating machine sketches with it
+        sketch = tmp_path / "sketch.png"
+        Image.fromarray(landcover_to_rgb(np.full((64, 64), FIELD, np.uint8))).save(sketch)
+        assert run_command(["sketch", str(sketch), "fields", *fast]) == 0
+        (drawn,) = (tmp_path / "out").glob("sketch-*.png")
+        assert read_provenance(drawn).controlnet == str(
+            StorageRoot(uri=trainer.uri, cache_dir=str(other)).local_path(*pointer["controlnet"].split("/"))
+        )

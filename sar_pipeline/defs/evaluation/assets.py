@@ -73,8 +73,7 @@ def sar_clip(
             ),
         )
     storage.push("models", "sar_clip", name)
-    write_latest(root, "sar_clip", {"sar_clip": str(folder), "dataset_version": version})
-    storage.push("models", "sar_clip", "latest.json")
+    write_latest(storage.mirror(), "sar_clip", {"sar_clip": str(folder), "dataset_version": version})
     retrieval = info["retrieval"]
     context.log.info(f"SAR-CLIP at {storage.uri_of(folder)}: retrieval {retrieval}")
     if not info["evaluation_held_out"]:
@@ -112,13 +111,18 @@ class FidelityConfig(dg.Config, FidelitySettings):
 
 def _latest_run_dir(context: dg.AssetExecutionContext, storage: StorageRoot) -> Path:
     """The folder of the run of sd_model's latest materialisation (its ``run`` metadata, pulled from a
-    remote root), else of the storage root's ``models/sd/latest.json``."""
+    remote root), else of the storage root's ``models/sd/latest.json`` (pulled likewise)."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey("sd_model"))
     run = event.asset_materialization.metadata.get("run") if event and event.asset_materialization else None
     if run is not None:
-        storage.pull("models", "sd", str(run.value))
-        return storage.local_path("models", "sd", str(run.value))
-    return fidelity.run_dir_of(latest_model_folder(storage.local_path(), "sd_model"))
+        name = str(run.value)
+    else:
+        run_dir = fidelity.run_dir_of(latest_model_folder(storage.mirror(), "sd_model"))
+        if run_dir.parent != storage.local_path("models", "sd"):
+            return run_dir  # an older pointer's absolute path outside this machine's copy
+        name = run_dir.name
+    storage.pull("models", "sd", name)  # the whole run: every checkpoint is scored
+    return storage.local_path("models", "sd", name)
 
 
 def _pull_run_inputs(storage: StorageRoot, run_dir: Path) -> None:
@@ -169,9 +173,8 @@ def sar_fidelity(
 ) -> dg.MaterializeResult:
     root = storage.local_path()
     run_dir = _latest_run_dir(context, storage)
-    recorded_clip = latest_model_from_instance("sar_clip", context.instance)
     clip_folder = latest_model_folder(
-        root, "sar_clip", str(storage.pull_recorded(recorded_clip)) if recorded_clip else None
+        storage.mirror(), "sar_clip", latest_model_from_instance("sar_clip", context.instance)
     )
     clip = sar_clip_model.load_sar_clip(clip_folder, config.device)
     settings = FidelitySettings.model_validate(config.model_dump())

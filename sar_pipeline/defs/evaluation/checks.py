@@ -8,7 +8,7 @@ from sar_pipeline.defs.evaluation.assets import sar_fidelity
 from sar_pipeline.defs.resources import StorageRoot
 from sar_pipeline.errors import SarPipelineError
 from sar_pipeline.evaluation.fidelity import beats_base
-from sar_pipeline.generation.model import PROMOTED_POINTER, write_promoted
+from sar_pipeline.generation.model import write_promoted
 
 
 def _latest_report(context: dg.AssetCheckExecutionContext, storage: StorageRoot) -> dict:
@@ -61,7 +61,7 @@ def sar_fidelity_beats_base(
     from sar_pipeline.generation.output import now_utc  # imports torch: not at code-location load
 
     pointer = write_promoted(
-        storage.local_path(),
+        storage.mirror(),  # the checkpoint stored relative to the storage root; uploaded to a remote one
         {
             "checkpoint": best["pipeline"],
             "run": report["run"],
@@ -72,7 +72,6 @@ def sar_fidelity_beats_base(
             "promoted_at": now_utc(),
         },
     )
-    storage.push(*PROMOTED_POINTER)
     return dg.AssetCheckResult(
         passed=True,
         description=f"promoted checkpoint {best['step']} of run {report['run']}",

@@ -25,7 +25,13 @@ from sar_pipeline.diffusion.launch import CONTROLNET_MODULE
 from sar_pipeline.diffusion.models import load_vae
 from sar_pipeline.errors import ConfigError, SarPipelineError
 from sar_pipeline.generation.controlnet import ControlNetRecipe, ControlNetSettings
-from sar_pipeline.generation.model import default_sd_model, write_latest
+from sar_pipeline.generation.model import (
+    LATEST_POINTERS,
+    PROMOTED_POINTER,
+    default_sd_model,
+    stored_model_path,
+    write_latest,
+)
 from sar_pipeline.lineage import latest_model_from_instance
 from sar_pipeline.retention import prune_latent_caches
 from sar_pipeline.storage import validate_id
@@ -188,6 +194,9 @@ def sd_model(
     recipe_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
     run_name = validate_id(config.run_name or f"{version}-{recipe_hash}", "run name")
     storage.pull("models", "sd", run_name)
+    # the model pointers, which the trainer's checkpoint retention reads: what they name is kept
+    for pointer in (*LATEST_POINTERS.values(), PROMOTED_POINTER):
+        storage.pull(*pointer)
     run_dir = storage.local_path("models", "sd", run_name)
     cfg = cfg.model_copy(update={"output_dir": str(run_dir)})
     config_path = run_dir / "train_config.json"
@@ -236,9 +245,12 @@ def sd_model(
     loss_png = pictures.line_plot_png(curves, "training and validation loss", "step", "MSE")
     last = json.loads((Path(summary["checkpoint"]) / "checkpoint.json").read_text())
     child = invocation.get_materialize_result()
-    # generation's default model when no Dagster instance is at hand (sar-pipeline generate)
+    # generation's default model when no Dagster instance is at hand (sar-pipeline generate), also
+    # uploaded to a remote root for the other machines
     write_latest(
-        root, "sd_model", {"checkpoint": summary["pipeline"], "run": run_name, "dataset_version": version}
+        storage.mirror(),
+        "sd_model",
+        {"checkpoint": summary["pipeline"], "run": run_name, "dataset_version": version},
     )
     return dg.MaterializeResult(
         metadata={
@@ -292,16 +304,24 @@ def controlnet_model(
     diffusion_base: DiffusionBase,
     sd_trainer: SdTrainerLauncher,
 ) -> dg.MaterializeResult:
+    # an s3:// root: train in this machine's local copy, with the dataset version, its latents and
+    # the sd_model pulled; the run folder and the pointer pushed at the end
+    storage.pull("dataset", "current.json")
     root = str(storage.local_path())
     version = current_version(root)
+    pull_dataset_version(storage, version)
+    storage.pull("latents", version)
     # the model sketch generation uses by default (the promoted sd_model, else the latest), so the
     # ControlNet it attaches was trained on that very UNet
-    sd_folder, sd_source = default_sd_model(root, latest_model_from_instance("sd_model", context.instance))
+    sd_folder, sd_source = default_sd_model(
+        storage.mirror(), latest_model_from_instance("sd_model", context.instance)
+    )
     cfg = ControlNetSettings.model_validate(
         {
             **config.model_dump(),
             "preset": diffusion_base.preset,
-            "sd_model_path": str(sd_folder),
+            # relative to the storage root: the run's config names the same model on any machine
+            "sd_model_path": stored_model_path(storage.mirror(), sd_folder),
             "storage_root": root,
             "dataset_version": version,
             "output_dir": "",
@@ -323,7 +343,7 @@ def controlnet_model(
                 metadata={
                     "step": message["step"],
                     "loss": round(float(message["loss"]), 5),
-                    "checkpoint": dg.MetadataValue.path(message["controlnet"]),
+                    "checkpoint": dg.MetadataValue.path(storage.uri_of(message["controlnet"])),
                     # share of sketch patches whose class a land-cover classifier finds in the output
                     "adherence": message["adherence"],
                     "text_only_adherence": message["text_only_adherence"],
@@ -339,9 +359,10 @@ def controlnet_model(
         on_message=record_checkpoint,
         module=CONTROLNET_MODULE,
     )
+    storage.push("models", "controlnet", run_name, prune=True)
     summary = json.loads((run_dir / "final.json").read_text())
     write_latest(
-        root,
+        storage.mirror(),
         "controlnet_model",
         {"controlnet": summary["controlnet"], "sd_model": str(sd_folder), "sd_model_source": sd_source},
     )
@@ -349,8 +370,8 @@ def controlnet_model(
     return dg.MaterializeResult(
         metadata={
             **(child.metadata or {}),
-            "controlnet": dg.MetadataValue.path(summary["controlnet"]),
-            "sd_model": dg.MetadataValue.path(str(sd_folder)),
+            "controlnet": dg.MetadataValue.path(storage.uri_of(summary["controlnet"])),
+            "sd_model": dg.MetadataValue.path(storage.uri_of(sd_folder)),
             # "promoted" (sar_fidelity's check promoted it) or "latest" (none promoted yet)
             "sd_model_source": sd_source,
             "dataset_version": version,
