@@ -14,8 +14,8 @@ The best checkpoint has the lowest mean rank over amplitude Wasserstein-1, GLCM 
 score (higher is better); it may be promoted only when it beats the base model on both amplitude
 distance (lower Wasserstein-1) and adherence (higher CLIP score): :func:`beats_base`.
 
-FID and KID (``inception``) join the measures only when ``inception_path`` names a local
-TorchScript Inception-v3; they are then columns of the table and plots like the others, but
+FID and KID (``inception``) join the measures only when ``inception_path`` names the local
+weights of the FID Inception-v3; they are then columns of the table and plots like the others, but
 neither ranks checkpoints nor decides promotion (a setting that is off by default must not change
 which checkpoint is best).
 """
@@ -104,11 +104,12 @@ class FidelitySettings(Settings):
     device: str = Field(default="auto", description="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1', …")
     inception_path: str = Field(
         default="",
-        description="Local TorchScript Inception-v3 file for FID and KID, e.g. NVIDIA's "
-        "inception-2015-12-05.pt (the network of StyleGAN2-ADA and clean-fid) copied beforehand; nothing "
-        "is downloaded. It is called as net(x, return_features=True) on x N × 3 × 299 × 299 float 0–255 "
-        "(each grey tile's 8-bit levels resized bicubically with antialiasing, replicated over R, G, B) "
-        "and gives N × 2048 features. Empty = no FID/KID (their columns are absent).",
+        description="Local weights of the FID Inception-v3 for FID and KID: pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth (a state dict, read with torch.load(weights_only=True)) or a "
+        ".safetensors conversion of it, copied beforehand; nothing is downloaded, and a file of other "
+        "parameter names or shapes is refused. Each grey tile's 8-bit levels are resized to 299 × 299 "
+        "(bicubic, antialiased), replicated over R, G, B and scaled to [0, 1], pytorch-fid's input; the "
+        "2048-D pool3 features are compared. Empty = no FID/KID (their columns are absent).",
     )
 
 

@@ -34,32 +34,39 @@ def run_against_itself(world: dict, name: str) -> Path:
     return pipeline
 
 
-class TinyInception(torch.nn.Module):
-    """NVIDIA's ``inception-2015-12-05.pt`` interface on a few fixed random filters:
-    ``net(x, return_features=True)`` with x N × 3 × H × W, 0–255 → N × 16 features (else logits)."""
+def random_fid_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The FID Inception-v3's parameters (our :class:`FIDInceptionV3`, the published state dict's names
+    and shapes), randomly initialised: He-normal convolutions (activations keep their scale through
+    the 94 ReLU layers, so features of different pictures differ) and batch norms near identity."""
+    from sar_pipeline.evaluation.inception import FIDInceptionV3
 
-    def __init__(self):
-        super().__init__()
-        generator = torch.Generator().manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 8, kernel_size=9, stride=8)
-        self.head = torch.nn.Linear(16, 10)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=generator) / 9)
-            self.conv.bias.zero_()
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = (img.to(torch.float32) - 128) / 128
-        activations = torch.relu(self.conv(x))
-        features = torch.cat([activations.mean(dim=(2, 3)), activations.std(dim=(2, 3))], dim=1)
-        return features if return_features else self.head(features)
+    generator = torch.Generator().manual_seed(seed)
+    state = FIDInceptionV3().state_dict()
+    for name, tensor in state.items():
+        if name.endswith("conv.weight"):
+            fan_in = tensor[0].numel()
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * (2 / fan_in) ** 0.5)
+        elif name.endswith(("bn.weight", "running_var")):
+            tensor.copy_(0.75 + 0.5 * torch.rand(tensor.shape, generator=generator))
+        elif name.endswith(("bn.bias", "running_mean")):
+            tensor.copy_(0.05 * torch.randn(tensor.shape, generator=generator))
+    return state
 
 
-def write_tiny_inception(path: Path) -> Path:
-    """A TorchScript :class:`TinyInception` saved at ``path`` (no download, a few kB)."""
-    torch.jit.script(TinyInception()).save(str(path))
+def write_fid_inception(path: Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """``state`` (default: :func:`random_fid_inception_state_dict`) saved at ``path`` as the published
+    weights are (``torch.save`` of the state dict), or as safetensors when ``path`` ends so (~95 MB)."""
+    state = random_fid_inception_state_dict() if state is None else state
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
     return path
 
 
 @pytest.fixture(scope="session")
-def tiny_inception(tmp_path_factory) -> Path:
-    return write_tiny_inception(tmp_path_factory.mktemp("inception") / "inception-tiny.pt")
+def fid_inception(tmp_path_factory) -> Path:
+    """Random FID Inception weights at ``…/pt_inception-2015-12-05-6726825d.pth`` (no download)."""
+    return write_fid_inception(tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05-6726825d.pth")

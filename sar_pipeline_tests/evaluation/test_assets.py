@@ -81,10 +81,10 @@ def _fidelity_run(eval_world, clip_materialised, pipeline: Path, **config):
 
 
 def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles(
-    eval_world, clip_materialised, tiny_inception
+    eval_world, clip_materialised, fid_inception
 ):
     result = _fidelity_run(
-        eval_world, clip_materialised, eval_world["pipeline"], inception_path=str(tiny_inception)
+        eval_world, clip_materialised, eval_world["pipeline"], inception_path=str(fid_inception)
     )
     observations = [
         e.event_specific_data.asset_observation
@@ -131,13 +131,14 @@ def test_sar_fidelity_scores_each_checkpoint_against_the_base_and_the_real_tiles
 
 
 def test_a_bad_inception_file_fails_sar_fidelity_naming_it(eval_world, clip_materialised, tmp_path):
-    bad = tmp_path / "inception-2015-12-05.pt"
+    bad = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     bad.write_bytes(b"<html>403 Forbidden</html>")  # what a failed download leaves behind
     result = _fidelity_run(eval_world, clip_materialised, eval_world["pipeline"], inception_path=str(bad))
     assert not result.success
     (failure,) = result.get_step_failure_events()
     message = failure.event_specific_data.error.to_string()
-    assert f"{bad}: not a TorchScript archive" in message and "return_features=True" in message
+    assert f"{bad}: not a state dict torch.load(weights_only=True) can read" in message
+    assert "or a .safetensors conversion of it" in message
 
 
 def test_a_model_no_better_than_its_base_is_not_promoted(eval_world, clip_materialised):

@@ -165,7 +165,7 @@ def _table(report: dict) -> dg.MetadataValue:
     "captions, images with fixed seeds compared with the real tiles — amplitude distances in dB (Wasserstein-1, "
     "Jensen–Shannon, KS; overall and per land-cover class), speckle (CV, ENL), GLCM texture distance, and "
     "adherence under sar_clip (real tiles the ceiling, the base model the floor); FID/KID too when inception_path "
-    "names a local TorchScript Inception-v3. A table, plots of each metric "
+    "names the FID Inception-v3's local weights. A table, plots of each metric "
     "against the training step, the best checkpoint; report under `evaluation/sar_fidelity/<run>/`.",
 )
 def sar_fidelity(
