@@ -1,10 +1,13 @@
 """Where a model or a generated image comes from, as the Dagster instance recorded it.
 
-Generation's default model is the latest ``sd_model`` (or ``controlnet_model``) materialisation
-the instance holds; ``sar-pipeline provenance IMAGE`` joins a PNG's provenance to the
-``sd_model`` run that wrote its checkpoint and to the dataset version's flights and tile counts.
-Without an instance (no ``$DAGSTER_HOME``, or another machine) the storage root's pointers and the
-dataset's own version manifest say the same, less the run.
+Generation's default model is the promoted ``sd_model`` checkpoint (``models/sd/promoted.json``,
+written by ``sar_fidelity``'s check), else the latest ``sd_model`` materialisation the instance
+holds; its default ControlNet is the latest ``controlnet_model`` materialisation
+(``sar_pipeline.generation.model.default_sd_model``, :func:`latest_model_from_instance`).
+``sar-pipeline provenance IMAGE`` joins a PNG's provenance to the ``sd_model`` run that wrote its
+checkpoint and to the dataset version's flights and tile counts. Without an instance (no
+``$DAGSTER_HOME``, or another machine) the storage root's pointers (``models/<kind>/latest.json``)
+and the dataset's own version manifest say the same, less the run.
 
 This module uses Dagster (like ``cli.py``); domain code never imports it.
 """
