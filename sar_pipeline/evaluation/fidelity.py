@@ -283,8 +283,9 @@ def score_set(
 def load_base_for_generation(path: str | Path, single_file_config: str = "", device: str = "auto"):
     """The base model a run was fine-tuned from, as a ``GenerationModel`` (a diffusers folder, or a
     single-file checkpoint with ``single_file_config``)."""
+    from sar_pipeline.devices import resolve_device
     from sar_pipeline.diffusion.models import assemble_pipeline, load_base_model
-    from sar_pipeline.generation.model import GenerationModel, load_generation_model, resolve_device
+    from sar_pipeline.generation.model import GenerationModel, load_generation_model
 
     path = Path(path)
     if path.is_dir():

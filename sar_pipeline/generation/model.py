@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sar_pipeline.captioning.base import DEFAULT_ACTIVATION_TOKEN
+from sar_pipeline.devices import resolve_device
 from sar_pipeline.diffusion.models import inspect_base_model
 from sar_pipeline.errors import ModelError
 
@@ -76,15 +77,6 @@ class GenerationModel:
         return self.pipe.unet.device
 
 
-def resolve_device(device: str) -> torch.device:
-    """``'auto'`` → CUDA when available, else CPU; any other name as given."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def make_scheduler(name: str, model_scheduler_config: dict[str, Any]):
     """The sampler ``name`` (:data:`SCHEDULERS`) on the model's own noise schedule (betas, zero
     terminal SNR rescale, timestep spacing, prediction type carried over from its config)."""
@@ -119,7 +111,7 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
     pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     safety = {} if family == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    target = resolve_device(device)
+    target = torch.device(resolve_device(device))
     if target.type == "cpu" and torch_dtype == torch.float16:
         raise ModelError(f"dtype {dtype}", "float16 sampling needs a GPU; use float32 or bfloat16 on the CPU")
     try:
