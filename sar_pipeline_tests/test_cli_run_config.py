@@ -98,5 +98,7 @@ def test_run_with_a_config_file_sets_gsd_tile_size_and_sources_without_the_ui(tm
     assert all(r["landcover_path"] for r in rows)  # the land-cover source of the config file
     version = json.loads((storage / "dataset" / "current.json").read_text())["version"]
     (run,) = [p for p in (storage / "models" / "sd").iterdir() if p.is_dir()]  # beside latest.json
-    assert json.loads((storage / "models" / "sd" / "latest.json").read_text())["checkpoint"].startswith(str(run))
+    assert json.loads((storage / "models" / "sd" / "latest.json").read_text())["checkpoint"].startswith(
+        str(run)
+    )
     assert run.name.startswith(version) and json.loads((run / "final.json").read_text())["steps"] == 2

@@ -6,7 +6,16 @@ from sar_pipeline.definitions import defs
 def test_all_definitions_load_and_the_graph_is_wired():
     d = defs()
     keys = {spec.key for spec in d.resolve_all_asset_specs()}
-    stages = ["sar_scenes", "sar_tiles", "optical_tiles", "captions", "training_dataset", "latent_cache", "sd_model", "controlnet_model"]
+    stages = [
+        "sar_scenes",
+        "sar_tiles",
+        "optical_tiles",
+        "captions",
+        "training_dataset",
+        "latent_cache",
+        "sd_model",
+        "controlnet_model",
+    ]
     assert {dg.AssetKey(k) for k in stages} <= keys
     graph = d.resolve_asset_graph()
     for key in keys:  # every dependency is an asset of the project, no dangling key
@@ -17,7 +26,9 @@ def test_all_definitions_load_and_the_graph_is_wired():
     per_flight = {dg.AssetKey(k) for k in ("sar_scenes", "sar_tiles", "optical_tiles", "captions")}
     assert per_flight <= set(flight_job.asset_layer.executable_asset_keys)
     # the main job's later stages, run by `sar-pipeline run` after the flights
-    assert dg.AssetKey("training_dataset") in d.resolve_job_def("dataset_job").asset_layer.executable_asset_keys
+    assert (
+        dg.AssetKey("training_dataset") in d.resolve_job_def("dataset_job").asset_layer.executable_asset_keys
+    )
     training = set(d.resolve_job_def("training_job").asset_layer.executable_asset_keys)
     assert {dg.AssetKey("latent_cache"), dg.AssetKey("sd_model"), dg.AssetKey("controlnet_model")} <= training
     assert dg.AssetKey("sar_clip") in training  # the evaluation group runs with training

@@ -84,7 +84,9 @@ def _dataset(instance, resources, config):
         resources=resources,
         # 'balanced': few blocks, each under two tiles wide ('hash' would drop most tiles as guard band)
         run_config={
-            "ops": {"training_dataset": {"config": {"block_size_m": 200.0, "assignment": "balanced", **config}}}
+            "ops": {
+                "training_dataset": {"config": {"block_size_m": 200.0, "assignment": "balanced", **config}}
+            }
         },
         raise_on_error=False,
     )

@@ -2,7 +2,6 @@
 trained with SDXL's pooled embedding and time ids, drawn from by generation and by diffusers'
 StableDiffusionXLControlNetPipeline."""
 
-
 import numpy as np
 import pytest
 import torch
