@@ -14,7 +14,9 @@ histograms — robust percentiles (default 0.5 % and 99.5 %) of the valid pixels
 enters the dataset, rounded to ``range_step_db``, or a fixed ``db_min``/``db_max`` — and re-quantises
 each tile into it. Re-running ``training_dataset`` after a new flight re-chooses the range for all
 flights; no flight is re-tiled. The rounding keeps the range, and so the earlier flights' dataset
-shards, unchanged unless the new flight moves a pooled percentile across a step.
+shards, unchanged unless the new flight moves a pooled percentile across a step; when it does, every
+shard is written anew (their images are quantised into the range). A fixed ``db_min``/``db_max``
+never moves: the setting for large archives (README, "Running at scale").
 
 The ``"amplitude"`` normalisation (the follow-up study's ``A / (μ + 3σ)`` clipped to [0, 1]) is
 chosen the same way and for the same reason: μ and σ are the mean and standard deviation of the
@@ -78,7 +80,8 @@ class DatasetRadiometrySettings(Settings):
     db_min: float | None = Field(
         default=None,
         description="A fixed dB for the lowest level instead of the pooled percentile (set with db_max), "
-        "e.g. -30 for calibrated sigma0 of one sensor.",
+        "e.g. -30 for calibrated sigma0 of one sensor. A fixed range never moves, so a new flight writes "
+        "only its own dataset shard: recommended for large archives (see range_step_db).",
     )
     db_max: float | None = Field(
         default=None, description="A fixed dB for the highest level (set with db_min), e.g. 10."
@@ -86,9 +89,13 @@ class DatasetRadiometrySettings(Settings):
     range_step_db: float = Field(
         default=0.5,
         ge=0,
-        description="The pooled percentiles are rounded to a multiple of this many dB, so that a new "
-        "flight moves the range (and so rewrites every flight's dataset shard) only when it shifts the "
-        "pooled percentiles across a step; 0 uses them unrounded (every new flight rewrites every shard).",
+        description="The pooled percentiles are rounded to a multiple of this many dB. Every flight's "
+        "dataset shard holds its images quantised into the dataset's range, so a build whose new flight "
+        "moves either rounded end across a step rewrites every flight's shard under a new key: that "
+        "version adds the whole dataset's bytes, not one flight's (the old shards go when retention "
+        "drops the versions naming them). The larger the pool, the less one flight moves its "
+        "percentiles, but a flight of brighter or darker ground still can; 0 uses them unrounded (every "
+        "new flight rewrites every shard). Unused with db_min/db_max, which keep storage linear in flights.",
     )
     bit_depth: int = Field(
         default=8,

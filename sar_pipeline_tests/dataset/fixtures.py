@@ -44,8 +44,10 @@ def make_flight(
     optical: bool = True,
     landcover: bool = False,
     caption_rows: slice | None = None,
+    db_range: tuple[float, float] = (-25.0, 5.0),
 ) -> list[str]:
-    """Write ``flights/<flight_id>/{sar_tiles,optical_tiles}/…`` and ``captions.parquet``; return tile ids."""
+    """Write ``flights/<flight_id>/{sar_tiles,optical_tiles}/…`` and ``captions.parquet``; return tile ids.
+    The 8-bit SAR tiles are uniform noise over ``db_range`` (dB of levels 0 and 255)."""
     flight = root / "flights" / flight_id
     scene_id = f"{flight_id}-scene"
     scene_t = Affine.translation(*origin) @ Affine.rotation(rotation_deg) @ Affine.scale(gsd_m, -gsd_m)
@@ -76,8 +78,8 @@ def make_flight(
                     "footprint_scene_crs": shapely.to_wkb(fp),
                     "geometry": to_wgs84(fp, UTM31N),
                     "unit": "db",
-                    "db_min": -25.0,
-                    "db_max": 5.0,
+                    "db_min": db_range[0],
+                    "db_max": db_range[1],
                     "bit_depth": 8,
                     "datetime": dt.datetime(2024, 5, 17, 10, 30, tzinfo=dt.UTC),
                     "platform": "demo-aircraft",

@@ -149,3 +149,30 @@ def test_with_the_default_settings_a_new_flight_adds_its_shard_and_rewrites_none
     assert all(f.startswith("dataset/shards/flight-new/") for f in set(after) - set(before))
     growth = dataset_bytes(tmp_path) - size_before
     assert new_shard <= growth <= new_shard + 16_000
+
+
+def test_with_a_fixed_db_range_a_flight_that_moves_the_pooled_range_rewrites_no_earlier_shard(tmp_path):
+    # a new flight 15 dB brighter than the first ones: it moves the pooled percentiles' upper end
+    pooled_settings = CONFIG
+    fixed_settings = TrainingDatasetSettings(**{**CONFIG.model_dump(), "db_min": -30.0, "db_max": 25.0})
+    written = {}
+    for name, settings in (("pooled", pooled_settings), ("fixed", fixed_settings)):
+        root = tmp_path / name
+        flights = first_flights(root)
+        build_dataset(root, flights, settings)
+        before = shard_files(root)
+        stamps = {f: os.stat(root / f).st_mtime_ns for f in before}
+        make_flight(
+            root, "flight-bright", rows=5, cols=5, origin=(502_000.0, 4_801_000.0), db_range=(-10.0, 20.0)
+        )
+        grown = build_dataset(root, [*flights, "flight-bright"], settings)
+        written[name] = grown.shards_written
+        if name == "fixed":
+            after = shard_files(root)
+            # no earlier shard file rewritten: same paths, same bytes, same modification time
+            assert {f: after[f] for f in before} == before
+            assert all(os.stat(root / f).st_mtime_ns == stamps[f] for f in before)
+            assert all(f.startswith("dataset/shards/flight-bright/") for f in set(after) - set(before))
+    # with the pooled range (the default) the same flight moves the range, so every shard is new
+    assert written["pooled"] == ["flight-a", "flight-b", "flight-bright"]
+    assert written["fixed"] == ["flight-bright"]
