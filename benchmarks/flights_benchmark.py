@@ -238,6 +238,39 @@ def backfill_sample(workdir: Path, archive_path: Path, sample: int, total: int) 
 #: the per-flight stages' settings in launched backfills: tiles small enough for the tiny scenes
 FLIGHT_RUN_CONFIG = {"ops": {"sar_tiles": {"config": {"tile_size": 64, "ground_sample_distance_m": 1.25}}}}
 
+#: ``--executors``: how a launched run executes its steps, as run config of the code location's
+#: executor. "default" adds nothing (whatever the definitions set); the others need Dagster's
+#: ``multi_or_in_process_executor`` (the executor when the definitions name none): one process per step
+#: (spawned: a fresh interpreter that loads the code location), the same through a forkserver that
+#: has preloaded the job's module (each step forks from it), or every step in the run's own process.
+EXECUTION_RUN_CONFIG = {
+    "default": {},
+    "multiprocess": {"execution": {"config": {"multiprocess": {}}}},
+    "forkserver": {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}},
+    "in_process": {"execution": {"config": {"in_process": {}}}},
+}
+
+
+def _defs_modules() -> list[str]:
+    """Every module under ``sar_pipeline.defs``: what building the definitions imports."""
+    import pkgutil
+
+    import sar_pipeline.defs
+
+    return sorted(m.name for m in pkgutil.walk_packages(sar_pipeline.defs.__path__, "sar_pipeline.defs."))
+
+
+#: the forkserver preloading, besides the job's module, every module the definitions import
+EXECUTION_RUN_CONFIG["forkserver_preload"] = {
+    "execution": {
+        "config": {
+            "multiprocess": {
+                "start_method": {"forkserver": {"preload_modules": ["noop_location", *_defs_modules()]}}
+            }
+        }
+    }
+}
+
 
 @contextlib.contextmanager
 def deployment(workdir: Path, name: str, archive_path: Path, postgres: bool):
@@ -277,9 +310,9 @@ def deployment(workdir: Path, name: str, archive_path: Path, postgres: bool):
             SAR_PIPELINE_RETRAIN_CRON="0 0 1 1 *",  # no retraining tick during the measurement
             HF_HUB_OFFLINE="1",
         )
-        location = paths.PROJECT_ROOT / "benchmarks" / "noop_location.py"
         server = [venv_tool("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
-        server += ["-f", str(location), "--location-name", "sar_pipeline"]
+        server += ["-m", "noop_location", "-d", str(paths.PROJECT_ROOT / "benchmarks")]
+        server += ["--location-name", "sar_pipeline"]
         stack.enter_context(
             dagster_process(server, env, root / "code-server.log", paths.PROJECT_ROOT, port=port)
         )
@@ -334,20 +367,31 @@ def launched_backfill(
     runs = instance.get_runs(filters=runs_filter)
     figures = []
     for run in runs:
-        stamps = {}
+        stamps, steps = {}, {}
         for record in instance.all_logs(run.run_id):
             event = record.dagster_event
+            if event is None:
+                continue
             # by name: the stored values of the run events are still PIPELINE_*
-            if event is not None and event.event_type.name in (
-                "RUN_ENQUEUED",
-                "RUN_STARTING",
-                "RUN_START",
-                "RUN_SUCCESS",
-                "RUN_FAILURE",
-            ):
-                stamps.setdefault(event.event_type.name, record.timestamp)
+            name = event.event_type.name
+            if name in ("RUN_ENQUEUED", "RUN_STARTING", "RUN_START", "RUN_SUCCESS", "RUN_FAILURE"):
+                stamps.setdefault(name, record.timestamp)
+            elif name in ("STEP_WORKER_STARTING", "STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+                steps.setdefault(event.step_key, {}).setdefault(name, record.timestamp)
         end = stamps.get("RUN_SUCCESS", stamps.get("RUN_FAILURE"))
         if "RUN_STARTING" in stamps and "RUN_START" in stamps and end is not None:
+            # per step: its process start (worker starting → step start: a fresh interpreter or a
+            # fork loading the code location; nothing in process) and the step itself
+            process_s = sum(
+                s["STEP_START"] - s["STEP_WORKER_STARTING"]
+                for s in steps.values()
+                if "STEP_WORKER_STARTING" in s and "STEP_START" in s
+            )
+            work_s = sum(
+                s.get("STEP_SUCCESS", s.get("STEP_FAILURE", s["STEP_START"])) - s["STEP_START"]
+                for s in steps.values()
+                if "STEP_START" in s
+            )
             figures.append(
                 {
                     "ok": "RUN_SUCCESS" in stamps,
@@ -355,6 +399,8 @@ def launched_backfill(
                     "launch_to_start_s": stamps["RUN_START"] - stamps["RUN_STARTING"],
                     "start_to_end_s": end - stamps["RUN_START"],
                     "launch_to_end_s": end - stamps["RUN_STARTING"],
+                    "step_processes_s": process_s,
+                    "steps_s": work_s,
                     "end": end,
                 }
             )
@@ -379,31 +425,53 @@ def launched_backfill(
         "launch_to_start": summary("launch_to_start_s"),
         "start_to_end": summary("start_to_end_s"),
         "launch_to_end": summary("launch_to_end_s"),
+        "step_processes": summary("step_processes_s"),
+        "steps": summary("steps_s"),
         "queued": summary("queued_s"),
     }
 
 
 def launched_figures(
-    workdir: Path, name: str, archive_path: Path, noop_runs: int, real_flights: int, postgres: bool
+    workdir: Path,
+    name: str,
+    archive_path: Path,
+    noop_runs: int,
+    real_flights: int,
+    postgres: bool,
+    executors: list[str],
+    rounds: int,
 ) -> dict:
-    """The no-op backfill, then (``real_flights`` > 0) the per-flight stages over real flights."""
-    flights = [f"demo-flight-{i:03d}" for i in range(max(noop_runs, real_flights))]
+    """The no-op backfill, then (``real_flights`` > 0) the per-flight stages over real flights; each
+    once per executor in ``executors`` per round, the executors taking turns (so that they share the
+    machine's load), each on flights of its own."""
     out = {}
     with deployment(workdir, name, archive_path, postgres) as instance:
-        if noop_runs:
-            out["noop_backfill"] = launched_backfill(
-                instance, ["noop_per_flight"], flights[:noop_runs], {}, timeout_s=60 * noop_runs
-            )
-            print(json.dumps({name: out}), flush=True)
-        if real_flights:
-            from sar_pipeline.definitions import defs
+        batches = [(r, e) for r in range(rounds) for e in executors]
+        for k, (round_, executor) in enumerate(batches):
+            label = executor if rounds == 1 else f"{executor}#{round_ + 1}"
+            suffix = "" if executors == ["default"] else f"_{label}"
+            if noop_runs:
+                flights = [f"demo-flight-{k * noop_runs + i:03d}" for i in range(noop_runs)]
+                out[f"noop_backfill{suffix}"] = launched_backfill(
+                    instance,
+                    ["noop_per_flight"],
+                    flights,
+                    EXECUTION_RUN_CONFIG[executor],
+                    timeout_s=60 * noop_runs,
+                )
+                print(
+                    json.dumps({name: {f"noop_backfill{suffix}": out[f"noop_backfill{suffix}"]}}), flush=True
+                )
+            if real_flights:
+                from sar_pipeline.definitions import defs
 
-            job = defs().resolve_job_def("flight_job")
-            keys = [k.to_user_string() for k in sorted(job.asset_layer.executable_asset_keys)]
-            out["flight_backfill"] = launched_backfill(
-                instance, keys, flights[:real_flights], FLIGHT_RUN_CONFIG, timeout_s=120 * real_flights
-            )
-            out["flight_backfill"]["assets"] = keys
+                job = defs().resolve_job_def("flight_job")
+                keys = [k.to_user_string() for k in sorted(job.asset_layer.executable_asset_keys)]
+                flights = [f"demo-flight-{k * real_flights + i:03d}" for i in range(real_flights)]
+                run_config = {**FLIGHT_RUN_CONFIG, **EXECUTION_RUN_CONFIG[executor]}
+                figures = launched_backfill(instance, keys, flights, run_config, timeout_s=120 * real_flights)
+                out[f"flight_backfill{suffix}"] = {**figures, "assets": keys, "load_average": os.getloadavg()}
+                print(json.dumps({name: {f"flight_backfill{suffix}": figures}}), flush=True)
     return out
 
 
@@ -418,6 +486,14 @@ def main() -> None:
     parser.add_argument(
         "--launched-flights", type=int, default=0, help="flights backfilled through the daemon"
     )
+    parser.add_argument(
+        "--executors",
+        nargs="+",
+        default=["default"],
+        choices=sorted(EXECUTION_RUN_CONFIG),
+        help="launched runs once per executor (run config of multi_or_in_process_executor)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="launched backfills per executor, interleaved")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sqlite", "postgres", "backfill"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -456,7 +532,14 @@ def main() -> None:
             # the real per-flight backfill once (on SQLite, the embedded default); the no-op on both
             real = args.launched_flights if name == "sqlite" else 0
             out[key] = launched_figures(
-                args.workdir, name, archive.root, args.launched, real, name == "postgres"
+                args.workdir,
+                name,
+                archive.root,
+                args.launched,
+                real,
+                name == "postgres",
+                args.executors,
+                args.rounds,
             )
             print(json.dumps({key: out[key]}), flush=True)
     if "backfill" not in args.skip:
