@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sar_pipeline.cli import main
 from sar_pipeline_tests.diffusion.synthetic import sample_mean_amplitude
@@ -26,7 +25,6 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for variable in ("SAR_PIPELINE_ARCHIVE", "SAR_PIPELINE_STORAGE"):
         monkeypatch.delenv(variable, raising=False)
-    torch.set_num_threads(1)
 
     assert main(["demo"]) == 0
 

@@ -6,15 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from sar_pipeline.diffusion.config import TrainSettings
 from sar_pipeline.diffusion.latent_cache import build_latent_cache
 from sar_pipeline.diffusion.models import load_base_model, write_tiny_base
 from sar_pipeline_tests.diffusion.synthetic import write_synthetic_dataset
-
-# one thread: on the shared 2-core machine two OpenMP threads per process oversubscribe and run ~10x slower
-torch.set_num_threads(1)
 
 # One intra-op thread in child processes: exact float reproducibility between runs, and light on 2 cores.
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}

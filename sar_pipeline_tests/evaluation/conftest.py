@@ -9,8 +9,6 @@ import torch
 
 from sar_pipeline_tests.generation.world import train_tiny_world
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="session")
 def eval_world(tmp_path_factory) -> dict:

@@ -37,7 +37,6 @@ def split(count_per_class: int, seed: int):
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(1)
     tiles, captions = split(12, seed=0)
     settings = sar_clip.SarClipSettings(image_size_px=32, max_steps=40, batch_size=16)
     return sar_clip.train_sar_clip(tiles, captions, settings, progress=False)

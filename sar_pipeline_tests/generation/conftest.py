@@ -4,13 +4,10 @@ sd_model run (a few real training steps) → ControlNet run (a few real steps)."
 from pathlib import Path
 
 import pytest
-import torch
 
 from sar_pipeline.generation.controlnet import ControlNetSettings, train_controlnet
 from sar_pipeline.generation.model import write_latest
 from sar_pipeline_tests.generation.world import train_tiny_world
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ from sar_pipeline.errors import ModelError
 from sar_pipeline.generation.controlnet import ControlNetSettings, conditioning_tensors, train_controlnet
 from sar_pipeline_tests.generation.world import train_tiny_world
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def sdxl_controlnet(tmp_path_factory) -> dict:

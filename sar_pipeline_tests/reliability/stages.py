@@ -106,10 +106,7 @@ def import_training() -> None:
 
 def train_run(config: str) -> None:
     """Run (or resume) one training run from a ``TrainSettings`` file (``train_config.json``'s form)."""
-    import torch
-
     from sar_pipeline.diffusion.config import TrainSettings
     from sar_pipeline.diffusion.train import train
 
-    torch.set_num_threads(1)
     train(TrainSettings.from_file(config))
