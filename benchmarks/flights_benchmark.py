@@ -17,15 +17,20 @@ Phases (each timed with ``time.perf_counter``; ``--skip`` leaves phases out):
    through ``docker/dagster.yaml``.
 4. **launched** (``--launched N``): runs as users run them — a code server over gRPC
    (``dagster code-server start``), the daemon (``dagster-daemon run``), the instance's
-   ``QueuedRunCoordinator`` and ``DefaultRunLauncher`` (one process per run, and the default
-   multiprocess executor's one process per step, each loading the code location). A backfill of the
+   ``QueuedRunCoordinator`` and ``DefaultRunLauncher`` (one process per run loading the code
+   location, and whatever processes its executor starts). A backfill of the
    no-op asset over N flights is recorded as the daemon records the ``new_flights`` sensor's request
    (``PartitionBackfill.from_asset_graph_subset``, as ``_submit_backfill_request`` does, plus a run
    config) and the daemon launches its runs; per run, from the run's own events: launch (``RUN_STARTING``) →
    start (``RUN_START``: the run process has loaded the code) → success, and the backfill's wall
    time. On SQLite (the project's ``dagster.yaml``) and, with ``--postgres``, on
    ``docker/dagster.yaml``. ``--launched-flights M`` then backfills the real per-flight stages over
-   M flights the same way (64 px tiles, template captions), measured, not extrapolated.
+   M flights the same way (64 px tiles, template captions), measured, not extrapolated, with each
+   run's time split into its process start, its step processes' starts and its steps (from the
+   step events). ``--executors`` repeats the launched backfills once per executor choice (run
+   config of ``multi_or_in_process_executor``: ``multiprocess``, ``forkserver``,
+   ``forkserver_preload``, ``in_process``; ``default`` = the code location's own choice),
+   ``--rounds`` times, taking turns, each on flights of its own.
 5. **backfill sample**: the per-flight stages (sar_scenes, sar_tiles at 64 px tiles, optical_tiles,
    template captions) materialised for ``--sample`` flights in one process, one run per flight; then
    ``build_dataset`` once per added flight (incremental versions, ``assignment="hash"``), recording
@@ -36,6 +41,8 @@ Phases (each timed with ``time.perf_counter``; ``--skip`` leaves phases out):
     .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 50 --sample 4   # a quick look
     .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 20 --skip sqlite postgres backfill \
         --launched 10 --launched-flights 20 --postgres   # launched runs and a real backfill via the daemon
+    .venv/bin/python benchmarks/flights_benchmark.py --workdir /tmp/fb --flights 24 --skip sqlite postgres backfill \
+        --launched-flights 4 --executors multiprocess forkserver_preload in_process --rounds 2   # executors
 
 Prints one JSON object (also written to ``--json``).
 """
