@@ -202,15 +202,13 @@ def run_main_job(flights: list[str] | None = None, config_path: str | None = Non
                 flight_job, partition_key=flight_id, run_config=job_run_config(flight_job, run_config)
             )
             failures += not result.success
-            print(
-                f"  flight {flight_id}: {_outcome(result)} ({time.perf_counter() - started:.1f} s, run {result.run_id})"
-            )
+            _report(instance, f"flight {flight_id}", result, started)
         for job_name in ("dataset_job", "training_job"):
             started = time.perf_counter()
             job = defs.resolve_job_def(job_name)
             result = guard.execute(job, run_config=job_run_config(job, run_config))
             failures += not result.success
-            print(f"  {job_name}: {_outcome(result)} ({time.perf_counter() - started:.1f} s)")
+            _report(instance, job_name, result, started)
 
     # the storage resource as the runs saw it ($SAR_PIPELINE_STORAGE resolved, else its default)
     storage = defs.resources["storage"].process_config_and_initialize()
@@ -220,23 +218,32 @@ def run_main_job(flights: list[str] | None = None, config_path: str | None = Non
     return failures
 
 
-def _outcome(result) -> str:
-    """'ok', or 'FAILED in <step>: <the error>' (already redacted)."""
-    from sar_pipeline.run_control import failure_message
+def _report(instance, what: str, result, started: float) -> None:
+    """One line per run: outcome ('ok', or 'FAILED in <step>: <the error>', already redacted),
+    duration and run id; then, indented, a summary of what the stages logged (the whole event log
+    is the run's page in the UI)."""
+    from sar_pipeline.run_control import failure_message, logged_summary
 
-    return "ok" if result.success else f"FAILED in {failure_message(result) or 'the run'}"
+    outcome = "ok" if result.success else f"FAILED in {failure_message(result) or 'the run'}"
+    print(f"  {what}: {outcome} ({time.perf_counter() - started:.1f} s, run {result.run_id})")
+    for line in logged_summary(instance, result.run_id):
+        print(f"      {line}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sar_pipeline.archive.demo import write_demo_archive
+    from sar_pipeline.archive.plugins import ARCHIVE_VARIABLE
 
     archive_dir = paths.demo_archive_dir()
     started = time.perf_counter()
     demo = write_demo_archive(archive_dir, flights=args.flights, seed=args.seed)
     print(f"demo archive: {demo.catalog_path} ({time.perf_counter() - started:.1f} s)")
     # the demo runs on the archive it just wrote (its orthophoto is the default optical source),
-    # even when the shell still points SAR_PIPELINE_ARCHIVE at another archive
-    os.environ["SAR_PIPELINE_ARCHIVE"] = str(demo.catalog_path)
+    # even when the shell still points SAR_PIPELINE_ARCHIVE at another archive: without the variable
+    # the archive's default is this demo, and the jobs are those `dg dev` serves from a plain shell
+    # (setting the variable instead would change their snapshot: the UI would show the demo's runs
+    # as runs of an older version of the job)
+    os.environ.pop(ARCHIVE_VARIABLE, None)
     failures = run_main_job()
     if failures:
         return 1

@@ -3,8 +3,8 @@
 A run process killed with SIGKILL (or a host that lost power) leaves its run ``STARTED`` forever
 and keeps the pool slots it held: the next run of a ``gpu`` stage then waits for a slot that is
 never freed. Dagster's daemon fails such runs only where the run launcher can check its workers
-(Kubernetes, Docker); runs of ``sar-pipeline run`` (``execute_in_process``) and of the embedded
-``dg dev`` have no such check. So, before anything is run, :func:`fail_dead_runs` fails every
+(Kubernetes, Docker); runs of ``sar-pipeline run`` (executed in its own process) and of the
+embedded ``dg dev`` have no such check. So, before anything is run, :func:`fail_dead_runs` fails every
 in-progress run whose process no longer exists on this host (the pids Dagster records in each
 run's engine events, with the process start time guarding against a reused pid) and frees its
 slots; slots still held by finished runs are freed too.
@@ -15,6 +15,11 @@ interrupt into a clean stop: Dagster swallows SIGINT/SIGTERM while a run waits f
 (they are only acted on inside a step), so the guard notices the signal through
 ``signal.set_wakeup_fd`` and raises ``KeyboardInterrupt`` in the main thread itself.
 
+The runs are recorded as the UI records the runs it launches — the code location's origin
+(``workspace.yaml``), the job's own snapshot — so the UI lists them under their jobs and re-executes
+them; they execute here, in process (:func:`create_located_run`, :func:`execute_located_run`), with
+Dagster's console logger quiet (the event log is the UI's run page).
+
 This module uses Dagster (like ``cli.py``); domain code never imports it.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -29,13 +35,21 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
 from dagster._core.events import DagsterEventType
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.origin import JobPythonOrigin
+from dagster._core.remote_origin import CodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.storage.dagster_run import RunsFilter
 
+from sar_pipeline import paths
 from sar_pipeline.storage import pid_alive
 
 HOST_TAG = "sar_pipeline/host"
@@ -162,6 +176,124 @@ def unfinished_partitions(
 
 
 # ----------------------------------------------------------------------------------------------
+# runs of the code location, executed here
+
+
+#: the UI's workspace: its one code location (``sar_pipeline``) is the one runs of ``sar-pipeline
+#: run`` belong to, so the UI lists them under their jobs and re-executes them like its own
+WORKSPACE_FILE = paths.PROJECT_ROOT / "workspace.yaml"
+
+#: the console logger's level in these runs: Dagster prints every event (one DEBUG line each) to the
+#: terminal otherwise; the events stay in the event log (the UI's run page), and the CLI prints one
+#: line per run plus a summary of what our own code logged (:func:`logged_summary`)
+CONSOLE_LOG_LEVEL = "CRITICAL"
+
+
+def code_location_origin() -> CodeLocationOrigin | None:
+    """The code location as the UI loads it (:data:`WORKSPACE_FILE`), or None without that file
+    (an installed package run outside the project folder)."""
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    if not WORKSPACE_FILE.is_file():
+        return None
+    (origin,) = location_origins_from_yaml_paths([str(WORKSPACE_FILE)])
+    return origin
+
+
+def job_origins(job_name: str) -> tuple[RemoteJobOrigin | None, JobPythonOrigin | None]:
+    """(the job as the UI's code location serves it, the job as its run worker loads it) — what a
+    run launched from the UI records; (None, None) without :data:`WORKSPACE_FILE`."""
+    location = code_location_origin()
+    if location is None:
+        return None, None
+    remote = RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+    target = location.loadable_target_origin
+    repository = ReconstructableRepository.for_module(
+        target.module_name, target.attribute or "defs", target.working_directory
+    )
+    return remote, repository.get_reconstructable_job(job_name).get_python_origin()
+
+
+def cli_run_config(job: dg.JobDefinition, run_config: Mapping[str, Any] | None) -> dict:
+    """``run_config`` plus what ``sar-pipeline run`` adds unless the file says otherwise: every step
+    in this process, the dataset and model stages' too (``execution: in_process``, as the command
+    always ran them: a step process would load the code location again, docs/benchmarks.md; not
+    for a Kubernetes executor) and a quiet console logger (:data:`CONSOLE_LOG_LEVEL`)."""
+    from sar_pipeline.defs.executor import per_flight_in_process_executor
+
+    config = dict(run_config or {})
+    choosable = {dg.multi_or_in_process_executor.name, per_flight_in_process_executor.name}
+    if "execution" not in config and job.executor_def.name in choosable:
+        config["execution"] = {"config": {"in_process": {}}}
+    if "loggers" not in config and set(job.loggers) == {"console"}:
+        config["loggers"] = {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
+    return config
+
+
+def create_located_run(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    partition_key: str | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> dg.DagsterRun:
+    """A new run of ``job`` (a job of ``sar_pipeline.definitions``) recorded as the UI records one it
+    launches: with the code location's origin (so the run carries the ``.dagster/repository`` tag the
+    job's page selects runs by, and re-executes from the UI), the job's own snapshot (the UI shows no
+    'snapshot changed' warning), the partition's tags, and :func:`cli_run_config`."""
+    from dagster._core.execution.execute_in_process import merge_run_tags
+
+    config = cli_run_config(job, run_config)
+    if partition_key is not None and not run_config and job.partitioned_config:
+        config = {**job.partitioned_config.get_run_config_for_partition_key(partition_key), **config}
+    run_tags = merge_run_tags(job, partition_key, tags, None, instance, config)
+    remote, code = job_origins(job.name)
+    return instance.create_run_for_job(
+        job_def=job, run_config=config, tags=run_tags, remote_job_origin=remote, job_code_origin=code
+    )
+
+
+def execute_located_run(
+    instance: dg.DagsterInstance, job: dg.JobDefinition, run: dg.DagsterRun
+) -> JobExecutionResult:
+    """Execute ``run`` (:func:`create_located_run`) here, as a run worker does (``execute_run``),
+    on the already loaded ``job``."""
+    return execute_run(InMemoryJob(job), run, instance, raise_on_error=False)
+
+
+def logged_summary(instance: dg.DagsterInstance, run_id: str, per_step: int = 3) -> list[str]:
+    """What our own code logged in run ``run_id`` (not Dagster's events), short: per step, each
+    warning or error (up to ``per_step``) and the number of other messages with the first one."""
+    steps: dict[str, list[Any]] = {}
+    started = set()  # our code runs only in started steps ("Dependencies … Not executing" is Dagster's)
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is not None:
+            if entry.dagster_event.event_type == DagsterEventType.STEP_START:
+                started.add(entry.step_key)
+        elif entry.step_key in started and entry.level >= logging.INFO and entry.user_message:
+            steps.setdefault(entry.step_key, []).append(entry)
+    lines = []
+    for step, entries in steps.items():
+        loud = [e for e in entries if e.level >= logging.WARNING]
+        quiet = [e for e in entries if e.level < logging.WARNING]
+        for entry in loud[:per_step]:
+            lines.append(f"{step}: {logging.getLevelName(entry.level)}: {_short(entry.user_message)}")
+        if len(loud) > per_step:
+            lines.append(f"{step}: {len(loud) - per_step} more warnings")
+        if quiet:
+            lines.append(
+                f"{step}: {_short(quiet[0].user_message)}"
+                + (f" (and {len(quiet) - 1} more like it)" if len(quiet) > 1 else "")
+            )
+    return lines
+
+
+def _short(message: str, width: int = 160) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------------------------
 # running jobs, interruptibly
 
 
@@ -177,7 +309,7 @@ def _raise_in_main_thread(exc_type: type[BaseException]) -> None:
     signal.pthread_kill(main, signal.SIGINT)  # ends its time.sleep; the handler then raises
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
+def failure_message(result: JobExecutionResult) -> str | None:
     """'<step>: <message>' of the run's first failed step, the user's error rather than Dagster's
     wrapper around it (messages are already redacted: ``SarPipelineError``); None when none failed."""
     for event in result.all_events:
@@ -189,7 +321,7 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str | None:
     return None
 
 
-def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+def was_interrupted(result: JobExecutionResult) -> bool:
     """Whether a step of the run stopped on SIGINT/SIGTERM (Dagster fails the step and the run)."""
     for event in result.all_events:
         if event.event_type == DagsterEventType.STEP_FAILURE:
@@ -200,7 +332,7 @@ def was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
 
 
 class RunGuard:
-    """Runs jobs in process for ``sar-pipeline run``: tagged with this process, after busy pools
+    """Runs jobs here for ``sar-pipeline run``: tagged with this process, after busy pools
     are free, stoppable by SIGINT/SIGTERM at any point (see module doc). Use as a context manager
     in the main thread."""
 
@@ -308,23 +440,36 @@ class RunGuard:
 
     # -- running ------------------------------------------------------------------------------
 
-    def execute(self, job: dg.JobDefinition, **kwargs: Any) -> dg.ExecuteInProcessResult:
-        """``job.execute_in_process`` on this instance, once its pools are free; raises
+    def execute(
+        self,
+        job: dg.JobDefinition,
+        partition_key: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> JobExecutionResult:
+        """Run ``job`` in this process on this instance, once its pools are free, as a run of the
+        code location (:func:`create_located_run`, :func:`execute_located_run`); raises
         :class:`Interrupted` (after marking the run canceled) when a signal stopped it."""
         self.wait_for_pools(job_pools(job))
         token = uuid.uuid4().hex
-        tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), TOKEN_TAG: token}
-        tags.update(kwargs.pop("tags", {}) or {})
+        own_tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), TOKEN_TAG: token}
+        run = create_located_run(
+            self.instance,
+            job,
+            partition_key=partition_key,
+            run_config=run_config,
+            tags={**own_tags, **(tags or {})},
+        )
         self._executing = token
         try:
-            result = job.execute_in_process(instance=self.instance, tags=tags, raise_on_error=False, **kwargs)
+            result = execute_located_run(self.instance, job, run)
         except KeyboardInterrupt as exc:
             self._executing = None
-            run = self._run_of(token)
-            if run is not None and not run.is_finished:
-                self.instance.report_run_canceled(run, "sar-pipeline run was interrupted")
+            current = self.instance.get_run_by_id(run.run_id)
+            if current is not None and not current.is_finished:
+                self.instance.report_run_canceled(current, "sar-pipeline run was interrupted")
                 self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            raise Interrupted(run.run_id if run else "(no run yet)") from exc
+            raise Interrupted(run.run_id) from exc
         finally:
             self._executing = None
         if self.interrupted or was_interrupted(result):
