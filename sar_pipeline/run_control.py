@@ -283,7 +283,7 @@ def logged_summary(instance: dg.DagsterInstance, run_id: str, per_step: int = 3)
         if quiet:
             lines.append(
                 f"{step}: {_short(quiet[0].user_message)}"
-                + (f" (and {len(quiet) - 1} more like it)" if len(quiet) > 1 else "")
+                + (f" (and {len(quiet) - 1} more messages: the run's log)" if len(quiet) > 1 else "")
             )
     return lines
 
