@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sar_pipeline.cli import main
+from sar_pipeline.generation.model import default_sd_model
 from sar_pipeline_tests.diffusion.synthetic import sample_mean_amplitude
 
 SEEDS = (0, 1, 2, 3)
@@ -65,8 +66,8 @@ def test_demo_main_job_trains_a_model_whose_samples_follow_the_prompt(tmp_path, 
         )
     assert best["scores"]["wasserstein_db"] < base["wasserstein_db"]
     assert best["scores"]["clip_score"] > base["clip_score"]
-    promoted = json.loads((storage / "models" / "sd" / "promoted.json").read_text())
-    assert promoted["checkpoint"] == best["pipeline"]
+    # promoted: generation's default model is the best checkpoint
+    assert default_sd_model(storage) == (Path(best["pipeline"]), "promoted")
 
     # the ControlNet: adherence to the sketch, per the classifier trained on the dataset's own tiles
     (cn_run,) = (storage / "models" / "controlnet").glob("*/final.json")
