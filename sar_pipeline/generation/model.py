@@ -11,6 +11,7 @@ with the defaults of a plain SD 1.5 model. A ControlNet is a ``ControlNetModel``
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,12 +116,16 @@ def load_generation_model(path: str | Path, device: str = "auto", dtype: str = "
     if target.type == "cpu" and torch_dtype == torch.float16:
         raise ModelError(f"dtype {dtype}", "float16 sampling needs a GPU; use float32 or bfloat16 on the CPU")
     try:
-        pipe = pipeline_class.from_pretrained(folder, local_files_only=True, **safety)
+        with warnings.catch_warnings():
+            # diffusers 0.42 renamed torch_dtype to dtype and warns on the old name, which the
+            # earlier versions we accept know only (casting after loading warns in 0.42 too)
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = pipeline_class.from_pretrained(
+                folder, local_files_only=True, torch_dtype=torch_dtype, **safety
+            )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(folder, f"cannot load the model: {exc}") from exc
-    # cast after loading: diffusers >= 0.42 renamed from_pretrained's torch_dtype to dtype (and warns
-    # on the old name) while the versions we accept before it know only torch_dtype
-    pipe = pipe.to(target, torch_dtype)
+    pipe = pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
     checkpoint = read_json_or_empty(folder.parent / "checkpoint.json")
     run_dir = folder.parent.parent.parent if checkpoint else None
