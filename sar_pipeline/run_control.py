@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -34,7 +35,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -54,7 +54,6 @@ from sar_pipeline.storage import pid_alive
 
 HOST_TAG = "sar_pipeline/host"
 PID_TAG = "sar_pipeline/pid"
-TOKEN_TAG = "sar_pipeline/invocation"
 
 # engine-event messages that name the process running a run (run worker, in-process or
 # multiprocess executor), e.g. "Executing steps in process (pid: 4242)"
@@ -189,9 +188,10 @@ WORKSPACE_FILE = paths.PROJECT_ROOT / "workspace.yaml"
 CONSOLE_LOG_LEVEL = "CRITICAL"
 
 
+@functools.cache
 def code_location_origin() -> CodeLocationOrigin | None:
-    """The code location as the UI loads it (:data:`WORKSPACE_FILE`), or None without that file
-    (an installed package run outside the project folder)."""
+    """The code location as the UI loads it (:data:`WORKSPACE_FILE`, read once per process), or None
+    without that file (an installed package run outside the project folder)."""
     from dagster._core.workspace.load import location_origins_from_yaml_paths
 
     if not WORKSPACE_FILE.is_file():
@@ -343,7 +343,7 @@ class RunGuard:
         self.say = say
         self.poll_seconds = poll_seconds
         self.interrupted = False
-        self._executing: str | None = None  # the invocation token of the run being executed
+        self._executing: str | None = None  # the id of the run being executed
         self._stop = threading.Event()
 
     # -- signals ------------------------------------------------------------------------------
@@ -388,25 +388,18 @@ class RunGuard:
             if any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
                 self.interrupted = True
                 noticed_at = noticed_at or time.monotonic()
-            token = self._executing
-            if noticed_at is None or token is None:
+            run_id = self._executing
+            if noticed_at is None or run_id is None:
                 continue
-            if time.monotonic() - noticed_at > 1.0 and self._waiting_for_slot(token):
+            if time.monotonic() - noticed_at > 1.0 and self._waiting_for_slot(run_id):
                 self.say("interrupted while waiting for a pool slot: stopping")
                 self._executing = None
                 _raise_in_main_thread(KeyboardInterrupt)
 
-    def _run_of(self, token: str) -> dg.DagsterRun | None:
-        runs = self.instance.get_runs(filters=RunsFilter(tags={TOKEN_TAG: token}), limit=1)
-        return runs[0] if runs else None
-
-    def _waiting_for_slot(self, token: str) -> bool:
-        run = self._run_of(token)
-        if run is None:
-            return False
+    def _waiting_for_slot(self, run_id: str) -> bool:
         storage = self.instance.event_log_storage
         for key in storage.get_concurrency_keys():
-            if run.run_id in storage.get_concurrency_info(key).pending_run_ids:
+            if run_id in storage.get_concurrency_info(key).pending_run_ids:
                 return True
         return False
 
@@ -451,8 +444,7 @@ class RunGuard:
         code location (:func:`create_located_run`, :func:`execute_located_run`); raises
         :class:`Interrupted` (after marking the run canceled) when a signal stopped it."""
         self.wait_for_pools(job_pools(job))
-        token = uuid.uuid4().hex
-        own_tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), TOKEN_TAG: token}
+        own_tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         run = create_located_run(
             self.instance,
             job,
@@ -460,7 +452,7 @@ class RunGuard:
             run_config=run_config,
             tags={**own_tags, **(tags or {})},
         )
-        self._executing = token
+        self._executing = run.run_id
         try:
             result = execute_located_run(self.instance, job, run)
         except KeyboardInterrupt as exc:

@@ -396,8 +396,7 @@ class TrainRecipe(Settings):
         ge=0,
         description="Retention: keep the last this many checkpoints of the run, plus the one with the best "
         "held-out validation loss and any a model pointer (models/<kind>/latest.json, models/sd/promoted.json) "
-        "references; the "
-        "others are deleted as new ones are written (0 keeps all).",
+        "references; the others are deleted as new ones are written (0 keeps all).",
     )
     resume_from_checkpoint: str = Field(
         default="latest",

@@ -238,15 +238,13 @@ def pull_model_folder(storage_root: str | Path | LocalMirror, recorded: str | Pa
     ``checkpoint.json``, the run's ``train_config.json`` / ``controlnet_config.json``; not the
     optimizer state); a folder outside the storage root as it is."""
     mirror = storage_mirror(storage_root)
-    parts = mirror.stored_parts(recorded)
-    if not parts:
-        return Path(recorded)
-    mirror.pull(*parts)
+    here = mirror.pull_recorded(recorded)
+    parts = mirror.stored_parts(recorded) or ()
     if len(parts) >= 4 and parts[-3] == "checkpoints":  # <run>/checkpoints/checkpoint-N/<folder>
         mirror.pull(*parts[:-1], "checkpoint.json")
         for name in ("train_config.json", "controlnet_config.json"):
             mirror.pull(*parts[:-3], name)
-    return mirror.local(*parts)
+    return here
 
 
 def _write_pointer(
